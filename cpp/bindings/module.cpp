@@ -1,0 +1,13 @@
+#include "common.hpp"
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "mixlaw's C++ core (laws, gradients, fitting, simplex). Use the mixlaw package, not this module.";
+  mixlaw::bind::bind_law(m);
+  mixlaw::bind::bind_records(m);
+  mixlaw::bind::bind_evaluate(m);
+#ifdef _OPENMP
+  m.attr("openmp") = true;
+#else
+  m.attr("openmp") = false;
+#endif
+}

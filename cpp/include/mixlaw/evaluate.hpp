@@ -1,0 +1,197 @@
+// Evaluation of a law on prepared records: predictions, parameter gradients (J^T w and
+// the full Jacobian) and gradients with respect to the mixture h.
+//
+// One engine (`for_each_record`) walks the records mixture by mixture: it computes the
+// law's mixture features once per distinct mixture, then for each record of that
+// mixture the prediction L and the short vector u = dL/d(slot) (see law.hpp). Every
+// consumer is a small visitor on top of it, so each formula exists exactly once.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <limits>
+#include <vector>
+
+#include "mixlaw/law.hpp"
+#include "mixlaw/records.hpp"
+
+namespace mixlaw {
+
+// Predictions at every record (out: n, original record order).
+void predict(const Plan& plan, const double* theta, const Records& rec, double* out, int threads);
+
+// Predictions (pred may be null) and the parameter gradient J^T w (grad: n_params).
+// The reduction runs over a fixed partition of the data, so any thread count gives a
+// bit-identical gradient.
+void predict_grad(const Plan& plan, const double* theta, const Records& rec, const double* w,
+                  double* pred, double* grad, int threads);
+
+// Predictions (may be null) and the full Jacobian dL_j/dtheta_p (J: n x n_params, row-major).
+void jacobian(const Plan& plan, const double* theta, const Records& rec, double* pred, double* J,
+              int threads);
+
+// dL_j/dh_ji treating the k weights as independent variables (out: n x k, row-major).
+// At h_i = 0 the one-sided derivative is returned: it is -inf for an inv_power_sum
+// domain with 0 < gamma_i < 1 (the law is not differentiable there).
+void grad_h(const Plan& plan, const double* theta, const Records& rec, double* out, int threads);
+
+namespace detail {
+
+constexpr int max_features = 5;
+
+// Scratch for one mixture: feature values, their parameter gradients and h-gradients.
+struct MixtureWork {
+  int k = 0;
+  double phi[max_features] = {0, 0, 0, 0, 0};
+  std::vector<double> dphi;     // concatenated parameter gradients of each feature
+  std::vector<int> dphi_off;    // offset of feature f in dphi
+  std::vector<double> dphi_dh;  // n_features * k
+  std::vector<double> t;        // k: h_i^gamma_i of the inv_power_sum feature
+
+  explicit MixtureWork(const Plan& plan) : k(plan.spec.k) {
+    int off = 0;
+    for (const auto& fp : plan.feature_params) {
+      dphi_off.push_back(off);
+      off += static_cast<int>(fp.size());
+    }
+    dphi.assign(static_cast<std::size_t>(off), 0.0);
+    dphi_dh.assign(plan.features.size() * static_cast<std::size_t>(k), 0.0);
+    t.assign(static_cast<std::size_t>(k), 0.0);
+  }
+};
+
+// Values shared by every record of one call: the scalar parameters and, where an
+// exponent is a global parameter, N'^-b and D'^-b per distinct N and D.
+struct CallConstants {
+  double ln_n_scale, ln_d_scale;
+  double E;
+  std::vector<double> eN_uniq, eD_uniq;  // empty when the exponent is a mixture feature
+};
+
+CallConstants call_constants(const Plan& plan, const double* theta, const Records& rec);
+
+// Computes the features of mixture m into w.
+template <bool ParamGrad, bool HGrad>
+inline void mixture_features(const Plan& plan, const double* theta, const Records& rec, std::size_t m,
+                             MixtureWork& w) {
+  const int k = plan.spec.k;
+  const double* h = rec.mix_h.data() + m * static_cast<std::size_t>(k);
+  const double* lh = rec.mix_logh.data() + m * static_cast<std::size_t>(k);
+  const int nf = static_cast<int>(plan.features.size());
+  for (int f = 0; f < nf; ++f) {
+    const Feature& F = plan.features[f];
+    const double* C = theta + F.c_off;
+    if (F.kind == Feature::inv_power_sum) {
+      const double* g = theta + F.g_off;
+      double* t = w.t.data();
+      double S = 0.0;
+      // A domain with h_i == 0 contributes nothing, whatever gamma_i (lh is 0 there,
+      // so exp() is finite and the mask keeps the loop branch-free).
+      for (int i = 0; i < k; ++i) {
+        double ti = std::exp(g[i] * lh[i]);
+        ti = h[i] > 0 ? ti : 0.0;
+        t[i] = ti;
+        S += C[i] * ti;
+      }
+      const double inv = 1.0 / S;
+      w.phi[f] = inv;
+      const double inv2 = inv * inv;
+      if (ParamGrad) {
+        double* d = w.dphi.data() + w.dphi_off[f];
+        for (int i = 0; i < k; ++i) {
+          d[i] = -t[i] * inv2;
+          d[k + i] = -C[i] * t[i] * lh[i] * inv2;
+        }
+      }
+      if (HGrad) {
+        double* dh = w.dphi_dh.data() + static_cast<std::size_t>(f) * k;
+        for (int i = 0; i < k; ++i) {
+          double slope;  // d(h^gamma)/dh
+          if (h[i] > 0) {
+            slope = g[i] * t[i] / h[i];
+          } else if (g[i] == 1.0) {
+            slope = 1.0;
+          } else if (g[i] > 0.0 && g[i] < 1.0) {
+            slope = std::numeric_limits<double>::infinity();
+          } else {
+            slope = 0.0;
+          }
+          dh[i] = (C[i] == 0.0 ? 0.0 : -C[i] * slope * inv2);
+        }
+      }
+    } else {  // linear_power
+      const double e = F.sign * theta[F.g_off];
+      double u = 0.0;
+      for (int i = 0; i < k; ++i) u += C[i] * h[i];
+      double phi, lu = 0.0;
+      if (u > 0) {
+        lu = std::log(u);
+        phi = std::exp(e * lu);
+      } else {
+        phi = e > 0 ? 0.0 : (e == 0 ? 1.0 : std::numeric_limits<double>::infinity());
+      }
+      w.phi[f] = phi;
+      const double scale = u > 0 ? e * phi / u : 0.0;  // dphi/du
+      if (ParamGrad) {
+        double* d = w.dphi.data() + w.dphi_off[f];
+        for (int i = 0; i < k; ++i) d[i] = scale * h[i];
+        d[k] = u > 0 ? F.sign * phi * lu : 0.0;
+      }
+      if (HGrad) {
+        double* dh = w.dphi_dh.data() + static_cast<std::size_t>(f) * k;
+        for (int i = 0; i < k; ++i) dh[i] = scale * C[i];
+      }
+    }
+  }
+}
+
+inline double source_value(const Source& s, const double* theta, const MixtureWork& w) {
+  switch (s.type) {
+    case Source::param: return theta[s.index];
+    case Source::feature: return w.phi[s.index];
+    default: return 0.0;
+  }
+}
+
+// Walks the mixtures [m_begin, m_end). For each mixture: vis.begin_mixture(m, w); for each of
+// its records at grouped position s: vis.record(s, L, u) with u[n_slots] = dL/d(slot); then
+// vis.end_mixture(m, w).
+template <bool ParamGrad, bool HGrad, class Visitor>
+void for_each_record(const Plan& plan, const double* theta, const Records& rec, const CallConstants& cc,
+                     std::size_t m_begin, std::size_t m_end, MixtureWork& w, Visitor& vis) {
+  const Source sM = plan.src[slot_M], saN = plan.src[slot_aN], sbN = plan.src[slot_bN];
+  const Source saD = plan.src[slot_aD], sbD = plan.src[slot_bD];
+  const bool hasN = saN.type != Source::none, hasD = saD.type != Source::none;
+  const bool cachedN = !cc.eN_uniq.empty(), cachedD = !cc.eD_uniq.empty();
+  for (std::size_t m = m_begin; m < m_end; ++m) {
+    if (rec.k > 0) mixture_features<ParamGrad, HGrad>(plan, theta, rec, m, w);
+    vis.begin_mixture(m, w);
+    const double M = source_value(sM, theta, w);
+    const double aN = source_value(saN, theta, w), bN = source_value(sbN, theta, w);
+    const double aD = source_value(saD, theta, w), bD = source_value(sbD, theta, w);
+    const double base = cc.E + M;
+    for (std::size_t s = rec.mix_start[m]; s < rec.mix_start[m + 1]; ++s) {
+      double u[n_slots] = {1.0, sM.type != Source::none ? 1.0 : 0.0, 0.0, 0.0, 0.0, 0.0};
+      double L = base;
+      if (hasN) {
+        const double x = rec.lnN[s] - cc.ln_n_scale;
+        const double e = cachedN ? cc.eN_uniq[rec.n_idx[s]] : std::exp(-bN * x);
+        L += aN * e;
+        u[slot_aN] = e;
+        u[slot_bN] = -aN * x * e;
+      }
+      if (hasD) {
+        const double x = rec.lnD[s] - cc.ln_d_scale;
+        const double e = cachedD ? cc.eD_uniq[rec.d_idx[s]] : std::exp(-bD * x);
+        L += aD * e;
+        u[slot_aD] = e;
+        u[slot_bD] = -aD * x * e;
+      }
+      vis.record(s, L, u);
+    }
+    vis.end_mixture(m, w);
+  }
+}
+
+}  // namespace detail
+}  // namespace mixlaw

@@ -1,0 +1,158 @@
+#include "mixlaw/evaluate.hpp"
+
+#include <algorithm>
+
+#include "mixlaw/parallel.hpp"
+
+namespace mixlaw {
+namespace detail {
+
+CallConstants call_constants(const Plan& plan, const double* theta, const Records& rec) {
+  CallConstants cc;
+  cc.ln_n_scale = std::log(plan.spec.n_scale);
+  cc.ln_d_scale = std::log(plan.spec.d_scale);
+  cc.E = theta[plan.src[slot_E].index];
+  const Source bN = plan.src[slot_bN], bD = plan.src[slot_bD];
+  if (bN.type == Source::param) {
+    const double b = theta[bN.index];
+    for (double x : rec.uniq_lnN) cc.eN_uniq.push_back(std::exp(-b * (x - cc.ln_n_scale)));
+  }
+  if (bD.type == Source::param) {
+    const double b = theta[bD.index];
+    for (double x : rec.uniq_lnD) cc.eD_uniq.push_back(std::exp(-b * (x - cc.ln_d_scale)));
+  }
+  return cc;
+}
+
+}  // namespace detail
+
+namespace {
+
+using detail::MixtureWork;
+
+struct PredictVisitor {
+  const Records& rec;
+  double* out;
+  void begin_mixture(std::size_t, const MixtureWork&) {}
+  void record(std::size_t s, double L, const double*) { out[rec.order[s]] = L; }
+  void end_mixture(std::size_t, const MixtureWork&) {}
+};
+
+// Accumulates J^T w: global parameters directly, mixture features through one adjoint
+// per feature per mixture (so the k-long feature gradients are touched once per mixture).
+struct GradVisitor {
+  const Plan& plan;
+  const Records& rec;
+  const double* w;
+  double* pred;
+  double* grad;  // chunk-local partial gradient
+  double adj[detail::max_features] = {0, 0, 0, 0, 0};
+
+  void begin_mixture(std::size_t, const MixtureWork&) { std::fill(adj, adj + detail::max_features, 0.0); }
+  void record(std::size_t s, double L, const double* u) {
+    const std::int64_t j = rec.order[s];
+    if (pred) pred[j] = L;
+    const double wj = w[j];
+    for (int a = 0; a < n_slots; ++a) {
+      const Source& src = plan.src[a];
+      if (src.type == Source::param) grad[src.index] += wj * u[a];
+      else if (src.type == Source::feature) adj[src.index] += wj * u[a];
+    }
+  }
+  void end_mixture(std::size_t, const MixtureWork& mw) {
+    for (std::size_t f = 0; f < plan.features.size(); ++f) {
+      const auto& idx = plan.feature_params[f];
+      const double* d = mw.dphi.data() + mw.dphi_off[f];
+      for (std::size_t q = 0; q < idx.size(); ++q) grad[idx[q]] += adj[f] * d[q];
+    }
+  }
+};
+
+struct JacobianVisitor {
+  const Plan& plan;
+  const Records& rec;
+  double* pred;
+  double* J;
+  const MixtureWork* mw = nullptr;
+  void begin_mixture(std::size_t, const MixtureWork& w) { mw = &w; }
+  void record(std::size_t s, double L, const double* u) {
+    const std::int64_t j = rec.order[s];
+    if (pred) pred[j] = L;
+    double* row = J + static_cast<std::size_t>(j) * static_cast<std::size_t>(plan.n_params);
+    std::fill(row, row + plan.n_params, 0.0);
+    for (int a = 0; a < n_slots; ++a) {
+      const Source& src = plan.src[a];
+      if (src.type == Source::param) {
+        row[src.index] += u[a];
+      } else if (src.type == Source::feature) {
+        const auto& idx = plan.feature_params[src.index];
+        const double* d = mw->dphi.data() + mw->dphi_off[src.index];
+        for (std::size_t q = 0; q < idx.size(); ++q) row[idx[q]] += u[a] * d[q];
+      }
+    }
+  }
+  void end_mixture(std::size_t, const MixtureWork&) {}
+};
+
+struct HGradVisitor {
+  const Plan& plan;
+  const Records& rec;
+  double* out;
+  const MixtureWork* mw = nullptr;
+  void begin_mixture(std::size_t, const MixtureWork& w) { mw = &w; }
+  void record(std::size_t s, double, const double* u) {
+    const int k = plan.spec.k;
+    double* row = out + static_cast<std::size_t>(rec.order[s]) * static_cast<std::size_t>(k);
+    std::fill(row, row + k, 0.0);
+    for (int a = 0; a < n_slots; ++a) {
+      const Source& src = plan.src[a];
+      if (src.type != Source::feature || u[a] == 0.0) continue;
+      const double* dh = mw->dphi_dh.data() + static_cast<std::size_t>(src.index) * k;
+      for (int i = 0; i < k; ++i) row[i] += u[a] * dh[i];
+    }
+  }
+  void end_mixture(std::size_t, const MixtureWork&) {}
+};
+
+// Runs a visitor built per chunk over every chunk in parallel.
+template <bool ParamGrad, bool HGrad, class MakeVisitor>
+void run_chunks(const Plan& plan, const double* theta, const Records& rec, int threads, MakeVisitor make) {
+  const detail::CallConstants cc = detail::call_constants(plan, theta, rec);
+  parallel_for(rec.n_chunks(), threads, [&](std::size_t c) {
+    MixtureWork w(plan);
+    auto vis = make(c);
+    detail::for_each_record<ParamGrad, HGrad>(plan, theta, rec, cc, rec.chunk_start[c],
+                                              rec.chunk_start[c + 1], w, vis);
+  });
+}
+
+}  // namespace
+
+void predict(const Plan& plan, const double* theta, const Records& rec, double* out, int threads) {
+  run_chunks<false, false>(plan, theta, rec, threads, [&](std::size_t) { return PredictVisitor{rec, out}; });
+}
+
+void predict_grad(const Plan& plan, const double* theta, const Records& rec, const double* w,
+                  double* pred, double* grad, int threads) {
+  const std::size_t P = static_cast<std::size_t>(plan.n_params);
+  std::vector<double> partial(rec.n_chunks() * P, 0.0);
+  run_chunks<true, false>(plan, theta, rec, threads, [&](std::size_t c) {
+    return GradVisitor{plan, rec, w, pred, partial.data() + c * P};
+  });
+  std::fill(grad, grad + P, 0.0);
+  for (std::size_t c = 0; c < rec.n_chunks(); ++c)  // fixed order: thread-count independent
+    for (std::size_t p = 0; p < P; ++p) grad[p] += partial[c * P + p];
+}
+
+void jacobian(const Plan& plan, const double* theta, const Records& rec, double* pred, double* J,
+              int threads) {
+  run_chunks<true, false>(plan, theta, rec, threads,
+                          [&](std::size_t) { return JacobianVisitor{plan, rec, pred, J}; });
+}
+
+void grad_h(const Plan& plan, const double* theta, const Records& rec, double* out, int threads) {
+  run_chunks<false, true>(plan, theta, rec, threads,
+                          [&](std::size_t) { return HGradVisitor{plan, rec, out}; });
+}
+
+}  // namespace mixlaw

@@ -1,0 +1,265 @@
+"""The scaling laws of Shukor et al. (2025), evaluated by mixlaw's C++ core.
+
+Every law predicts the loss of a model with ``N`` parameters trained on ``D`` tokens
+drawn with domain weights ``h`` (a point of the simplex, ``k`` entries). Internally
+``N' = N / n_scale`` and ``D' = D / d_scale`` (defaults 1e6 and 1e9, as in the peer
+library released with the paper); parameters are expressed in those units, while
+``predict`` always takes raw ``N`` and ``D``. With ``S(h) = sum_i C_i h_i**gamma_i``:
+
+============  ===========================================================  =========
+name          formula                                                      count
+============  ===========================================================  =========
+chinchilla    E + A/N'^alpha + B/D'^beta                                   5
+additive      E + 1/S(h) + A/N'^alpha + B/D'^beta                          5 + 2k
+joint         E + 1/S(h) + A_h/N'^alpha + B_h/D'^beta                      5 + 4k
+simple        E + (sum_i C_i h_i)^-gamma + A/N'^alpha + B/D'^beta          6 + k
+full          E + 1/S(h) + A_h/N'^alpha_h + B_h/D'^beta_h                  5 + 6k
+============  ===========================================================  =========
+
+with ``A_h = (sum_i CA_i h_i)^gA``, ``B_h = (sum_i CB_i h_i)^gB``,
+``alpha_h = (sum_i Calpha_i h_i)^galpha`` and ``beta_h = (sum_i Cbeta_i h_i)^gbeta``.
+Parameter order (names are 1-based: ``C_1 .. C_k``):
+
+- chinchilla: E, A, B, alpha, beta
+- additive:   E, A, B, alpha, beta, C_1..k, gamma_1..k
+- joint:      E, alpha, beta, C_1..k, gamma_1..k, CA_1..k, gA, CB_1..k, gB
+- simple:     E, A, B, alpha, beta, gamma, C_1..k
+- full:       E, C_1..k, gamma_1..k, CA_1..k, gA, CB_1..k, gB, Calpha_1..k, galpha,
+  Cbeta_1..k, gbeta
+
+Reduced forms: ``n_term=False`` drops the model-size term (A and alpha, or CA, gA and
+for ``full`` Calpha, galpha), ``d_term=False`` the token term. Use them when every
+record has the same N (or the same D): those terms are then not identifiable.
+
+A domain with ``h_i == 0`` contributes nothing to ``S(h)`` for every ``gamma_i >= 0``;
+values and parameter derivatives stay finite there.
+
+Default bounds (overridable by name when fitting): E in [0, inf); A, B, C_i, CA_i, CB_i,
+Calpha_i, Cbeta_i in [0, inf) and moved in log space by optimisers; alpha, beta in
+[0, 2]; gamma_i in [0, 5]; the simple law's gamma in [0, 10]; gA, gB, galpha, gbeta in
+[-5, 5].
+
+Threads: every evaluation takes ``threads=None`` (the OpenMP default, which honours
+``OMP_NUM_THREADS``) or a positive count; results are bit-identical for any count. The
+GIL is released while the core runs, so Python threads may call these concurrently.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from . import _core
+
+__all__ = ["LAW_NAMES", "Law", "law", "Records"]
+
+#: Names of the laws of SPEC section 3.
+LAW_NAMES = ("chinchilla", "additive", "joint", "simple", "full")
+
+#: Records validated and prepared once (logs, grouping by mixture); pass one in place of
+#: ``N`` to skip preparation when the same records are evaluated many times.
+Records = _core.Records
+
+ParamsLike = Union[np.ndarray, Mapping[str, float], "list[float]"]
+
+
+class Law:
+    """A scaling law for ``k`` domains.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`LAW_NAMES`.
+    k : int
+        Number of domains (0 is allowed, and the default, for ``chinchilla``).
+    n_term, d_term : bool, keyword-only
+        Keep the model-size / token term (see the module docstring for reduced forms).
+    n_scale, d_scale : float, keyword-only
+        Units of N and D inside the law (``N' = N / n_scale``).
+
+    Parameters of the law are accepted everywhere either as an array in
+    :attr:`param_names` order or as a mapping from name to value.
+    """
+
+    __slots__ = ("_core", "param_names", "_index", "lower", "upper", "init_lower", "init_upper",
+                 "log_scale")
+
+    def __init__(self, name: str, k: Optional[int] = None, *, n_term: bool = True, d_term: bool = True,
+                 n_scale: float = 1e6, d_scale: float = 1e9) -> None:
+        if not isinstance(name, str):
+            raise TypeError(f"name: expected a law name (str), got {type(name).__name__}")
+        if name not in LAW_NAMES:
+            raise ValueError(f"name: unknown law {name!r}; expected one of {', '.join(LAW_NAMES)}")
+        if k is None:
+            if name != "chinchilla":
+                raise ValueError(f"k: the {name} law needs the number of domains k")
+            k = 0
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+            raise TypeError(f"k: expected an int, got {type(k).__name__}")
+        if name == "chinchilla" and k != 0:
+            k = 0  # chinchilla ignores the mixture; accept k for uniform call sites
+        core = _core.Law(name, int(k), bool(n_term), bool(d_term), float(n_scale), float(d_scale))
+        self._init_from_core(core)
+
+    def _init_from_core(self, core: Any) -> None:
+        self._core = core
+        self.param_names: tuple[str, ...] = tuple(core.param_names)
+        self._index = {n: i for i, n in enumerate(self.param_names)}
+        lo, hi, ilo, ihi, logs = core.defaults
+        for a in (lo, hi, ilo, ihi, logs):
+            a.setflags(write=False)
+        self.lower, self.upper, self.init_lower, self.init_upper, self.log_scale = lo, hi, ilo, ihi, logs
+
+    # -- description -------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return str(self._core.name)
+
+    @property
+    def k(self) -> int:
+        return int(self._core.k)
+
+    @property
+    def n_term(self) -> bool:
+        return bool(self._core.n_term)
+
+    @property
+    def d_term(self) -> bool:
+        return bool(self._core.d_term)
+
+    @property
+    def n_scale(self) -> float:
+        return float(self._core.n_scale)
+
+    @property
+    def d_scale(self) -> float:
+        return float(self._core.d_scale)
+
+    @property
+    def n_params(self) -> int:
+        return int(self._core.n_params)
+
+    @property
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Default ``(lower, upper)`` bounds in parameter order."""
+        return self.lower, self.upper
+
+    def _key(self) -> tuple:
+        return (self.name, self.k, self.n_term, self.d_term, self.n_scale, self.d_scale)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Law) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        extra = "".join(f", {t}=False" for t, v in (("n_term", self.n_term), ("d_term", self.d_term)) if not v)
+        scales = "" if (self.n_scale, self.d_scale) == (1e6, 1e9) else \
+            f", n_scale={self.n_scale:g}, d_scale={self.d_scale:g}"
+        return f"Law({self.name!r}, k={self.k}{extra}{scales})"
+
+    def __reduce__(self) -> tuple:
+        return (_rebuild, self._key())
+
+    # -- parameters ----------------------------------------------------------------------
+    def params(self, values: ParamsLike, *, arg: str = "params") -> np.ndarray:
+        """Parameters as a float64 array in :attr:`param_names` order.
+
+        ``values`` is an array of length :attr:`n_params` or a mapping with exactly the
+        law's parameter names.
+        """
+        if isinstance(values, Mapping):
+            unknown = [n for n in values if n not in self._index]
+            if unknown:
+                raise ValueError(f"{arg}: unknown parameter name(s) {unknown} for {self!r}; "
+                                 f"expected {list(self.param_names)}")
+            missing = [n for n in self.param_names if n not in values]
+            if missing:
+                raise ValueError(f"{arg}: missing parameter(s) {missing} for {self!r}")
+            out = np.empty(self.n_params)
+            for n, v in values.items():
+                out[self._index[n]] = v
+        else:
+            out = np.asarray(values, dtype=float)
+            if out.ndim != 1 or out.shape[0] != self.n_params:
+                raise ValueError(f"{arg}: expected {self.n_params} values for {self!r}, got shape {out.shape}")
+        if not np.all(np.isfinite(out)):
+            bad = [self.param_names[i] for i in np.flatnonzero(~np.isfinite(out))]
+            raise ValueError(f"{arg}: non-finite value(s) for {bad}")
+        return out
+
+    def as_dict(self, params: ParamsLike) -> dict[str, float]:
+        """Parameters as a ``{name: value}`` dict."""
+        arr = self.params(params)
+        return {n: float(v) for n, v in zip(self.param_names, arr)}
+
+    def index(self, name: str) -> int:
+        """Position of parameter ``name``."""
+        try:
+            return self._index[name]
+        except KeyError:
+            raise ValueError(f"name: {self!r} has no parameter {name!r}") from None
+
+    # -- evaluation ----------------------------------------------------------------------
+    def _p(self, params: ParamsLike) -> Any:
+        # Arrays go straight to the core, which checks length and finiteness itself:
+        # this keeps per-call overhead low for small batches.
+        return params if isinstance(params, np.ndarray) else self.params(params)
+
+    def records(self, N: Any, D: Any, H: Any = None) -> Records:
+        """Validate and prepare records once, for repeated evaluation."""
+        rec = _core.Records(N, D, H)
+        if rec.k != self.k:
+            raise ValueError(f"H: expected {self.k} columns (domains), got {rec.k}")
+        return rec
+
+    def predict(self, params: ParamsLike, N: Any, D: Any = None, H: Any = None, *,
+                threads: Optional[int] = None) -> np.ndarray:
+        """Predicted loss at each record.
+
+        Parameters
+        ----------
+        params : array (n_params,) or mapping
+        N, D : arrays (n,)
+            Raw parameter and token counts (> 0). ``N`` may instead be a prepared
+            :class:`Records`, with ``D`` and ``H`` omitted.
+        H : array (n, k)
+            Domain weights, rows on the simplex (within 1e-6). Omit for chinchilla.
+
+        Returns
+        -------
+        ndarray (n,)
+        """
+        return _core.predict(self._core, self._p(params), N, D, H, threads)
+
+    def value_and_grad(self, params: ParamsLike, w: Any, N: Any, D: Any = None, H: Any = None, *,
+                       threads: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+        """Predictions and the parameter gradient ``J^T w`` (``J = dL/dparams``, n x n_params)."""
+        return _core.predict_grad(self._core, self._p(params), w, N, D, H, threads)
+
+    def jacobian(self, params: ParamsLike, N: Any, D: Any = None, H: Any = None, *,
+                 threads: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+        """Predictions and the Jacobian ``dL_j/dparams`` (n x n_params)."""
+        return _core.jacobian(self._core, self._p(params), N, D, H, threads)
+
+    def grad_h(self, params: ParamsLike, N: Any, D: Any = None, H: Any = None, *,
+               threads: Optional[int] = None) -> np.ndarray:
+        """``dL_j/dh_ji`` (n x k), each weight treated as an independent variable.
+
+        At ``h_i == 0`` the one-sided derivative is returned, which is ``-inf`` when
+        ``0 < gamma_i < 1`` (the law is not differentiable there).
+        """
+        return _core.grad_h(self._core, self._p(params), N, D, H, threads)
+
+
+def _rebuild(name: str, k: int, n_term: bool, d_term: bool, n_scale: float, d_scale: float) -> Law:
+    return Law(name, k, n_term=n_term, d_term=d_term, n_scale=n_scale, d_scale=d_scale)
+
+
+def law(name: Union[str, Law], k: Optional[int] = None, **options: Any) -> Law:
+    """Return the :class:`Law` ``name`` for ``k`` domains (a Law is returned unchanged)."""
+    if isinstance(name, Law):
+        return name
+    return Law(name, k, **options)
