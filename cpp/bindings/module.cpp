@@ -5,6 +5,7 @@ PYBIND11_MODULE(_core, m) {
   mixlaw::bind::bind_law(m);
   mixlaw::bind::bind_records(m);
   mixlaw::bind::bind_evaluate(m);
+  mixlaw::bind::bind_fit(m);
 #ifdef _OPENMP
   m.attr("openmp") = true;
 #else

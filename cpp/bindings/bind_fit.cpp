@@ -1,0 +1,219 @@
+#include <chrono>
+#include <cmath>
+#include <thread>
+
+#include "common.hpp"
+#include "mixlaw/multistart.hpp"
+#include "mixlaw/objective.hpp"
+
+namespace mixlaw::bind {
+namespace {
+
+ObjectiveSpec objective_spec(const std::string& loss, double delta, const std::string& residual) {
+  ObjectiveSpec spec;
+  if (loss == "huber") spec.loss = LossKind::huber;
+  else if (loss == "mse") spec.loss = LossKind::mse;
+  else fail("loss: unknown loss '" + loss + "' (expected 'huber' or 'mse')");
+  if (!(delta > 0) || !std::isfinite(delta)) fail("delta: must be finite and > 0");
+  spec.delta = delta;
+  if (residual == "raw") spec.log_residual = false;
+  else if (residual == "log") spec.log_residual = true;
+  else fail("residual: unknown residual '" + residual + "' (expected 'raw' or 'log')");
+  return spec;
+}
+
+// A problem together with the arrays it points into (kept alive while the core runs).
+struct HeldProblem {
+  darray y, w;
+  FitProblem problem;
+};
+
+HeldProblem hold_problem(const Plan& plan, const Records& rec, const py::handle& y, const py::handle& w, bool mean,
+                         const ObjectiveSpec& spec) {
+  HeldProblem h;
+  h.y = as_darray(y, "y");
+  require_ndim(h.y, 1, "y");
+  if (static_cast<std::size_t>(h.y.shape(0)) != rec.n)
+    fail("y: expected " + std::to_string(rec.n) + " values, got " + std::to_string(h.y.shape(0)));
+  const double* wp = nullptr;
+  if (!w.is_none()) {
+    h.w = as_darray(w, "weights");
+    require_ndim(h.w, 1, "weights");
+    if (static_cast<std::size_t>(h.w.shape(0)) != rec.n)
+      fail("weights: expected " + std::to_string(rec.n) + " values, got " + std::to_string(h.w.shape(0)));
+    wp = h.w.data();
+  }
+  if (rec.k != plan.spec.k) fail("records: have " + std::to_string(rec.k) + " domains, the law has " + std::to_string(plan.spec.k));
+  h.problem = make_problem(plan, rec, h.y.data(), wp, mean, spec);
+  return h;
+}
+
+darray vector_arg(const py::handle& obj, std::size_t n, const char* name) {
+  darray a = as_darray(obj, name);
+  require_ndim(a, 1, name);
+  if (static_cast<std::size_t>(a.shape(0)) != n)
+    fail(std::string(name) + ": expected " + std::to_string(n) + " values, got " + std::to_string(a.shape(0)));
+  return a;
+}
+
+// Runs `work` on a helper thread with the GIL released, checking for KeyboardInterrupt
+// (and other signals) every 20 ms; on a signal the cancel flag stops units not yet
+// started and the Python exception is raised once the worker has finished.
+template <class Work>
+void run_interruptible(CancelFlag& cancel, Work&& work) {
+  std::exception_ptr error;
+  std::atomic<bool> done{false};
+  bool interrupted = false;
+  {
+    py::gil_scoped_release release;
+    std::thread worker([&] {
+      try {
+        work();
+      } catch (...) {
+        error = std::current_exception();
+      }
+      done.store(true);
+    });
+    while (!done.load()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      if (!interrupted) {
+        py::gil_scoped_acquire acquire;
+        if (PyErr_CheckSignals() != 0) {
+          interrupted = true;
+          cancel.set();
+        }
+      }
+    }
+    worker.join();
+  }
+  if (interrupted) throw py::error_already_set();
+  if (error) std::rethrow_exception(error);
+}
+
+}  // namespace
+
+void bind_fit(py::module_& m) {
+  m.def(
+      "objective",
+      [](const Plan& plan, const Records& rec, const py::object& y, const py::object& weights,
+         const py::object& params, const std::string& loss, double delta, const std::string& residual, bool mean,
+         bool gauss_newton) {
+        const ObjectiveSpec spec = objective_spec(loss, delta, residual);
+        HeldProblem h = hold_problem(plan, rec, y, weights, mean, spec);
+        darray t = vector_arg(params, static_cast<std::size_t>(plan.n_params), "params");
+        const auto P = static_cast<py::ssize_t>(plan.n_params);
+        darray g(P);
+        if (gauss_newton) {
+          darray B(std::vector<py::ssize_t>{P, P});
+          const double f = objective_gauss_newton(h.problem, t.data(), g.mutable_data(), B.mutable_data());
+          return py::tuple(py::make_tuple(f, g, B));
+        }
+        const double f = objective_grad(h.problem, t.data(), g.mutable_data());
+        return py::tuple(py::make_tuple(f, g));
+      },
+      py::arg("law"), py::arg("records"), py::arg("y"), py::arg("weights"), py::arg("params"),
+      py::arg("loss") = "huber", py::arg("delta") = 1e-3, py::arg("residual") = "raw", py::arg("mean") = true,
+      py::arg("gauss_newton") = false,
+      "Objective value and gradient (and the Gauss-Newton matrix) for one target.");
+
+  m.def(
+      "fit_many",
+      [](const py::list& problems, const py::list& starts, const py::list& lower, const py::list& upper,
+         const py::list& seeds, const std::string& loss, double delta, const std::string& residual, bool mean,
+         const std::string& method, int max_iter, double ftol, double xtol, int hops, double hop_step,
+         double hop_temperature, std::optional<int> threads) {
+        const int nt = threads_arg(threads);
+        const ObjectiveSpec spec = objective_spec(loss, delta, residual);
+        SolverOptions opt;
+        if (method == "lm") opt.method = Method::lm;
+        else if (method == "lbfgsb") opt.method = Method::lbfgsb;
+        else fail("method: unknown method '" + method + "' (expected 'lm' or 'lbfgsb')");
+        if (max_iter < 1) fail("max_iter: must be >= 1");
+        if (!(ftol >= 0) || !(xtol >= 0)) fail("ftol, xtol: must be >= 0");
+        if (hops < 0) fail("hops: must be >= 0");
+        if (!(hop_step > 0) || !(hop_temperature > 0)) fail("hop_step, hop_temperature: must be > 0");
+        opt.max_iter = max_iter;
+        opt.ftol = ftol;
+        opt.xtol = xtol;
+        opt.hops = hops;
+        opt.hop_step = hop_step;
+        opt.hop_temperature = hop_temperature;
+        const std::size_t T = problems.size();
+        if (starts.size() != T || lower.size() != T || upper.size() != T || seeds.size() != T)
+          fail("starts, lower, upper, seeds: need one entry per problem");
+
+        std::vector<HeldProblem> held;
+        held.reserve(T);
+        std::vector<darray> start_arrays;
+        std::vector<FitTask> tasks(T);
+        for (std::size_t t = 0; t < T; ++t) {
+          py::tuple item = problems[t].cast<py::tuple>();
+          const Plan& plan = item[0].cast<const Plan&>();
+          const Records& rec = item[1].cast<const Records&>();
+          held.push_back(hold_problem(plan, rec, item[2], item[3], mean, spec));
+          const std::size_t P = static_cast<std::size_t>(plan.n_params);
+          darray st = as_darray(starts[t], "starts");
+          require_ndim(st, 2, "starts");
+          if (static_cast<std::size_t>(st.shape(1)) != P)
+            fail("starts: expected " + std::to_string(P) + " columns, got " + std::to_string(st.shape(1)));
+          for (py::ssize_t i = 0; i < st.size(); ++i)
+            if (!std::isfinite(st.data()[i])) fail("starts: contain non-finite values");
+          darray lo = vector_arg(lower[t], P, "lower"), hi = vector_arg(upper[t], P, "upper");
+          FitTask& task = tasks[t];
+          task.box.lo.assign(lo.data(), lo.data() + P);
+          task.box.hi.assign(hi.data(), hi.data() + P);
+          task.box.log_scale.resize(P);
+          for (std::size_t p = 0; p < P; ++p) {
+            if (!(task.box.lo[p] <= task.box.hi[p]) || std::isnan(task.box.lo[p]))
+              fail("bounds: lower > upper for " + plan.params[p].name);
+            task.box.log_scale[p] = plan.params[p].log_scale && task.box.lo[p] >= 0;
+          }
+          task.starts = st.data();
+          task.n_starts = static_cast<int>(st.shape(0));
+          task.seed = seeds[t].cast<std::uint64_t>();
+          start_arrays.push_back(std::move(st));
+        }
+        for (std::size_t t = 0; t < T; ++t) tasks[t].problem = &held[t].problem;
+
+        std::vector<std::vector<SolveResult>> results;
+        CancelFlag cancel;
+        run_interruptible(cancel, [&] { results = fit_tasks(tasks, opt, nt, &cancel); });
+
+        py::list out;
+        for (std::size_t t = 0; t < T; ++t) {
+          const auto S = static_cast<py::ssize_t>(tasks[t].n_starts);
+          const auto P = static_cast<py::ssize_t>(tasks[t].box.lo.size());
+          darray x(std::vector<py::ssize_t>{S, P}), fun(S);
+          py::array_t<int> status(S), nit(S), nfev(S), njev(S);
+          for (py::ssize_t s = 0; s < S; ++s) {
+            const SolveResult& r = results[t][static_cast<std::size_t>(s)];
+            for (py::ssize_t p = 0; p < P; ++p)
+              x.mutable_at(s, p) = r.theta.empty() ? std::nan("") : r.theta[static_cast<std::size_t>(p)];
+            fun.mutable_at(s) = r.theta.empty() ? std::nan("") : r.f;
+            status.mutable_at(s) = r.status;
+            nit.mutable_at(s) = r.nit;
+            nfev.mutable_at(s) = r.nfev;
+            njev.mutable_at(s) = r.njev;
+          }
+          py::dict d;
+          d["x"] = x;
+          d["fun"] = fun;
+          d["status"] = status;
+          d["nit"] = nit;
+          d["nfev"] = nfev;
+          d["njev"] = njev;
+          out.append(d);
+        }
+        return out;
+      },
+      py::arg("problems"), py::arg("starts"), py::arg("lower"), py::arg("upper"), py::arg("seeds"),
+      py::arg("loss") = "huber", py::arg("delta") = 1e-3, py::arg("residual") = "raw", py::arg("mean") = true,
+      py::arg("method") = "lm", py::arg("max_iter") = 500, py::arg("ftol") = 1e-10, py::arg("xtol") = 1e-10,
+      py::arg("hops") = 0, py::arg("hop_step") = 0.5, py::arg("hop_temperature") = 0.05,
+      py::arg("threads") = py::none(),
+      "Fit every (problem, start) pair in one parallel call. problems: list of (law, records, y, weights).");
+
+  m.def("status_message", &status_message, py::arg("status"));
+}
+
+}  // namespace mixlaw::bind

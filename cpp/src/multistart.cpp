@@ -1,0 +1,32 @@
+#include "mixlaw/multistart.hpp"
+
+#include "mixlaw/random.hpp"
+
+namespace mixlaw {
+
+std::vector<std::vector<SolveResult>> fit_tasks(const std::vector<FitTask>& tasks, const SolverOptions& opt,
+                                                int threads, const CancelFlag* cancel) {
+  std::vector<std::vector<SolveResult>> out(tasks.size());
+  std::vector<std::pair<std::size_t, int>> units;
+  for (std::size_t t = 0; t < tasks.size(); ++t) {
+    out[t].resize(static_cast<std::size_t>(tasks[t].n_starts));
+    for (int s = 0; s < tasks[t].n_starts; ++s) {
+      out[t][static_cast<std::size_t>(s)].status = status_cancelled;
+      units.emplace_back(t, s);
+    }
+  }
+  parallel_for(
+      units.size(), threads,
+      [&](std::size_t u) {
+        const FitTask& task = tasks[units[u].first];
+        const int s = units[u].second;
+        const std::size_t P = task.box.lo.size();
+        out[units[u].first][static_cast<std::size_t>(s)] =
+            global_solve(*task.problem, task.box, task.starts + static_cast<std::size_t>(s) * P, opt,
+                         mix_seed(task.seed, static_cast<std::uint64_t>(s)));
+      },
+      cancel);
+  return out;
+}
+
+}  // namespace mixlaw

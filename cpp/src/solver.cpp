@@ -1,0 +1,399 @@
+#include "mixlaw/solver.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "mixlaw/random.hpp"
+
+namespace mixlaw {
+namespace {
+
+constexpr double inf = std::numeric_limits<double>::infinity();
+
+// The z <-> theta map and its box.
+struct Space {
+  std::size_t P;
+  std::vector<double> zlo, zhi;
+  std::vector<char> logp;
+
+  explicit Space(const Box& box) : P(box.lo.size()), zlo(P), zhi(P), logp(box.log_scale) {
+    for (std::size_t p = 0; p < P; ++p) {
+      if (logp[p]) {
+        zlo[p] = box.lo[p] > 0 ? std::log(box.lo[p]) : -inf;
+        zhi[p] = std::log(box.hi[p]);  // log(inf) = inf
+      } else {
+        zlo[p] = box.lo[p];
+        zhi[p] = box.hi[p];
+      }
+    }
+  }
+  void to_z(const double* theta, double* z) const {
+    for (std::size_t p = 0; p < P; ++p) {
+      double v = logp[p] ? (theta[p] > 0 ? std::log(theta[p]) : zlo[p]) : theta[p];
+      if (logp[p] && !std::isfinite(v)) v = -700.0;  // theta == 0 with lo == 0: start very small
+      z[p] = std::min(std::max(v, zlo[p]), zhi[p]);
+    }
+  }
+  void to_theta(const double* z, double* theta) const {
+    for (std::size_t p = 0; p < P; ++p) theta[p] = logp[p] ? std::exp(z[p]) : z[p];
+  }
+  // Chain rule d theta / d z applied to a gradient and a matrix.
+  void chain(const double* theta, double* g, double* B) const {
+    for (std::size_t p = 0; p < P; ++p) {
+      const double dp = logp[p] ? theta[p] : 1.0;
+      g[p] *= dp;
+      for (std::size_t q = 0; q < P; ++q) {
+        const double dq = logp[q] ? theta[q] : 1.0;
+        B[p * P + q] *= dp * dq;
+      }
+    }
+  }
+  void chain_grad(const double* theta, double* g) const {
+    for (std::size_t p = 0; p < P; ++p)
+      if (logp[p]) g[p] *= theta[p];
+  }
+  double clip(std::size_t p, double v) const { return std::min(std::max(v, zlo[p]), zhi[p]); }
+  // A coordinate is held at its bound when the gradient pushes it outwards.
+  bool active(std::size_t p, double z, double g) const {
+    return (z <= zlo[p] && g > 0) || (z >= zhi[p] && g < 0);
+  }
+};
+
+// In-place Cholesky of the n x n matrix A (row-major); false if not positive definite.
+bool cholesky(std::vector<double>& A, std::size_t n) {
+  for (std::size_t j = 0; j < n; ++j) {
+    double d = A[j * n + j];
+    for (std::size_t k = 0; k < j; ++k) d -= A[j * n + k] * A[j * n + k];
+    if (!(d > 0) || !std::isfinite(d)) return false;
+    d = std::sqrt(d);
+    A[j * n + j] = d;
+    for (std::size_t i = j + 1; i < n; ++i) {
+      double s = A[i * n + j];
+      for (std::size_t k = 0; k < j; ++k) s -= A[i * n + k] * A[j * n + k];
+      A[i * n + j] = s / d;
+    }
+  }
+  return true;
+}
+
+void cholesky_solve(const std::vector<double>& L, std::size_t n, std::vector<double>& x) {
+  for (std::size_t i = 0; i < n; ++i) {
+    double s = x[i];
+    for (std::size_t k = 0; k < i; ++k) s -= L[i * n + k] * x[k];
+    x[i] = s / L[i * n + i];
+  }
+  for (std::size_t ii = n; ii-- > 0;) {
+    double s = x[ii];
+    for (std::size_t k = ii + 1; k < n; ++k) s -= L[k * n + ii] * x[k];
+    x[ii] = s / L[ii * n + ii];
+  }
+}
+
+double inf_norm(const std::vector<double>& v) {
+  double m = 0.0;
+  for (double x : v) m = std::max(m, std::fabs(x));
+  return m;
+}
+
+SolveResult solve_lm(const FitProblem& pb, const Space& sp, const double* theta0, const SolverOptions& opt) {
+  const std::size_t P = sp.P;
+  SolveResult res;
+  std::vector<double> z(P), theta(P), g(P), B(P * P), z_new(P), theta_new(P), step(P);
+  sp.to_z(theta0, z.data());
+  sp.to_theta(z.data(), theta.data());
+  double f = objective_gauss_newton(pb, theta.data(), g.data(), B.data());
+  res.nfev = res.njev = 1;
+  if (!std::isfinite(f)) {
+    res.theta = theta;
+    res.f = f;
+    res.status = status_not_finite;
+    return res;
+  }
+  sp.chain(theta.data(), g.data(), B.data());
+
+  double lambda = 1e-3, nu = 2.0;
+  std::vector<std::size_t> freev;
+  std::vector<double> A, rhs;
+  res.status = status_max_iter;
+  for (res.nit = 0; res.nit < opt.max_iter;) {
+    ++res.nit;
+    freev.clear();
+    for (std::size_t p = 0; p < P; ++p)
+      if (!sp.active(p, z[p], g[p])) freev.push_back(p);
+    const std::size_t nF = freev.size();
+    double gmax = 0.0;
+    for (std::size_t p : freev) gmax = std::max(gmax, std::fabs(g[p]));
+    if (nF == 0 || gmax == 0.0) {
+      res.status = status_gtol;
+      break;
+    }
+    double dmax = 0.0;
+    for (std::size_t p : freev) dmax = std::max(dmax, B[p * P + p]);
+    const double dmin = dmax > 0 ? 1e-12 * dmax : 1.0;
+
+    bool accepted = false;
+    double f_new = f, pred = 0.0;
+    while (!accepted) {
+      A.assign(nF * nF, 0.0);
+      rhs.assign(nF, 0.0);
+      for (std::size_t a = 0; a < nF; ++a) {
+        for (std::size_t b = 0; b < nF; ++b) A[a * nF + b] = B[freev[a] * P + freev[b]];
+        A[a * nF + a] += lambda * std::max(B[freev[a] * P + freev[a]], dmin);
+        rhs[a] = -g[freev[a]];
+      }
+      if (cholesky(A, nF)) {
+        cholesky_solve(A, nF, rhs);
+        std::fill(step.begin(), step.end(), 0.0);
+        z_new = z;
+        for (std::size_t a = 0; a < nF; ++a) {
+          const std::size_t p = freev[a];
+          z_new[p] = sp.clip(p, z[p] + rhs[a]);
+          step[p] = z_new[p] - z[p];
+        }
+        // Predicted decrease of the quadratic model along the projected step.
+        double gs = 0.0, sBs = 0.0;
+        for (std::size_t p = 0; p < P; ++p) {
+          if (step[p] == 0.0) continue;
+          gs += g[p] * step[p];
+          double row = 0.0;
+          for (std::size_t q = 0; q < P; ++q) row += B[p * P + q] * step[q];
+          sBs += step[p] * row;
+        }
+        pred = -(gs + 0.5 * sBs);
+        if (pred > 0) {
+          sp.to_theta(z_new.data(), theta_new.data());
+          f_new = objective_value(pb, theta_new.data());
+          ++res.nfev;
+          if (std::isfinite(f_new) && f_new < f) {
+            const double rho = (f - f_new) / pred;
+            lambda *= std::max(1.0 / 3.0, 1.0 - std::pow(2.0 * rho - 1.0, 3));
+            lambda = std::max(lambda, 1e-15);
+            nu = 2.0;
+            accepted = true;
+            break;
+          }
+        }
+      }
+      lambda *= nu;
+      nu *= 2.0;
+      if (lambda > 1e16) break;
+    }
+    if (!accepted) {
+      res.status = status_no_decrease;
+      break;
+    }
+    const double decrease = f - f_new;
+    double znorm = 0.0;
+    for (double v : z_new) znorm = std::max(znorm, std::isfinite(v) ? std::fabs(v) : 0.0);
+    const double snorm = inf_norm(step);
+    z.swap(z_new);
+    theta.swap(theta_new);
+    f = objective_gauss_newton(pb, theta.data(), g.data(), B.data());
+    ++res.njev;
+    sp.chain(theta.data(), g.data(), B.data());
+    if (decrease <= opt.ftol * f && pred <= opt.ftol * f) {
+      res.status = status_ftol;
+      break;
+    }
+    if (snorm <= opt.xtol * (1.0 + znorm)) {
+      res.status = status_xtol;
+      break;
+    }
+  }
+  res.theta = theta;
+  res.f = f;
+  return res;
+}
+
+// Projected L-BFGS: two-loop direction on the free variables, projected Armijo search.
+SolveResult solve_lbfgs(const FitProblem& pb, const Space& sp, const double* theta0, const SolverOptions& opt) {
+  const std::size_t P = sp.P;
+  SolveResult res;
+  std::vector<double> z(P), theta(P), g(P), d(P), z_new(P), theta_new(P), g_new(P);
+  sp.to_z(theta0, z.data());
+  sp.to_theta(z.data(), theta.data());
+  double f = objective_grad(pb, theta.data(), g.data());
+  sp.chain_grad(theta.data(), g.data());
+  res.nfev = res.njev = 1;
+  if (!std::isfinite(f)) {
+    res.theta = theta;
+    res.f = f;
+    res.status = status_not_finite;
+    return res;
+  }
+  const int m = std::max(1, opt.history);
+  std::vector<std::vector<double>> S, Y;
+  std::vector<double> rho_hist, alpha(static_cast<std::size_t>(m));
+  std::vector<char> freem(P);
+  res.status = status_max_iter;
+  for (res.nit = 0; res.nit < opt.max_iter;) {
+    ++res.nit;
+    double gmax = 0.0;
+    for (std::size_t p = 0; p < P; ++p) {
+      freem[p] = !sp.active(p, z[p], g[p]);
+      if (freem[p]) gmax = std::max(gmax, std::fabs(g[p]));
+    }
+    if (gmax == 0.0) {
+      res.status = status_gtol;
+      break;
+    }
+    // Two-loop recursion restricted to the free variables.
+    for (std::size_t p = 0; p < P; ++p) d[p] = freem[p] ? -g[p] : 0.0;
+    const std::size_t h = S.size();
+    for (std::size_t i = h; i-- > 0;) {
+      double a = 0.0;
+      for (std::size_t p = 0; p < P; ++p) a += S[i][p] * d[p];
+      a *= rho_hist[i];
+      alpha[i] = a;
+      for (std::size_t p = 0; p < P; ++p) d[p] -= a * (freem[p] ? Y[i][p] : 0.0);
+    }
+    if (h > 0) {
+      double yy = 0.0, sy = 0.0;
+      for (std::size_t p = 0; p < P; ++p) {
+        yy += Y[h - 1][p] * Y[h - 1][p];
+        sy += S[h - 1][p] * Y[h - 1][p];
+      }
+      const double gamma = sy / yy;
+      for (double& v : d) v *= gamma;
+    }
+    for (std::size_t i = 0; i < h; ++i) {
+      double b = 0.0;
+      for (std::size_t p = 0; p < P; ++p) b += (freem[p] ? Y[i][p] : 0.0) * d[p];
+      b *= rho_hist[i];
+      for (std::size_t p = 0; p < P; ++p) d[p] += (freem[p] ? S[i][p] : 0.0) * (alpha[i] - b);
+    }
+    double gd = 0.0;
+    for (std::size_t p = 0; p < P; ++p) {
+      if (!freem[p]) d[p] = 0.0;
+      gd += g[p] * d[p];
+    }
+    if (!(gd < 0)) {  // not a descent direction: restart from steepest descent
+      S.clear();
+      Y.clear();
+      rho_hist.clear();
+      gd = 0.0;
+      for (std::size_t p = 0; p < P; ++p) {
+        d[p] = freem[p] ? -g[p] : 0.0;
+        gd += g[p] * d[p];
+      }
+    }
+    if (S.empty()) {  // first step: keep it modest in z
+      const double dn = inf_norm(d);
+      if (dn > 1.0)
+        for (double& v : d) v /= dn;
+    }
+    // Projected backtracking (Armijo on the projected step).
+    double t = 1.0, f_new = f;
+    bool ok = false;
+    for (int ls = 0; ls < 60; ++ls) {
+      double gs = 0.0;
+      for (std::size_t p = 0; p < P; ++p) {
+        z_new[p] = sp.clip(p, z[p] + t * d[p]);
+        gs += g[p] * (z_new[p] - z[p]);
+      }
+      sp.to_theta(z_new.data(), theta_new.data());
+      f_new = objective_value(pb, theta_new.data());
+      ++res.nfev;
+      if (std::isfinite(f_new) && f_new <= f + 1e-4 * gs && f_new < f) {
+        ok = true;
+        break;
+      }
+      t *= 0.5;
+    }
+    if (!ok) {
+      res.status = status_no_decrease;
+      break;
+    }
+    f_new = objective_grad(pb, theta_new.data(), g_new.data());
+    sp.chain_grad(theta_new.data(), g_new.data());
+    ++res.njev;
+    std::vector<double> s(P), y(P);
+    double sy = 0.0, yy = 0.0, snorm = 0.0, znorm = 0.0;
+    for (std::size_t p = 0; p < P; ++p) {
+      s[p] = z_new[p] - z[p];
+      y[p] = g_new[p] - g[p];
+      sy += s[p] * y[p];
+      yy += y[p] * y[p];
+      snorm = std::max(snorm, std::fabs(s[p]));
+      if (std::isfinite(z_new[p])) znorm = std::max(znorm, std::fabs(z_new[p]));
+    }
+    if (sy > 1e-12 * yy && sy > 0) {
+      if (static_cast<int>(S.size()) == m) {
+        S.erase(S.begin());
+        Y.erase(Y.begin());
+        rho_hist.erase(rho_hist.begin());
+      }
+      S.push_back(std::move(s));
+      Y.push_back(std::move(y));
+      rho_hist.push_back(1.0 / sy);
+    }
+    const double decrease = f - f_new;
+    z.swap(z_new);
+    theta.swap(theta_new);
+    g.swap(g_new);
+    f = f_new;
+    if (decrease <= opt.ftol * f) {
+      res.status = status_ftol;
+      break;
+    }
+    if (snorm <= opt.xtol * (1.0 + znorm)) {
+      res.status = status_xtol;
+      break;
+    }
+  }
+  res.theta = theta;
+  res.f = f;
+  return res;
+}
+
+}  // namespace
+
+const char* status_message(int status) {
+  switch (status) {
+    case status_cancelled: return "cancelled before this start ran";
+    case status_not_finite: return "objective is not finite at the start point";
+    case status_max_iter: return "maximum number of iterations reached";
+    case status_ftol: return "converged: relative decrease of the objective below ftol";
+    case status_xtol: return "converged: relative step below xtol";
+    case status_gtol: return "converged: projected gradient is zero";
+    case status_no_decrease: return "converged: no decrease possible along the damped step (local minimum to working precision)";
+  }
+  return "unknown status";
+}
+
+SolveResult local_solve(const FitProblem& pb, const Box& box, const double* theta0, const SolverOptions& opt) {
+  const Space sp(box);
+  return opt.method == Method::lm ? solve_lm(pb, sp, theta0, opt) : solve_lbfgs(pb, sp, theta0, opt);
+}
+
+SolveResult global_solve(const FitProblem& pb, const Box& box, const double* theta0, const SolverOptions& opt,
+                         std::uint64_t seed) {
+  SolveResult best = local_solve(pb, box, theta0, opt);
+  if (opt.hops <= 0 || !std::isfinite(best.f)) return best;
+  const Space sp(box);
+  Rng rng(seed);
+  SolveResult current = best;
+  int nit = best.nit, nfev = best.nfev, njev = best.njev;
+  std::vector<double> z(sp.P), trial(sp.P);
+  for (int hop = 0; hop < opt.hops; ++hop) {
+    sp.to_z(current.theta.data(), z.data());
+    for (std::size_t p = 0; p < sp.P; ++p) z[p] = sp.clip(p, z[p] + opt.hop_step * (2.0 * rng.uniform() - 1.0));
+    sp.to_theta(z.data(), trial.data());
+    SolveResult r = local_solve(pb, box, trial.data(), opt);
+    nit += r.nit;
+    nfev += r.nfev;
+    njev += r.njev;
+    if (!std::isfinite(r.f)) continue;
+    const double u = rng.uniform();  // drawn every hop so the sequence never depends on outcomes
+    const double scale = opt.hop_temperature * std::max(current.f, 1e-300);
+    if (r.f < current.f || u < std::exp(-(r.f - current.f) / scale)) current = r;
+    if (r.f < best.f) best = r;
+  }
+  best.nit = nit;
+  best.nfev = nfev;
+  best.njev = njev;
+  return best;
+}
+
+}  // namespace mixlaw
