@@ -9,7 +9,8 @@
 namespace mixlaw::bind {
 namespace {
 
-ObjectiveSpec objective_spec(const std::string& loss, double delta, const std::string& residual) {
+ObjectiveSpec objective_spec(const std::string& loss, double delta, const std::string& residual,
+                             const std::string& curvature = "exact") {
   ObjectiveSpec spec;
   if (loss == "huber") spec.loss = LossKind::huber;
   else if (loss == "mse") spec.loss = LossKind::mse;
@@ -19,6 +20,9 @@ ObjectiveSpec objective_spec(const std::string& loss, double delta, const std::s
   if (residual == "raw") spec.log_residual = false;
   else if (residual == "log") spec.log_residual = true;
   else fail("residual: unknown residual '" + residual + "' (expected 'raw' or 'log')");
+  if (curvature == "exact") spec.outside_weight = 0.0;
+  else if (curvature == "irls") spec.outside_weight = 1.0;
+  else fail("curvature: unknown curvature '" + curvature + "' (expected 'exact' or 'irls')");
   return spec;
 }
 
@@ -120,10 +124,10 @@ void bind_fit(py::module_& m) {
       "fit_many",
       [](const py::list& problems, const py::list& starts, const py::list& lower, const py::list& upper,
          const py::list& seeds, const std::string& loss, double delta, const std::string& residual, bool mean,
-         const std::string& method, int max_iter, double ftol, double xtol, int hops, double hop_step,
+         const std::string& curvature, const std::string& method, int max_iter, double ftol, double xtol, int hops, double hop_step,
          double hop_temperature, std::optional<int> threads) {
         const int nt = threads_arg(threads);
-        const ObjectiveSpec spec = objective_spec(loss, delta, residual);
+        const ObjectiveSpec spec = objective_spec(loss, delta, residual, curvature);
         SolverOptions opt;
         if (method == "lm") opt.method = Method::lm;
         else if (method == "lbfgsb") opt.method = Method::lbfgsb;
@@ -208,7 +212,7 @@ void bind_fit(py::module_& m) {
       },
       py::arg("problems"), py::arg("starts"), py::arg("lower"), py::arg("upper"), py::arg("seeds"),
       py::arg("loss") = "huber", py::arg("delta") = 1e-3, py::arg("residual") = "raw", py::arg("mean") = true,
-      py::arg("method") = "lm", py::arg("max_iter") = 500, py::arg("ftol") = 1e-10, py::arg("xtol") = 1e-10,
+      py::arg("curvature") = "exact", py::arg("method") = "lm", py::arg("max_iter") = 500, py::arg("ftol") = 1e-10, py::arg("xtol") = 1e-10,
       py::arg("hops") = 0, py::arg("hop_step") = 0.5, py::arg("hop_temperature") = 0.05,
       py::arg("threads") = py::none(),
       "Fit every (problem, start) pair in one parallel call. problems: list of (law, records, y, weights).");

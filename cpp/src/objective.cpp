@@ -98,7 +98,8 @@ struct GaussNewtonVisitor {
     f += pb.c[s] * p.rho;
     double v[n_slots];
     for (int q = 0; q < n_slots; ++q) v[q] = u[q] * p.drdL;
-    const double a = pb.c[s] * p.psi, w = pb.c[s] * p.omega;
+    const double a = pb.c[s] * p.psi;
+    const double w = pb.c[s] * (p.omega == 1.0 ? 1.0 : pb.spec.outside_weight * p.omega);
     for (int q = 0; q < n_slots; ++q) {
       gs[q] += a * v[q];
       const double wv = w * v[q];

@@ -1,8 +1,30 @@
-"""mixlaw: scaling laws for optimal pre-training data mixtures (Shukor et al. 2025), fast."""
+"""mixlaw: scaling laws for optimal pre-training data mixtures, fast.
+
+Implements Shukor et al., "Scaling Laws for Optimal Data Mixtures" (arXiv 2507.09404):
+fit laws L(N, D, h) to a table of small training runs, check how well they extrapolate,
+and find the mixture h* to train a large model with. The numerics (laws, exact
+gradients, robust multi-start fitting, simplex optimisation) run in a C++ core with
+OpenMP; this package loads data, orchestrates, evaluates and reports.
+
+Quick start::
+
+    import mixlaw
+    runs = mixlaw.datasets.slimpajama()
+    train, test = mixlaw.protocols.slimpajama_paper_split(runs)
+    fits = mixlaw.fit(train, law="additive", n_starts=32)
+    fits["c4"].score(test)["mre"]
+"""
 from __future__ import annotations
 
-from . import _core, laws
-from .laws import Law, law
+from . import _core, datasets, laws, metrics, protocols
+from .data import Runs, load_runs
+from .fit import Fit, Fits, fit, load_fits
+from .laws import LAW_NAMES, Law, law
 
 __version__ = "0.1.0"
-__all__ = ["Law", "law", "laws", "__version__"]
+__all__ = [
+    "LAW_NAMES", "Law", "law", "laws",
+    "Runs", "load_runs", "datasets", "protocols", "metrics",
+    "Fit", "Fits", "fit", "load_fits",
+    "__version__",
+]

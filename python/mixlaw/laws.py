@@ -52,7 +52,7 @@ import numpy as np
 
 from . import _core
 
-__all__ = ["LAW_NAMES", "Law", "law", "Records"]
+__all__ = ["LAW_NAMES", "Law", "law", "Records", "embed", "NESTED_IN"]
 
 #: Names of the laws of SPEC section 3.
 LAW_NAMES = ("chinchilla", "additive", "joint", "simple", "full")
@@ -263,3 +263,48 @@ def law(name: Union[str, Law], k: Optional[int] = None, **options: Any) -> Law:
     if isinstance(name, Law):
         return name
     return Law(name, k, **options)
+
+
+def embed(params: ParamsLike, source: Law, target: Law) -> np.ndarray:
+    """Map parameters of ``source`` into ``target``, a richer law that contains it.
+
+    The nestings of SPEC section 3: ``additive`` is ``joint`` with ``gA = gB = 1``,
+    ``CA_i = A`` and ``CB_i = B`` (because ``sum_i h_i = 1``); ``joint`` is ``full`` with
+    ``Calpha_i = alpha``, ``galpha = 1``, ``Cbeta_i = beta`` and ``gbeta = 1``. The
+    returned parameters give ``target`` the same predictions as ``source`` on the simplex,
+    which makes them a start from which a fit of ``target`` can only improve.
+    """
+    src = source.as_dict(params)
+    if (source.k, source.n_term, source.d_term, source.n_scale, source.d_scale) != \
+            (target.k, target.n_term, target.d_term, target.n_scale, target.d_scale):
+        raise ValueError(f"target: {target!r} does not have the same domains, terms and units as {source!r}")
+    if source.name == target.name:
+        return source.params(src)
+    if (source.name, target.name) == ("additive", "full"):
+        mid = Law("joint", source.k, n_term=source.n_term, d_term=source.d_term,
+                  n_scale=source.n_scale, d_scale=source.d_scale)
+        return embed(embed(params, source, mid), mid, target)
+    k = source.k
+    out = dict(src)
+    if (source.name, target.name) == ("additive", "joint"):
+        if source.n_term:
+            out.update({f"CA_{i}": src["A"] for i in range(1, k + 1)}, gA=1.0)
+            del out["A"]
+        if source.d_term:
+            out.update({f"CB_{i}": src["B"] for i in range(1, k + 1)}, gB=1.0)
+            del out["B"]
+    elif (source.name, target.name) == ("joint", "full"):
+        if source.n_term:
+            out.update({f"Calpha_{i}": src["alpha"] for i in range(1, k + 1)}, galpha=1.0)
+            del out["alpha"]
+        if source.d_term:
+            out.update({f"Cbeta_{i}": src["beta"] for i in range(1, k + 1)}, gbeta=1.0)
+            del out["beta"]
+    else:
+        raise ValueError(f"target: {target.name} does not contain {source.name} "
+                         "(nestings: additive < joint < full)")
+    return target.params(out)
+
+
+#: The simpler law each law contains (used to start fits from the nested solution).
+NESTED_IN = {"joint": "additive", "full": "joint"}

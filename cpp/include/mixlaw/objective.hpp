@@ -4,8 +4,8 @@
 //
 // with rho = Huber(delta) or r^2/2, and record weights c_j (normalised to sum 1 for the
 // paper's mean). Besides value and gradient it assembles the Gauss-Newton matrix
-// B = J^T diag(c_j omega_j) J with IRLS weights omega_j = rho'(r_j)/r_j, which majorises
-// the Huber loss; B is built per distinct mixture from a 6x6 slot matrix, so its cost is
+// B = J^T diag(c_j omega_j) J with curvature weights omega_j (exact rho'' or IRLS, see
+// ObjectiveSpec); B is built per distinct mixture from a 6x6 slot matrix, so its cost is
 // O(records * 36 + mixtures * P^2) instead of O(records * P^2).
 #pragma once
 
@@ -23,6 +23,11 @@ struct ObjectiveSpec {
   LossKind loss = LossKind::huber;
   double delta = 1e-3;
   bool log_residual = false;
+  // Curvature of the Gauss-Newton matrix for a residual outside the Huber band, as a
+  // multiple of the IRLS weight rho'(r)/r: 0 = exact rho''(r) = 0 (default; on the
+  // SlimPajama fits most starts then reach the best basin), 1 = IRLS (a majoriser,
+  // steadier far from a minimum but converges linearly).
+  double outside_weight = 0.0;
 };
 
 struct FitProblem {

@@ -1,0 +1,767 @@
+"""Training-run records: the :class:`Runs` table and :func:`load_runs`.
+
+A *record* is one evaluated checkpoint: model size ``N`` (parameters), tokens seen ``D``,
+the mixture ``h`` it was trained on (``k`` domain weights on the simplex) and the loss on
+one or more *targets*. Records of the same training run (same ``N``, same mixture) share a
+``run`` id so that resampling can be done over whole runs.
+
+Everything here is pure Python + NumPy; pandas and pyarrow are optional and only touched
+when the caller hands over a DataFrame or a Parquet path.
+"""
+from __future__ import annotations
+
+import csv
+import fnmatch
+import gzip
+import io
+import os
+import re
+import types
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+__all__ = ["Runs", "load_runs"]
+
+#: Tolerance on the row sums of ``H``.
+SIMPLEX_TOL = 1e-6
+#: Relative tolerance used to match model sizes in :meth:`Runs.where`.
+SIZE_RTOL = 1e-9
+#: Relative token-count tolerance under which two equal-loss records of a run are duplicates.
+DEDUP_RTOL = 1e-3
+
+ColumnSpec = Union[str, Sequence[str], Mapping[str, str], None]
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
+
+
+def _fmt_size(x: float) -> str:
+    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(x) >= div:
+            return f"{x / div:.4g}{unit}"
+    return f"{x:.4g}"
+
+
+def _first_appearance_ids(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Label the distinct rows of a 2-D array 0, 1, ... in order of first appearance.
+
+    Returns ``(ids, first)`` where ``ids[j]`` is the label of row ``j`` and ``first[g]``
+    the index of the first row with label ``g``.
+    """
+    n = rows.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    if rows.shape[1] == 0:
+        return np.zeros(n, dtype=np.int64), np.zeros(1, dtype=np.int64)
+    # + 0.0 maps -0.0 to 0.0: np.unique(axis=0) compares rows bytewise.
+    _, first, inv = np.unique(rows + 0.0, axis=0, return_index=True, return_inverse=True)
+    inv = np.asarray(inv).reshape(-1)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return rank[inv].astype(np.int64), first[order].astype(np.int64)
+
+
+class Runs:
+    """Immutable table of training-run records.
+
+    Parameters
+    ----------
+    N : array_like, shape (n,)
+        Model sizes (raw parameter counts), finite and > 0.
+    D : array_like, shape (n,)
+        Training tokens seen by each record (raw counts), finite and > 0.
+    H : array_like, shape (n, k), optional
+        Mixture weights, finite, >= 0, each row summing to 1 within ``1e-6``
+        (not checked when ``k == 0``). ``None`` means no mixture (``k = 0``).
+    domains : sequence of str, optional
+        The ``k`` domain names; defaults to ``"d0", "d1", ...``.
+    targets : mapping of str to array_like, optional
+        Target name -> observed loss per record, shape (n,). NaN marks a missing value;
+        infinities are rejected.
+    run : array_like of int, shape (n,), optional
+        Training-run id of each record. Defaults to one id per distinct
+        ``(N, mixture row)`` pair, numbered in order of first appearance.
+
+    Attributes
+    ----------
+    N, D : ndarray of float64, shape (n,)
+    H : ndarray of float64, shape (n, k), C-contiguous
+    domains : tuple of str
+    targets : read-only mapping of str to ndarray of float64, shape (n,)
+    run : ndarray of int64, shape (n,)
+
+    Notes
+    -----
+    All arrays are private copies flagged read-only, and attributes cannot be rebound,
+    so a ``Runs`` can be shared freely (e.g. cached, or sent to worker processes).
+
+    Raises
+    ------
+    ValueError
+        If an argument has the wrong shape or invalid values; the message names the
+        argument and, for row-wise checks, the first offending row (0-based).
+    """
+
+    __slots__ = ("N", "D", "H", "domains", "targets", "run")
+
+    N: np.ndarray
+    D: np.ndarray
+    H: np.ndarray
+    domains: tuple[str, ...]
+    targets: Mapping[str, np.ndarray]
+    run: np.ndarray
+
+    def __init__(
+        self,
+        N: Any,
+        D: Any,
+        H: Any = None,
+        *,
+        domains: Sequence[str] | None = None,
+        targets: Mapping[str, Any] | None = None,
+        run: Any = None,
+    ) -> None:
+        N_ = self._vector(N, "N")
+        n = N_.shape[0]
+        D_ = self._vector(D, "D", n)
+        for name, v in (("N", N_), ("D", D_)):
+            bad = np.flatnonzero(~(np.isfinite(v) & (v > 0)))
+            if bad.size:
+                raise ValueError(
+                    f"{name}: row {bad[0]} is {v[bad[0]]!r}, expected a finite value > 0"
+                )
+
+        if H is None:
+            H_ = np.zeros((n, 0), dtype=np.float64)
+        else:
+            try:
+                H_ = np.array(H, dtype=np.float64, order="C", copy=True)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"H: cannot convert to a float64 array ({exc})") from None
+            if H_.ndim == 1 and n == 0 and H_.size == 0:
+                H_ = H_.reshape(0, 0 if domains is None else len(domains))
+            if H_.ndim != 2 or H_.shape[0] != n:
+                raise ValueError(f"H: expected shape (n, k) with n = {n}, got {H_.shape}")
+        k = H_.shape[1]
+        bad_rows = np.flatnonzero(~np.isfinite(H_).all(axis=1))
+        if bad_rows.size:
+            raise ValueError(f"H: row {bad_rows[0]} has a non-finite weight")
+        bad_rows = np.flatnonzero((H_ < 0).any(axis=1))
+        if bad_rows.size:
+            raise ValueError(f"H: row {bad_rows[0]} has a negative weight")
+        if k:
+            sums = H_.sum(axis=1)
+            bad_rows = np.flatnonzero(np.abs(sums - 1.0) > SIMPLEX_TOL)
+            if bad_rows.size:
+                r = bad_rows[0]
+                raise ValueError(
+                    f"H: row {r} sums to {sums[r]:.6g}, expected 1 within {SIMPLEX_TOL:g}"
+                )
+
+        if domains is None:
+            doms = tuple(f"d{i}" for i in range(k))
+        else:
+            if isinstance(domains, str):
+                raise ValueError("domains: expected a sequence of names, got a single string")
+            doms = tuple(domains)
+            if len(doms) != k:
+                raise ValueError(f"domains: expected {k} names (columns of H), got {len(doms)}")
+            self._check_names(doms, "domains")
+
+        tg: dict[str, np.ndarray] = {}
+        if targets is not None:
+            if not isinstance(targets, Mapping):
+                raise ValueError("targets: expected a mapping of name -> array")
+            self._check_names(tuple(targets), "targets")
+            for name, values in targets.items():
+                y = self._vector(values, f"targets[{name!r}]", n)
+                bad = np.flatnonzero(np.isinf(y))
+                if bad.size:
+                    raise ValueError(
+                        f"targets[{name!r}]: row {bad[0]} is {y[bad[0]]!r}; "
+                        "use NaN for a missing value"
+                    )
+                tg[name] = y
+
+        if run is None:
+            run_ = _first_appearance_ids(np.column_stack([N_, H_]))[0]
+        else:
+            r = np.asarray(run)
+            if r.shape != (n,):
+                raise ValueError(f"run: expected shape ({n},), got {r.shape}")
+            if r.size and r.dtype.kind not in "iu":
+                if r.dtype.kind == "f" and np.all(np.isfinite(r)) and np.all(r == np.round(r)):
+                    r = r.astype(np.int64)
+                else:
+                    raise ValueError(f"run: expected integer ids, got dtype {r.dtype}")
+            run_ = np.array(r, dtype=np.int64, copy=True)
+
+        self._init(N_, D_, H_, doms, tg, run_)
+
+    # -- construction helpers -------------------------------------------------------
+    @staticmethod
+    def _vector(values: Any, name: str, n: int | None = None) -> np.ndarray:
+        try:
+            v = np.array(values, dtype=np.float64, copy=True)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{name}: cannot convert to a float64 array ({exc})") from None
+        if v.ndim != 1:
+            raise ValueError(f"{name}: expected a 1-D array, got shape {v.shape}")
+        if n is not None and v.shape[0] != n:
+            raise ValueError(f"{name}: expected length {n} (length of N), got {v.shape[0]}")
+        return v
+
+    @staticmethod
+    def _check_names(names: tuple, arg: str) -> None:
+        for nm in names:
+            if not isinstance(nm, str) or not nm:
+                raise ValueError(f"{arg}: names must be non-empty strings, got {nm!r}")
+        if len(set(names)) != len(names):
+            dup = sorted({x for x in names if names.count(x) > 1})
+            raise ValueError(f"{arg}: duplicated names {dup}")
+
+    def _init(
+        self,
+        N: np.ndarray,
+        D: np.ndarray,
+        H: np.ndarray,
+        domains: tuple[str, ...],
+        targets: dict[str, np.ndarray],
+        run: np.ndarray,
+    ) -> None:
+        # Attributes are set once here, bypassing the __setattr__ guard.
+        s = object.__setattr__
+        s(self, "N", _readonly(N))
+        s(self, "D", _readonly(D))
+        s(self, "H", _readonly(np.ascontiguousarray(H)))
+        s(self, "domains", domains)
+        s(self, "targets", types.MappingProxyType({t: _readonly(y) for t, y in targets.items()}))
+        s(self, "run", _readonly(run))
+
+    @classmethod
+    def _unchecked(cls, N, D, H, domains, targets, run) -> "Runs":
+        """Build from arrays already validated (subsets of a valid table)."""
+        self = object.__new__(cls)
+        self._init(N, D, H, domains, targets, run)
+        return self
+
+    # -- immutability and pickling --------------------------------------------------
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"Runs is immutable; cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Runs is immutable; cannot delete {name!r}")
+
+    def __reduce__(self):
+        # MappingProxyType does not pickle; rebuild through the validating constructor.
+        return (
+            _rebuild_runs,
+            (self.N, self.D, self.H, self.domains, dict(self.targets), self.run),
+        )
+
+    # -- basic properties -----------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self.N.shape[0])
+
+    @property
+    def k(self) -> int:
+        """Number of domains (columns of ``H``)."""
+        return int(self.H.shape[1])
+
+    @property
+    def target_names(self) -> tuple[str, ...]:
+        """Names of the targets, in column order."""
+        return tuple(self.targets)
+
+    @property
+    def model_sizes(self) -> np.ndarray:
+        """Sorted distinct model sizes."""
+        return _readonly(np.unique(self.N))
+
+    @property
+    def mixtures(self) -> np.ndarray:
+        """Distinct rows of ``H`` in order of first appearance, shape (m, k)."""
+        _, first = _first_appearance_ids(self.H)
+        return _readonly(np.ascontiguousarray(self.H[first]))
+
+    def __repr__(self) -> str:
+        ms = self.model_sizes
+        if ms.size <= 8:
+            sizes = "sizes [" + ", ".join(_fmt_size(s) for s in ms) + "]"
+        else:  # e.g. digitised data with a different N for nearly every run
+            sizes = f"{ms.size} sizes {_fmt_size(ms[0])}..{_fmt_size(ms[-1])}"
+        doms = ", ".join(self.domains)
+        return (
+            f"Runs(n={len(self)}, runs={np.unique(self.run).size}, k={self.k} domains [{doms}], "
+            f"{sizes}, targets [{', '.join(self.target_names)}])"
+        )
+
+    def to_dict(self) -> dict[str, np.ndarray]:
+        """Column arrays, named like the default columns of :func:`load_runs`.
+
+        Returns
+        -------
+        dict
+            ``"model_size"``, ``"n_tokens"``, ``"weight_<domain>"`` for each domain,
+            ``"<target>_loss"`` for each target and ``"run"``, so that
+            ``load_runs(runs.to_dict(), run="run")`` rebuilds an equal table.
+            Arrays are read-only views.
+        """
+        out: dict[str, np.ndarray] = {"model_size": self.N, "n_tokens": self.D}
+        for i, d in enumerate(self.domains):
+            out[f"weight_{d}"] = self.H[:, i]
+        for t, y in self.targets.items():
+            out[f"{t}_loss"] = y
+        out["run"] = self.run
+        return out
+
+    # -- subsetting -----------------------------------------------------------------
+    def select(self, mask_or_indices: Any) -> "Runs":
+        """Records picked by a boolean mask of length n or by integer indices.
+
+        Parameters
+        ----------
+        mask_or_indices : array_like of bool, shape (n,), or array_like of int
+            Boolean mask, or indices (negative allowed, repeats allowed, order kept).
+
+        Returns
+        -------
+        Runs
+            A new table; run ids are kept.
+        """
+        n = len(self)
+        sel = np.asarray(mask_or_indices)
+        if sel.dtype == bool:
+            if sel.shape != (n,):
+                raise ValueError(
+                    f"mask_or_indices: boolean mask must have shape ({n},), got {sel.shape}"
+                )
+            idx = np.flatnonzero(sel)
+        else:
+            if sel.size == 0:
+                sel = sel.astype(np.int64)
+            if sel.ndim != 1 or sel.dtype.kind not in "iu":
+                raise ValueError(
+                    "mask_or_indices: expected a boolean mask or a 1-D array of integer "
+                    f"indices, got dtype {sel.dtype} and shape {sel.shape}"
+                )
+            if sel.size and (sel.min() < -n or sel.max() >= n):
+                raise ValueError(f"mask_or_indices: index out of range for {n} records")
+            idx = sel.astype(np.int64)
+        return self._take(idx)
+
+    def _take(self, idx: np.ndarray) -> "Runs":
+        return Runs._unchecked(
+            self.N[idx],
+            self.D[idx],
+            np.ascontiguousarray(self.H[idx]),
+            self.domains,
+            {t: y[idx] for t, y in self.targets.items()},
+            self.run[idx],
+        )
+
+    def _size_mask(self, size: float, arg: str) -> np.ndarray:
+        m = np.abs(self.N - size) <= SIZE_RTOL * abs(size)
+        if not m.any():
+            avail = ", ".join(f"{s:g}" for s in self.model_sizes)
+            raise ValueError(f"{arg}: no record has model size {size:g} (available: {avail})")
+        return m
+
+    def _token_bound(self, bound: Any, arg: str) -> np.ndarray:
+        """Per-record bound from a scalar or a {model_size: bound} mapping (NaN = none)."""
+        if isinstance(bound, Mapping):
+            out = np.full(len(self), np.nan)
+            for size, b in bound.items():
+                out[self._size_mask(float(size), arg)] = float(b)
+            return out
+        try:
+            return np.full(len(self), float(bound))
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"{arg}: expected a number or a mapping model_size -> number, got {bound!r}"
+            ) from None
+
+    def where(
+        self,
+        *,
+        model_size: float | Iterable[float] | None = None,
+        min_tokens: float | Mapping[float, float] | None = None,
+        max_tokens: float | Mapping[float, float] | None = None,
+    ) -> "Runs":
+        """Records filtered by model size and token range (bounds inclusive).
+
+        Parameters
+        ----------
+        model_size : float or collection of float, optional
+            Keep records whose ``N`` equals one of these values within a relative
+            tolerance of 1e-9. A value matching no record raises ``ValueError``.
+        min_tokens, max_tokens : float or mapping, optional
+            Keep records with ``min_tokens <= D <= max_tokens``. A mapping
+            ``{model_size: bound}`` sets a bound per size; sizes absent from it are
+            unbounded, and a key matching no record raises ``ValueError``.
+
+        Returns
+        -------
+        Runs
+        """
+        keep = np.ones(len(self), dtype=bool)
+        if model_size is not None:
+            sizes = (
+                [model_size]
+                if isinstance(model_size, (int, float, np.number))
+                else list(model_size)  # type: ignore[arg-type]
+            )
+            m = np.zeros(len(self), dtype=bool)
+            for s in sizes:
+                try:
+                    s = float(s)
+                except (TypeError, ValueError):
+                    raise ValueError(f"model_size: expected numbers, got {s!r}") from None
+                m |= self._size_mask(s, "model_size")
+            keep &= m
+        if min_tokens is not None:
+            lo = self._token_bound(min_tokens, "min_tokens")
+            keep &= np.isnan(lo) | (self.D >= np.nan_to_num(lo, nan=-np.inf))
+        if max_tokens is not None:
+            hi = self._token_bound(max_tokens, "max_tokens")
+            keep &= np.isnan(hi) | (self.D <= np.nan_to_num(hi, nan=np.inf))
+        return self._take(np.flatnonzero(keep))
+
+    def target(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Arrays ``(N, D, H, y)`` for one target, without the records where it is NaN.
+
+        Parameters
+        ----------
+        name : str
+            A target name (see :attr:`target_names`).
+
+        Raises
+        ------
+        ValueError
+            If ``name`` is not a target of this table.
+        """
+        if name not in self.targets:
+            raise ValueError(
+                f"target: unknown target {name!r}; available: {', '.join(self.target_names)}"
+            )
+        y = self.targets[name]
+        ok = ~np.isnan(y)
+        if ok.all():
+            return self.N, self.D, self.H, y
+        return tuple(  # type: ignore[return-value]
+            _readonly(np.ascontiguousarray(a[ok])) for a in (self.N, self.D, self.H, y)
+        )
+
+
+def _rebuild_runs(N, D, H, domains, targets, run) -> Runs:
+    return Runs(N, D, H, domains=domains, targets=targets, run=run)
+
+
+# ----------------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------------
+
+# A bracket set may start with "!" and then "]" as a literal member, as in fnmatch.
+_WILDCARD = re.compile(r"\*|\?|\[!?\]?[^\]]*\]")
+
+
+def _glob_to_regex(pattern: str) -> re.Pattern:
+    """fnmatch-style pattern -> regex whose groups capture the wildcard parts."""
+    parts, pos = [], 0
+    for m in _WILDCARD.finditer(pattern):
+        parts.append(re.escape(pattern[pos : m.start()]))
+        tok = m.group()
+        if tok == "*":
+            parts.append("(.*)")
+        elif tok == "?":
+            parts.append("(.)")
+        else:
+            body = tok[1:-1]
+            neg = body.startswith("!")
+            # Escape what a regex set would read as nesting or set operations.
+            body = re.sub(r"([\\\[&~|^])", r"\\\1", body[1:] if neg else body)
+            parts.append(f"([{'^' if neg else ''}{body}])")
+        pos = m.end()
+    parts.append(re.escape(pattern[pos:]))
+    return re.compile("".join(parts) + r"\Z", re.DOTALL)
+
+
+def _resolve_columns(spec: ColumnSpec, columns: Sequence[str], arg: str) -> list[tuple[str, str]]:
+    """Resolve a glob / list / mapping into ``[(column, derived name), ...]``."""
+    if spec is None:
+        return []
+    avail = ", ".join(columns)
+    if isinstance(spec, str):
+        if _WILDCARD.search(spec) is None:
+            if spec not in columns:
+                raise ValueError(f"{arg}: no column {spec!r}; available columns: {avail}")
+            return [(spec, spec)]
+        rx = _glob_to_regex(spec)
+        out = []
+        for c in columns:
+            if fnmatch.fnmatchcase(c, spec):
+                m = rx.match(c)
+                name = "".join(m.groups()) if m else c
+                out.append((c, name or c))
+        if not out:
+            raise ValueError(f"{arg}: pattern {spec!r} matches no column; available columns: {avail}")
+        names = [nm for _, nm in out]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{arg}: pattern {spec!r} gives duplicated names {names}")
+        return out
+    if isinstance(spec, Mapping):
+        pairs = list(spec.items())
+    elif isinstance(spec, Iterable):
+        pairs = [(c, c) for c in spec]
+    else:
+        raise ValueError(
+            f"{arg}: expected a glob pattern, a list of columns or a mapping column -> name, "
+            f"got {spec!r}"
+        )
+    for c, nm in pairs:
+        if not isinstance(c, str) or not isinstance(nm, str) or not nm:
+            raise ValueError(f"{arg}: column and domain/target names must be strings, got {c!r}")
+        if c not in columns:
+            raise ValueError(f"{arg}: no column {c!r}; available columns: {avail}")
+    names = [nm for _, nm in pairs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{arg}: duplicated names {names}")
+    return pairs
+
+
+def _parse_cells(
+    values: Any, column: str, arg: str, *, allow_missing: bool, row_note: Callable[[int], str]
+) -> np.ndarray:
+    """Convert one column to float64; missing cells -> NaN or ValueError."""
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ValueError(f"{arg}: column {column!r} is not 1-D (shape {arr.shape})")
+    if arr.dtype.kind in "biuf":
+        out = arr.astype(np.float64)
+    else:
+        out = np.empty(arr.shape[0], dtype=np.float64)
+        for i, cell in enumerate(arr.tolist()):
+            if cell is None or (isinstance(cell, str) and not cell.strip()):
+                out[i] = np.nan
+                continue
+            try:
+                out[i] = float(cell)
+            except (TypeError, ValueError):
+                if str(cell) in ("<NA>", "NaT", "nan"):  # pandas NA / NaT, NaN-like objects
+                    out[i] = np.nan
+                    continue
+                raise ValueError(
+                    f"{arg}: column {column!r}, {row_note(i)}: cannot parse {cell!r} as a number"
+                ) from None
+    if not allow_missing:
+        bad = np.flatnonzero(np.isnan(out))
+        if bad.size:
+            raise ValueError(f"{arg}: column {column!r}, {row_note(bad[0])}: empty or missing value")
+    return out
+
+
+def _read_csv(path: Path) -> tuple[list[str], dict[str, list[str]]]:
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", newline="", encoding="utf-8-sig") as fh:  # type: ignore[operator]
+        reader = csv.reader(fh)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise ValueError(f"source: {path} is empty") from None
+        header = [h.strip() for h in header]
+        cols: list[list[str]] = [[] for _ in header]
+        for line_no, row in enumerate(reader, start=2):
+            if not row or all(not c.strip() for c in row):
+                continue  # blank line
+            if len(row) != len(header):
+                raise ValueError(
+                    f"source: {path}, line {line_no} has {len(row)} fields, header has {len(header)}"
+                )
+            for c, cell in zip(cols, row):
+                c.append(cell)
+    if len(set(header)) != len(header):
+        raise ValueError(f"source: {path} has duplicated column names")
+    return header, dict(zip(header, cols))
+
+
+def _read_parquet(path: Path) -> tuple[list[str], dict[str, list]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ImportError(
+            "reading Parquet needs pyarrow (pip install pyarrow); "
+            "alternatively pass a CSV path, a DataFrame or a dict of arrays"
+        ) from None
+    table = pq.read_table(path)
+    header = list(table.column_names)
+    return header, {c: table.column(c).to_pylist() for c in header}
+
+
+def _frame_column(frame: Any, c: str) -> Any:
+    col = frame[c]
+    to_numpy = getattr(col, "to_numpy", None)
+    if to_numpy is None:
+        return np.asarray(col)
+    try:  # pandas: nullable numeric columns -> float with NaN
+        return to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError):
+        return to_numpy()
+
+
+def _open_source(source: Any) -> tuple[list[str], Callable[[str], Any], Callable[[int], str]]:
+    """Return (column names, column getter, row description) for any supported source."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise ValueError(f"source: no such file {str(path)!r}")
+        name = path.name.lower()
+        if name.endswith((".parquet", ".pq")):
+            header, cols = _read_parquet(path)
+            return header, cols.__getitem__, lambda i: f"row {i}"
+        header, cols = _read_csv(path)
+        # Blank lines are skipped, so the line number is only exact for files without them.
+        return header, cols.__getitem__, lambda i: f"row {i} (line {i + 2})"
+    if isinstance(source, Mapping):
+        header = [str(c) for c in source]
+        return header, source.__getitem__, lambda i: f"row {i}"
+    if hasattr(source, "columns") and hasattr(source, "__getitem__"):
+        header = [str(c) for c in list(source.columns)]
+        return header, lambda c: _frame_column(source, c), lambda i: f"row {i}"
+    if isinstance(source, (bytes, io.IOBase)):
+        raise ValueError("source: pass a file path, not an open file or bytes")
+    raise ValueError(
+        "source: expected a CSV/Parquet path, a DataFrame or a mapping of column -> array, "
+        f"got {type(source).__name__}"
+    )
+
+
+def load_runs(
+    source: Any,
+    *,
+    weights: ColumnSpec = "weight_*",
+    N: str = "model_size",
+    D: str = "n_tokens",
+    targets: ColumnSpec = "*_loss",
+    run: str | None = None,
+    dedup: bool = False,
+    renormalize: bool = False,
+) -> Runs:
+    """Load training-run records from a table.
+
+    Parameters
+    ----------
+    source : str, path, DataFrame or mapping
+        A CSV file (optionally ``.gz``; read with the :mod:`csv` module, so ``#`` in
+        cells is harmless), a Parquet file (``.parquet``/``.pq``; needs pyarrow), a
+        pandas-like DataFrame, or a mapping of column name -> 1-D array.
+    weights : str, list of str, mapping or None
+        Mixture-weight columns. A glob pattern (:func:`fnmatch.fnmatchcase`) names each
+        domain by what the wildcards matched (``"weight_*"``: ``weight_arxiv`` ->
+        ``"arxiv"``); a list uses the column names as domain names; a mapping
+        ``{column: name}`` gives names explicitly. ``None`` or ``[]`` means no mixture
+        (``k = 0``). Domain order is column order (glob) or the given order.
+    N, D : str
+        Columns holding the model size and the token count.
+    targets : str, list of str, mapping or None
+        Target-loss columns, resolved like ``weights`` (``"*_loss"``: ``arxiv_loss``
+        -> ``"arxiv"``). Empty cells become NaN.
+    run : str, optional
+        Column of integer run ids. By default records with the same ``N`` and the same
+        mixture row belong to the same run.
+    dedup : bool
+        Drop duplicated checkpoints: within a run, a record whose token count is within
+        a relative 1e-3 of the previous record (in order of ``D``) and whose target
+        values all equal that record's (NaN equals NaN) is dropped, so of a group of
+        such copies the one with the *smallest* token count is kept. In the SlimPajama file every run ends
+        with such a pair, e.g. 19.998e9 and 20.0e9 tokens for 122M/310M, where
+        19.998e9 continues the run's checkpoint grid (1.998e9, 3.998e9, ...) and 20.0e9
+        is the nominal budget; both carry bit-identical losses. The pair differs by
+        < 1e-4 in D, so the choice does not change fits materially.
+    renormalize : bool
+        Divide each weight row by its sum (public tables round weights). Otherwise a
+        row off the simplex by more than 1e-6 raises ``ValueError``.
+
+    Returns
+    -------
+    Runs
+
+    Raises
+    ------
+    ValueError
+        Unknown column (message names the argument and lists the columns); empty or
+        non-numeric cell in ``N``, ``D``, ``run`` or a weight column (message gives the
+        row and column); invalid values (see :class:`Runs`).
+    ImportError
+        Parquet source without pyarrow installed.
+    """
+    header, get, row_note = _open_source(source)
+    avail = ", ".join(header)
+    for arg, col in (("N", N), ("D", D), ("run", run)):
+        if col is not None and col not in header:
+            raise ValueError(f"{arg}: no column {col!r}; available columns: {avail}")
+    wcols = _resolve_columns(weights, header, "weights")
+    tcols = _resolve_columns(targets, header, "targets")
+
+    def col(c: str, arg: str, missing: bool) -> np.ndarray:
+        return _parse_cells(get(c), c, arg, allow_missing=missing, row_note=row_note)
+
+    N_ = col(N, "N", False)
+    n = N_.shape[0]
+
+    def checked(c: str, arg: str, missing: bool) -> np.ndarray:
+        v = col(c, arg, missing)
+        if v.shape[0] != n:
+            raise ValueError(f"{arg}: column {c!r} has {v.shape[0]} rows, column {N!r} has {n}")
+        return v
+
+    D_ = checked(D, "D", False)
+    H = np.empty((n, len(wcols)), dtype=np.float64)
+    for j, (c, _) in enumerate(wcols):
+        H[:, j] = checked(c, "weights", False)
+    if renormalize and wcols:
+        s = H.sum(axis=1)
+        bad = np.flatnonzero(~(s > 0) | ~np.isfinite(s))
+        if bad.size:
+            raise ValueError(f"weights: {row_note(bad[0])} sums to {s[bad[0]]!r}, cannot renormalize")
+        H /= s[:, None]
+    tg = {name: checked(c, "targets", True) for c, name in tcols}
+    run_ = checked(run, "run", False) if run is not None else None
+
+    runs = Runs(N_, D_, H, domains=[nm for _, nm in wcols], targets=tg, run=run_)
+    if dedup:
+        runs = runs.select(~_duplicate_checkpoints(runs))
+    return runs
+
+
+def _duplicate_checkpoints(runs: Runs, *, rtol: float = DEDUP_RTOL) -> np.ndarray:
+    """Mask of records that duplicate an earlier checkpoint of the same run.
+
+    See ``dedup`` in :func:`load_runs` for the rule.
+    """
+    n = len(runs)
+    dup = np.zeros(n, dtype=bool)
+    if n == 0:
+        return dup
+    Y = (
+        np.column_stack(list(runs.targets.values()))
+        if runs.targets
+        else np.zeros((n, 0), dtype=np.float64)
+    )
+    order = np.lexsort((np.arange(n), runs.D, runs.run))  # by run, then D, then row
+    prev = -1
+    for j in order:
+        if (
+            prev >= 0
+            and runs.run[j] == runs.run[prev]
+            and abs(runs.D[j] - runs.D[prev]) <= rtol * max(runs.D[j], runs.D[prev])
+            and np.array_equal(Y[j], Y[prev], equal_nan=True)
+        ):
+            dup[j] = True  # a chain of near-equal copies keeps only its first
+        prev = j
+    return dup

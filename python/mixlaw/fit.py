@@ -1,0 +1,493 @@
+"""Fitting scaling laws to runs: robust multi-start fits, all targets in one parallel call.
+
+What to use when
+----------------
+- Default (``loss="huber", delta=1e-3, method="lm"``): the paper's objective, solved by a
+  bounded Levenberg-Marquardt method on the Huber-reweighted residuals. Robust to a few
+  bad checkpoints.
+- ``loss="mse"``: plain least squares, when every record is trustworthy.
+- ``residual="log"``: residuals on log-loss (Epoch AI's Chinchilla protocol); use with
+  ``n_scale=1, d_scale=1`` to report parameters in natural units directly.
+- ``n_starts``: the objective has many local minima; 10 starts land in different minima,
+  ~64-100 are needed for the richer laws. Starts are cheap: they run in parallel in C++.
+- ``hops > 0``: basin hopping (the paper's global strategy) from every start.
+- ``method="lbfgsb"``: projected L-BFGS, slower on these problems; kept for comparison.
+- ``nest=True`` (default) for ``joint`` and ``full``: the simpler law they contain is fitted
+  first and its solution, mapped through the nesting, is one of the starts; the richer law
+  then never reports a higher training objective than the simpler one.
+
+Threads: all (target, start) pairs of one call are solved in one OpenMP loop with the
+GIL released; ``threads=None`` uses the OpenMP default (honours ``OMP_NUM_THREADS``).
+Results are bit-identical for any thread count. In multiprocessing workers use the
+"spawn" or "forkserver" start method (or ``threads=1``): forking a process after OpenMP
+has started its threads is unsafe with GNU OpenMP.
+
+Ctrl-C stops a running fit: starts not yet begun are skipped and KeyboardInterrupt is
+raised as soon as the running ones end.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import time
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from . import _core
+from .laws import NESTED_IN, Law, embed
+from .laws import law as make_law
+from .metrics import metrics as compute_metrics
+
+__all__ = ["Fit", "Fits", "fit", "load_fits"]
+
+BoundsLike = Mapping[str, "tuple[float, float]"]
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A fitted law for one target (immutable, picklable, JSON round-trippable).
+
+    Attributes
+    ----------
+    law : Law
+    target : str
+    x : ndarray
+        Best parameters in :attr:`Law.param_names` order (units N/n_scale, D/d_scale).
+    fun : float
+        Objective at ``x`` (mean Huber by default).
+    success, status, message :
+        Convergence of the best start (``status > 0`` is success; see
+        :func:`mixlaw._core.status_message`). Non-convergence is reported, never raised.
+    nit, nfev, njev : int
+        Iterations and evaluations of the best start (summed over its basin hops).
+    starts_fun, starts_status : ndarray
+        Objective and status of every start, in start order.
+    n_records : int
+        Records used for this target (rows with a missing loss are dropped).
+    train : dict
+        Training metrics: ``mre`` (%), ``r2``, ``mae``, ``rmse``, ``n``.
+    options : dict
+        The settings of the fit (loss, delta, residual, reduction, method, seed, ...).
+    """
+
+    law: Law
+    target: str
+    x: np.ndarray
+    fun: float
+    success: bool
+    status: int
+    message: str
+    nit: int
+    nfev: int
+    njev: int
+    starts_fun: np.ndarray
+    starts_status: np.ndarray
+    n_records: int
+    train: dict
+    options: dict = field(default_factory=dict)
+    domains: tuple = ()
+
+    @property
+    def params(self) -> dict[str, float]:
+        """Best parameters by name (internal units)."""
+        return self.law.as_dict(self.x)
+
+    def natural_params(self) -> dict[str, float]:
+        """Parameters with N and D in raw units (A/N^alpha instead of A/(N/1e6)^alpha).
+
+        Defined for laws whose N and D exponents do not depend on the mixture
+        (all but ``full``).
+        """
+        p = self.params
+        ns, ds = self.law.n_scale, self.law.d_scale
+        name = self.law.name
+        if name == "full" and (self.law.n_term or self.law.d_term):
+            raise ValueError("law: the full law's exponents depend on h; natural units are not a reparametrisation")
+        out = dict(p)
+        if name in ("chinchilla", "additive", "simple"):
+            if self.law.n_term:
+                out["A"] = p["A"] * ns ** p["alpha"]
+            if self.law.d_term:
+                out["B"] = p["B"] * ds ** p["beta"]
+        elif name == "joint":
+            k = self.law.k
+            if self.law.n_term:
+                f = ns ** (p["alpha"] / p["gA"]) if p["gA"] != 0 else float("nan")
+                out.update({f"CA_{i}": p[f"CA_{i}"] * f for i in range(1, k + 1)})
+            if self.law.d_term:
+                f = ds ** (p["beta"] / p["gB"]) if p["gB"] != 0 else float("nan")
+                out.update({f"CB_{i}": p[f"CB_{i}"] * f for i in range(1, k + 1)})
+        return out
+
+    @property
+    def spread(self) -> dict[str, float]:
+        """How the starts ended: best, median and worst finite objective, and how many
+        starts reached the best objective within 1e-6 relative."""
+        f = self.starts_fun[np.isfinite(self.starts_fun)]
+        if f.size == 0:
+            return {"best": math.nan, "median": math.nan, "worst": math.nan, "n_at_best": 0}
+        best = float(f.min())
+        return {"best": best, "median": float(np.median(f)), "worst": float(f.max()),
+                "n_at_best": int(np.sum(f <= best * (1 + 1e-6) + 1e-300))}
+
+    def predict(self, runs: Any = None, D: Any = None, H: Any = None, *, N: Any = None,
+                threads: Optional[int] = None) -> np.ndarray:
+        """Predicted loss on a runs table, or on arrays ``(N, D, H)``."""
+        if runs is not None and hasattr(runs, "H") and hasattr(runs, "targets"):
+            return self.law.predict(self.x, runs.N, runs.D, runs.H if self.law.k else None, threads=threads)
+        n = runs if N is None else N
+        return self.law.predict(self.x, n, D, H, threads=threads)
+
+    def score(self, runs: Any) -> dict:
+        """Metrics (``mre`` in %, ``r2``, ``mae``, ``rmse``, ``n``) on a runs table, using
+        the records where this target's loss is present."""
+        N, D, H, y = runs.target(self.target)
+        pred = self.law.predict(self.x, N, D, H if self.law.k else None)
+        return compute_metrics(pred, y)
+
+    def __repr__(self) -> str:
+        return (f"Fit({self.law!r}, target={self.target!r}, fun={self.fun:.6g}, "
+                f"train MRE={self.train.get('mre', math.nan):.3f}%, success={self.success})")
+
+    # -- serialisation ----------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """A JSON-serialisable dict (see :func:`load_fits`)."""
+        law = self.law
+        return {
+            "law": {"name": law.name, "k": law.k, "n_term": law.n_term, "d_term": law.d_term,
+                    "n_scale": law.n_scale, "d_scale": law.d_scale},
+            "target": self.target, "params": self.params, "fun": self.fun, "success": self.success,
+            "status": self.status, "message": self.message, "nit": self.nit, "nfev": self.nfev,
+            "njev": self.njev, "starts_fun": [None if not math.isfinite(v) else v for v in self.starts_fun.tolist()],
+            "starts_status": self.starts_status.tolist(), "n_records": self.n_records,
+            "train": self.train, "options": self.options, "domains": list(self.domains),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Fit":
+        spec = d["law"]
+        law = Law(spec["name"], spec["k"], n_term=spec["n_term"], d_term=spec["d_term"],
+                  n_scale=spec["n_scale"], d_scale=spec["d_scale"])
+        starts_fun = np.array([math.nan if v is None else v for v in d["starts_fun"]], dtype=float)
+        return cls(law=law, target=d["target"], x=_frozen(law.params(d["params"])), fun=float(d["fun"]),
+                   success=bool(d["success"]), status=int(d["status"]), message=d["message"],
+                   nit=int(d["nit"]), nfev=int(d["nfev"]), njev=int(d["njev"]),
+                   starts_fun=_frozen(starts_fun), starts_status=_frozen(np.asarray(d["starts_status"], dtype=int)),
+                   n_records=int(d["n_records"]), train=dict(d["train"]), options=dict(d["options"]),
+                   domains=tuple(d.get("domains", ())))
+
+
+class Fits(Mapping[str, Fit]):
+    """Fits by target name, in the order the targets were requested."""
+
+    def __init__(self, fits: Mapping[str, Fit], *, elapsed: float = math.nan) -> None:
+        self._fits = dict(fits)
+        self.elapsed = elapsed  #: wall time of the call, seconds
+
+    def __getitem__(self, target: str) -> Fit:
+        try:
+            return self._fits[target]
+        except KeyError:
+            raise KeyError(f"no fit for target {target!r}; fitted: {list(self._fits)}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fits)
+
+    def __len__(self) -> int:
+        return len(self._fits)
+
+    def __repr__(self) -> str:
+        return "Fits(\n" + "".join(f"  {f!r},\n" for f in self._fits.values()) + ")"
+
+    @property
+    def law(self) -> Law:
+        return next(iter(self._fits.values())).law
+
+    def table(self, eval_runs: Any = None) -> list[dict]:
+        """One row per target: objective, success, train metrics and, given an evaluation
+        runs table, ``eval_mre`` and ``eval_r2``."""
+        rows = []
+        for t, f in self._fits.items():
+            row = {"target": t, "law": f.law.name, "fun": f.fun, "success": f.success,
+                   "train_mre": f.train["mre"], "train_r2": f.train["r2"], "n": f.n_records}
+            if eval_runs is not None:
+                m = f.score(eval_runs)
+                row.update(eval_mre=m["mre"], eval_r2=m["r2"], eval_n=m["n"])
+            rows.append(row)
+        return rows
+
+    def to_json(self, path: Any = None) -> str:
+        """JSON text of all fits; written to ``path`` too when given."""
+        text = json.dumps({"mixlaw_fits": 1, "fits": [f.to_dict() for f in self._fits.values()]}, indent=1)
+        if path is not None:
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        return text
+
+    def __reduce__(self) -> tuple:
+        return (Fits, (self._fits,), {"elapsed": self.elapsed})
+
+    def __setstate__(self, state: dict) -> None:
+        self.elapsed = state.get("elapsed", math.nan)
+
+
+def load_fits(source: Any) -> Fits:
+    """Read fits written by :meth:`Fits.to_json` (a path or the JSON text)."""
+    text = source
+    if not (isinstance(source, str) and source.lstrip().startswith("{")):
+        with open(source, encoding="utf-8") as fh:
+            text = fh.read()
+    data = json.loads(text)
+    if data.get("mixlaw_fits") != 1:
+        raise ValueError("source: not a mixlaw fits JSON document")
+    return Fits({d["target"]: Fit.from_dict(d) for d in data["fits"]})
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a = np.array(a, copy=True)
+    a.setflags(write=False)
+    return a
+
+
+def _resolve_bounds(law: Law, bounds: Optional[BoundsLike]) -> tuple[np.ndarray, np.ndarray, set]:
+    lo, hi = law.lower.copy(), law.upper.copy()
+    touched: set = set()
+    if bounds is None:
+        return lo, hi, touched
+    if not isinstance(bounds, Mapping):
+        raise TypeError("bounds: expected a mapping {parameter name or glob: (lower, upper)}")
+    for key, pair in bounds.items():
+        names = [n for n in law.param_names if fnmatch.fnmatchcase(n, key)]
+        if not names:
+            raise ValueError(f"bounds: {key!r} matches no parameter of {law!r}; parameters: {list(law.param_names)}")
+        try:
+            a, b = (float(v) for v in pair)
+        except (TypeError, ValueError):
+            raise ValueError(f"bounds: {key!r} must map to a (lower, upper) pair of numbers") from None
+        if math.isnan(a) or math.isnan(b) or a > b:
+            raise ValueError(f"bounds: {key!r} has lower {a} > upper {b} (or NaN)")
+        for n in names:
+            i = law.index(n)
+            lo[i], hi[i] = a, b
+            touched.add(n)
+    return lo, hi, touched
+
+
+def random_starts(law: Law, n_starts: int, rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray,
+                  init_lo: Optional[np.ndarray] = None, init_hi: Optional[np.ndarray] = None) -> np.ndarray:
+    """Starts drawn in the law's init ranges (log-uniform for log-scaled parameters),
+    intersected with the bounds."""
+    ilo = np.maximum(law.init_lower if init_lo is None else init_lo, lo)
+    ihi = np.minimum(law.init_upper if init_hi is None else init_hi, hi)
+    # An init range outside user bounds collapses onto the nearest bound.
+    ihi = np.maximum(ihi, ilo)
+    u = rng.random((n_starts, law.n_params))
+    logs = law.log_scale & (ilo > 0)
+    out = ilo + u * (ihi - ilo)
+    if np.any(logs):
+        llo, lhi = np.log(ilo[logs]), np.log(ihi[logs])
+        out[:, logs] = np.exp(llo + u[:, logs] * (lhi - llo))
+    return out
+
+
+def _identifiability(law: Law, N: np.ndarray, D: np.ndarray, H: np.ndarray, target: str) -> None:
+    if law.n_term and np.unique(N).size < 2:
+        raise ValueError(f"law: every record of target {target!r} has the same N ({N[0]:g}), so the model-size "
+                         "term is not identifiable; fit with n_term=False")
+    if law.d_term and np.unique(D).size < 2:
+        raise ValueError(f"law: every record of target {target!r} has the same D ({D[0]:g}), so the token term "
+                         "is not identifiable; fit with d_term=False")
+    if law.k and law.name != "chinchilla" and np.unique(H, axis=0).shape[0] < 2:
+        raise ValueError(f"law: every record of target {target!r} has the same mixture, so the mixture term "
+                         "is not identifiable; use the chinchilla law")
+    if N.size < law.n_params:
+        raise ValueError(f"runs: target {target!r} has {N.size} records, fewer than the {law.n_params} "
+                         f"parameters of {law!r}")
+
+
+def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, str, Sequence[str]] = None,
+        n_starts: int = 64, seed: int = 0, bounds: Optional[BoundsLike] = None, loss: str = "huber",
+        delta: float = 1e-3, residual: str = "raw", reduction: str = "mean", weights: Any = None,
+        method: str = "lm", curvature: str = "exact", hops: int = 0, hop_step: float = 0.5, hop_temperature: float = 0.05,
+        max_iter: int = 500, ftol: float = 1e-10, xtol: float = 1e-10, starts: Any = None,
+        nest: bool = True, n_term: bool = True, d_term: bool = True, n_scale: float = 1e6,
+        d_scale: float = 1e9, threads: Optional[int] = None) -> Fits:
+    """Fit a scaling law to every requested target of a runs table.
+
+    Minimises, per target, ``H = sum_j c_j rho(r_j)`` with ``r_j = L_j - y_j`` (or
+    ``log L_j - log y_j`` for ``residual="log"``), ``rho`` the Huber loss with ``delta``
+    (``loss="huber"``) or ``r^2/2`` (``loss="mse"``), and ``c_j`` the record weights
+    divided by their sum (``reduction="mean"``, the paper's choice) or not (``"sum"``).
+    The minimiser found does not depend on the reduction.
+
+    Parameters
+    ----------
+    runs : Runs
+        A runs table (:func:`mixlaw.load_runs`, :mod:`mixlaw.datasets`).
+    law : str or Law
+        ``"chinchilla"``, ``"additive"``, ``"joint"``, ``"simple"``, ``"full"`` or a
+        :class:`Law` (then ``n_term``, ``d_term``, ``n_scale``, ``d_scale`` are its own).
+    targets : str or sequence of str, optional
+        Target names (default: every target of ``runs``).
+    n_starts : int
+        Random starts per target (drawn in the law's init ranges, log-uniform for scale
+        parameters); the best is kept (ties: the lowest start index).
+    seed : int
+        Starts and basin hops of target ``t`` depend only on ``(seed, t)``.
+    bounds : mapping, optional
+        ``{name or glob: (lower, upper)}`` overriding the law's defaults, e.g.
+        ``{"E": (0, 2), "gamma_*": (0, 1)}``.
+    weights : array (n,), optional
+        Per-record weights (aligned with ``runs``).
+    method : {"lm", "lbfgsb"}
+    curvature : {"exact", "irls"}
+        Gauss-Newton curvature of a residual outside the Huber band for ``method="lm"``:
+        the exact second derivative (0, default) or the IRLS weight ``delta/|r|``.
+    hops, hop_step, hop_temperature :
+        Basin hopping after every local solve (0 hops: plain multi-start).
+    max_iter, ftol, xtol :
+        Local solver limits; both tolerances are relative (scale-free).
+    starts : array (S, P) or (T, S, P), optional
+        Explicit starts (parameter space) used instead of random ones.
+    nest : bool
+        Start ``joint`` from the fitted ``additive`` law and ``full`` from ``joint``.
+    threads : int, optional
+        OpenMP threads (None: default). Results do not depend on it.
+
+    Returns
+    -------
+    Fits
+        Mapping target name -> :class:`Fit`.
+    """
+    t0 = time.perf_counter()
+    for name, value in (("n_starts", n_starts), ("max_iter", max_iter), ("hops", hops), ("seed", seed)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+    if n_starts < 1 and starts is None:
+        raise ValueError("n_starts: must be >= 1")
+    if seed < 0:
+        raise ValueError("seed: must be >= 0")
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction: expected 'mean' or 'sum', got {reduction!r}")
+    if not hasattr(runs, "target") or not hasattr(runs, "target_names"):
+        raise TypeError("runs: expected a runs table (mixlaw.load_runs or mixlaw.datasets)")
+    k = int(runs.H.shape[1])
+    L = law if isinstance(law, Law) else make_law(law, k if law != "chinchilla" else None, n_term=n_term,
+                                                  d_term=d_term, n_scale=n_scale, d_scale=d_scale)
+    if L.name != "chinchilla" and L.k != k:
+        raise ValueError(f"law: {L!r} has {L.k} domains but runs have {k}")
+    if targets is None:
+        target_list = list(runs.target_names)
+    elif isinstance(targets, str):
+        target_list = [targets]
+    else:
+        target_list = list(targets)
+    if not target_list:
+        raise ValueError("targets: no target to fit")
+    unknown = [t for t in target_list if t not in runs.target_names]
+    if unknown:
+        raise ValueError(f"targets: unknown target(s) {unknown}; available: {list(runs.target_names)}")
+    if len(set(target_list)) != len(target_list):
+        raise ValueError("targets: duplicate target names")
+    w_all = None
+    if weights is not None:
+        w_all = np.asarray(weights, dtype=float)
+        if w_all.shape != (len(runs),):
+            raise ValueError(f"weights: expected shape ({len(runs)},), got {w_all.shape}")
+        if not np.all(np.isfinite(w_all)) or np.any(w_all < 0):
+            raise ValueError("weights: must be finite and >= 0")
+
+    lo, hi, touched = _resolve_bounds(L, bounds)
+    options = dict(loss=loss, delta=float(delta), residual=residual, reduction=reduction, method=method,
+                   curvature=curvature,
+                   n_starts=int(n_starts), seed=int(seed), hops=int(hops), hop_step=float(hop_step),
+                   hop_temperature=float(hop_temperature), max_iter=int(max_iter), ftol=float(ftol),
+                   xtol=float(xtol), nest=bool(nest),
+                   bounds={n: [float(lo[L.index(n)]), float(hi[L.index(n)])] for n in sorted(touched)})
+
+    # Per-target data, identifiability checks and starts.
+    problems, start_list, seeds, records_n = [], [], [], []
+    explicit = None if starts is None else np.asarray(starts, dtype=float)
+    if explicit is not None and explicit.ndim not in (2, 3):
+        raise ValueError("starts: expected an (S, P) or (T, S, P) array")
+    if explicit is not None and explicit.shape[-1] != L.n_params:
+        raise ValueError(f"starts: expected {L.n_params} columns for {L!r}, got {explicit.shape[-1]}")
+    if explicit is not None and explicit.ndim == 3 and explicit.shape[0] != len(target_list):
+        raise ValueError(f"starts: expected one block of starts per target ({len(target_list)}), got {explicit.shape[0]}")
+    for ti, t in enumerate(target_list):
+        N, D, H, y = runs.target(t)
+        w = None
+        if w_all is not None:
+            present = np.isfinite(np.asarray(runs.targets[t], dtype=float))
+            w = w_all[present]
+        _identifiability(L, N, D, H, t)
+        if residual == "log" and np.any(y <= 0):
+            raise ValueError(f"residual: log residuals need positive losses; target {t!r} has values <= 0")
+        rec = _core.Records(N, D, H if L.k else None)
+        problems.append((L._core, rec, y, w))
+        records_n.append((N, D, H, y))
+        tseed = _target_seed(seed, t)
+        seeds.append(tseed)
+        if explicit is not None:
+            st = explicit if explicit.ndim == 2 else explicit[ti]
+        else:
+            rng = np.random.default_rng([tseed, 1])
+            ilo = L.init_lower.copy()
+            ihi = L.init_upper.copy()
+            if "E" not in touched and residual == "raw":
+                ilo[0], ihi[0] = 0.0, float(np.min(y))  # E is below every observed loss
+            st = random_starts(L, n_starts, rng, lo, hi, ilo, ihi)
+        start_list.append(np.ascontiguousarray(st, dtype=float))
+
+    # Nesting: start from the simpler law's solution, mapped into this one.
+    nested_from: Optional[Fits] = None
+    if nest and L.name in NESTED_IN and explicit is None:
+        simpler = Law(NESTED_IN[L.name], L.k, n_term=L.n_term, d_term=L.d_term, n_scale=L.n_scale,
+                      d_scale=L.d_scale)
+        nested_from = fit(runs, simpler, targets=target_list, n_starts=n_starts, seed=seed, loss=loss, delta=delta,
+                          residual=residual, reduction=reduction, weights=weights, method=method,
+                          curvature=curvature, hops=hops,
+                          hop_step=hop_step, hop_temperature=hop_temperature, max_iter=max_iter, ftol=ftol,
+                          xtol=xtol, nest=True, threads=threads,
+                          bounds={n: b for n, b in (bounds or {}).items()
+                                  if any(fnmatch.fnmatchcase(p, n) for p in simpler.param_names)})
+        for ti, t in enumerate(target_list):
+            mapped = embed(nested_from[t].x, simpler, L)
+            start_list[ti] = np.vstack([mapped[None, :], start_list[ti]])
+
+    results = _core.fit_many(problems, start_list, [lo] * len(problems), [hi] * len(problems), seeds,
+                             loss=loss, delta=float(delta), residual=residual, mean=(reduction == "mean"),
+                             curvature=curvature, method=method, max_iter=int(max_iter), ftol=float(ftol), xtol=float(xtol),
+                             hops=int(hops), hop_step=float(hop_step), hop_temperature=float(hop_temperature),
+                             threads=threads)
+
+    fits = {}
+    domains = tuple(getattr(runs, "domains", ()))
+    for ti, t in enumerate(target_list):
+        r = results[ti]
+        fun = np.where(np.isfinite(r["fun"]), r["fun"], np.inf)
+        best = int(np.argmin(fun))  # first minimum: index order, thread-count independent
+        x = r["x"][best]
+        N, D, H, y = records_n[ti]
+        if not np.isfinite(fun[best]):
+            train = {"mre": math.nan, "r2": math.nan, "mae": math.nan, "rmse": math.nan, "n": int(y.size)}
+        else:
+            train = compute_metrics(L.predict(x, N, D, H if L.k else None), y)
+        status = int(r["status"][best])
+        fits[t] = Fit(law=L, target=t, x=_frozen(x), fun=float(r["fun"][best]), success=status > 0,
+                      status=status, message=_core.status_message(status), nit=int(r["nit"][best]),
+                      nfev=int(r["nfev"][best]), njev=int(r["njev"][best]), starts_fun=_frozen(r["fun"]),
+                      starts_status=_frozen(r["status"]), n_records=int(y.size), train=train,
+                      options=dict(options, nested_start=nested_from is not None), domains=domains)
+    return Fits(fits, elapsed=time.perf_counter() - t0)
+
+
+def _target_seed(seed: int, target: str) -> int:
+    # Depends on the target's name, not its position: adding targets to a call never
+    # changes the starts of the others.
+    return (int(seed) * 1_000_003 + zlib.crc32(target.encode("utf-8"))) % (2**63)
