@@ -212,7 +212,7 @@ void bind_fit(py::module_& m) {
       },
       py::arg("problems"), py::arg("starts"), py::arg("lower"), py::arg("upper"), py::arg("seeds"),
       py::arg("loss") = "huber", py::arg("delta") = 1e-3, py::arg("residual") = "raw", py::arg("mean") = true,
-      py::arg("curvature") = "exact", py::arg("method") = "lm", py::arg("max_iter") = 500, py::arg("ftol") = 1e-10, py::arg("xtol") = 1e-10,
+      py::arg("curvature") = "exact", py::arg("method") = "lm", py::arg("max_iter") = 1000, py::arg("ftol") = 1e-10, py::arg("xtol") = 1e-10,
       py::arg("hops") = 0, py::arg("hop_step") = 0.5, py::arg("hop_temperature") = 0.05,
       py::arg("threads") = py::none(),
       "Fit every (problem, start) pair in one parallel call. problems: list of (law, records, y, weights).");

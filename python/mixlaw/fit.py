@@ -314,7 +314,7 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
         n_starts: int = 64, seed: int = 0, bounds: Optional[BoundsLike] = None, loss: str = "huber",
         delta: float = 1e-3, residual: str = "raw", reduction: str = "mean", weights: Any = None,
         method: str = "lm", curvature: str = "exact", hops: int = 0, hop_step: float = 0.5, hop_temperature: float = 0.05,
-        max_iter: int = 500, ftol: float = 1e-10, xtol: float = 1e-10, starts: Any = None,
+        max_iter: int = 1000, ftol: float = 1e-10, xtol: float = 1e-10, starts: Any = None,
         nest: bool = True, n_term: bool = True, d_term: bool = True, n_scale: float = 1e6,
         d_scale: float = 1e9, threads: Optional[int] = None) -> Fits:
     """Fit a scaling law to every requested target of a runs table.

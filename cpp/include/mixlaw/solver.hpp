@@ -22,7 +22,7 @@ enum class Method : int { lm = 0, lbfgsb = 1 };
 
 struct SolverOptions {
   Method method = Method::lm;
-  int max_iter = 500;
+  int max_iter = 1000;
   double ftol = 1e-10;  // stop when the relative decrease of one step is below ftol
   double xtol = 1e-10;  // stop when the step is below xtol * (1 + |z|)
   int history = 10;     // L-BFGS memory
