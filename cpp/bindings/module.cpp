@@ -6,6 +6,7 @@ PYBIND11_MODULE(_core, m) {
   mixlaw::bind::bind_records(m);
   mixlaw::bind::bind_evaluate(m);
   mixlaw::bind::bind_fit(m);
+  mixlaw::bind::bind_simplex(m);
 #ifdef _OPENMP
   m.attr("openmp") = true;
 #else

@@ -20,11 +20,13 @@ from . import _core, datasets, laws, metrics, protocols
 from .data import Runs, load_runs
 from .fit import Fit, Fits, fit, load_fits
 from .laws import LAW_NAMES, Law, law
+from .mixture import MixtureGrid, MixtureResult, optimal_allocation, optimize_mixture
 
 __version__ = "0.1.0"
 __all__ = [
     "LAW_NAMES", "Law", "law", "laws",
     "Runs", "load_runs", "datasets", "protocols", "metrics",
     "Fit", "Fits", "fit", "load_fits",
+    "optimize_mixture", "optimal_allocation", "MixtureResult", "MixtureGrid",
     "__version__",
 ]

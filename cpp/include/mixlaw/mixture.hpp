@@ -1,0 +1,61 @@
+// Optimal mixtures: h*(N, D, w) = argmin_{h in C} F(h),  F(h) = sum_t w_t L_t(N, D, h),
+// over the capped simplex C of simplex.hpp, for fitted laws L_t.
+//
+// Solvers: exponentiated gradient (mirror descent with the KL geometry, the paper's
+// method) and Euclidean projected gradient, both with an Armijo line search on an
+// adaptive step. Every result carries a Frank-Wolfe certificate
+// gap = max_{s in C} grad F(h) . (h - s) >= 0, which is 0 exactly at a stationary point and
+// bounds F(h) - min F for convex F. Many independent problems (budgets, weights) are
+// solved in one parallel call.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "mixlaw/law.hpp"
+#include "mixlaw/parallel.hpp"
+
+namespace mixlaw {
+
+struct FittedLaw {
+  const Plan* plan = nullptr;
+  const double* theta = nullptr;
+};
+
+struct MixtureProblem {
+  double N = 0, D = 0;            // raw units
+  std::vector<double> weights;    // one per fitted law, >= 0
+  std::vector<double> lo, hi;     // k each: the feasible set
+};
+
+enum class MixtureMethod : int { mirror = 0, projected = 1 };
+
+struct MixtureOptions {
+  MixtureMethod method = MixtureMethod::mirror;
+  int max_iter = 20000;
+  double gap_tol = 1e-10;  // stop when the Frank-Wolfe gap is below this (loss units)
+  int n_starts = 1;        // start 0 is the KL-centre of C (uniform when unconstrained)
+  std::uint64_t seed = 0;  // other starts: Dirichlet(1) draws from mix_seed(seed, problem, start)
+};
+
+struct MixtureResult {
+  std::vector<double> h;
+  double f = 0.0;
+  double gap = 0.0;
+  int nit = 0, nfev = 0;
+  int status = 0;  // 1: gap below gap_tol; 4: no further decrease possible; 0: max_iter
+  int best_start = 0;
+};
+
+// F(h) and its gradient (grad may be null).
+double mixture_objective(const std::vector<FittedLaw>& laws, const MixtureProblem& pb, const double* h,
+                         double* grad, double* per_law = nullptr);
+
+// Solves every problem (all starts) in one parallel loop; results[i] is the best start
+// of problem i (lowest F, ties to the lower start index).
+std::vector<MixtureResult> optimize_mixtures(const std::vector<FittedLaw>& laws,
+                                             const std::vector<MixtureProblem>& problems,
+                                             const MixtureOptions& opt, int threads,
+                                             const CancelFlag* cancel = nullptr);
+
+}  // namespace mixlaw

@@ -1,0 +1,150 @@
+#include "mixlaw/simplex.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <sstream>
+#include <stdexcept>
+
+namespace mixlaw {
+
+void check_feasible(const double* lo, const double* hi, int k, const char* what_lo, const char* what_hi) {
+  if (k < 1) throw std::invalid_argument("k: need at least one domain");
+  double slo = 0.0, shi = 0.0;
+  for (int i = 0; i < k; ++i) {
+    if (!std::isfinite(lo[i]) || std::isnan(hi[i])) {
+      std::ostringstream os;
+      os << what_lo << ": domain " << i << " has a non-finite bound";
+      throw std::invalid_argument(os.str());
+    }
+    if (lo[i] > hi[i]) {
+      std::ostringstream os;
+      os << what_lo << ", " << what_hi << ": domain " << i << " has lower " << lo[i] << " > upper " << hi[i];
+      throw std::invalid_argument(os.str());
+    }
+    slo += lo[i];
+    shi += std::min(hi[i], 1.0);
+  }
+  if (slo > 1.0 + 1e-12) {
+    std::ostringstream os;
+    os << what_lo << ": the minimum weights sum to " << slo << " > 1, no mixture satisfies them";
+    throw std::invalid_argument(os.str());
+  }
+  if (shi < 1.0 - 1e-12) {
+    std::ostringstream os;
+    os << what_hi << ": the maximum weights sum to " << shi << " < 1, no mixture satisfies them";
+    throw std::invalid_argument(os.str());
+  }
+}
+
+void project_capped_simplex(const double* v, const double* lo, const double* hi, int k, double* out) {
+  // f(tau) = sum_i clip(v_i - tau, lo_i, hi_i) is continuous, non-increasing and piecewise
+  // linear with breakpoints v_i - hi_i (coordinate becomes free) and v_i - lo_i (hits lo).
+  std::vector<double> bp;
+  bp.reserve(2 * static_cast<std::size_t>(k));
+  for (int i = 0; i < k; ++i) {
+    if (std::isfinite(hi[i])) bp.push_back(v[i] - hi[i]);
+    bp.push_back(v[i] - lo[i]);
+  }
+  std::sort(bp.begin(), bp.end());
+  auto f = [&](double tau) {
+    double s = 0.0;
+    for (int i = 0; i < k; ++i) s += std::min(std::max(v[i] - tau, lo[i]), hi[i]);
+    return s;
+  };
+  // Binary search for the last breakpoint with f >= 1.
+  std::size_t a = 0, b = bp.size();  // invariant: f(bp[a-1]) >= 1 (or a == 0), f(bp[b]) < 1
+  while (b - a > 1) {
+    const std::size_t mid = (a + b) / 2;
+    if (f(bp[mid]) >= 1.0) a = mid;
+    else b = mid;
+  }
+  double tau;
+  const double fa = f(bp[a]);
+  if (fa < 1.0) {
+    // Below the first breakpoint: only coordinates with infinite hi are free; f is linear
+    // with slope -(#free) there.
+    int nfree = 0;
+    double s_fixed = 0.0;
+    for (int i = 0; i < k; ++i) {
+      if (!std::isfinite(hi[i])) ++nfree;
+      else s_fixed += hi[i];
+    }
+    double sum_v = 0.0;
+    for (int i = 0; i < k; ++i)
+      if (!std::isfinite(hi[i])) sum_v += v[i];
+    tau = nfree > 0 ? (sum_v + s_fixed - 1.0) / nfree : bp[0];
+  } else if (b >= bp.size()) {
+    tau = bp[a];
+  } else {
+    // Linear between bp[a] and bp[b]: interpolate exactly on that piece.
+    const double t0 = bp[a], t1 = bp[b];
+    const double f0 = fa, f1 = f(t1);
+    tau = (f0 == f1) ? t0 : t0 + (f0 - 1.0) * (t1 - t0) / (f0 - f1);
+  }
+  double s = 0.0;
+  for (int i = 0; i < k; ++i) {
+    out[i] = std::min(std::max(v[i] - tau, lo[i]), hi[i]);
+    s += out[i];
+  }
+  (void)s;
+}
+
+void kl_project_capped_simplex(const double* v, const double* lo, const double* hi, int k, double* out) {
+  // g(c) = sum_i clip(c v_i, lo_i, hi_i) is non-decreasing in c; bisect on log c.
+  auto g = [&](double c) {
+    double s = 0.0;
+    for (int i = 0; i < k; ++i) s += std::min(std::max(c * v[i], lo[i]), hi[i]);
+    return s;
+  };
+  double sum_v = 0.0;
+  for (int i = 0; i < k; ++i) sum_v += v[i];
+  double c = 1.0 / sum_v;
+  if (std::fabs(g(c) - 1.0) > 1e-15) {
+    double a = c, b = c;
+    while (g(a) > 1.0) a *= 0.5;
+    while (g(b) < 1.0) b *= 2.0;
+    for (int it = 0; it < 200 && b - a > 1e-17 * b; ++it) {
+      const double m = 0.5 * (a + b);
+      if (g(m) < 1.0) a = m;
+      else b = m;
+    }
+    c = 0.5 * (a + b);
+  }
+  double s = 0.0;
+  int nfree = 0;
+  for (int i = 0; i < k; ++i) {
+    out[i] = std::min(std::max(c * v[i], lo[i]), hi[i]);
+    s += out[i];
+    if (out[i] > lo[i] && out[i] < hi[i]) ++nfree;
+  }
+  // Remove the last rounding error from the free coordinates, keeping bounds exact.
+  if (nfree > 0 && s != 1.0) {
+    const double corr = (1.0 - s) / nfree;
+    for (int i = 0; i < k; ++i)
+      if (out[i] > lo[i] && out[i] < hi[i]) out[i] = std::min(std::max(out[i] + corr, lo[i]), hi[i]);
+  }
+}
+
+double linear_minimizer(const double* g, const double* lo, const double* hi, int k, double* s) {
+  std::vector<int> idx(static_cast<std::size_t>(k));
+  std::iota(idx.begin(), idx.end(), 0);
+  std::stable_sort(idx.begin(), idx.end(), [&](int a, int b) { return g[a] < g[b]; });
+  double budget = 1.0;
+  for (int i = 0; i < k; ++i) {
+    s[i] = lo[i];
+    budget -= lo[i];
+  }
+  for (int i : idx) {
+    const double add = std::min(std::min(hi[i], 1.0) - lo[i], budget);
+    if (add <= 0) continue;
+    s[i] += add;
+    budget -= add;
+    if (budget <= 0) break;
+  }
+  double v = 0.0;
+  for (int i = 0; i < k; ++i) v += g[i] * s[i];
+  return v;
+}
+
+}  // namespace mixlaw

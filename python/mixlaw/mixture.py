@@ -1,0 +1,327 @@
+"""Optimal mixtures: the domain weights to train with.
+
+``h*(N, D, w) = argmin_{h in C} sum_t w_t L_t(N, D, h)`` for fitted laws ``L_t``, over
+the feasible mixtures ``C = {h : sum h = 1, lo <= h <= hi}``, where the upper bounds
+include data availability (domain i has ``U_i`` unique tokens that may be repeated at
+most ``e_i`` times, so ``h_i D <= e_i U_i``).
+
+Solvers (``method``): ``"mirror"`` — exponentiated gradient, the paper's method — and
+``"projected"`` — Euclidean projected gradient (exact projection onto ``C``); both with
+an Armijo line search. Every result carries a Frank-Wolfe certificate
+``gap = max_{s in C} grad F(h) . (h - s)``: 0 exactly at a stationary point, and an upper
+bound on ``F(h) - min F`` when ``F`` is convex (e.g. the additive law with every
+``gamma_i`` in (0, 1]).
+
+Batched: pass arrays for ``N`` and ``D`` (and optionally per-problem weights) and all
+problems are solved in one parallel C++ call. Threads as everywhere in mixlaw:
+``threads=None`` uses the OpenMP default; results do not depend on the count.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from . import _core
+from .fit import Fit, Fits
+
+__all__ = ["MixtureResult", "MixtureGrid", "optimize_mixture", "optimal_allocation"]
+
+
+@dataclass(frozen=True)
+class MixtureResult:
+    """The optimal mixture at one budget.
+
+    Attributes
+    ----------
+    h : dict
+        Weight per domain (sums to 1, satisfies every constraint).
+    x : ndarray (k,)
+        The same weights as an array, in domain order.
+    losses : dict
+        Predicted loss per target at ``h``.
+    fun : float
+        Objective ``sum_t w_t L_t`` at ``h``.
+    gap : float
+        Frank-Wolfe certificate (>= 0; 0 at a stationary point).
+    nit, nfev : int
+    status : int
+        1: gap below ``gap_tol``; 4: no further decrease possible in floating point;
+        0: ``max_iter`` reached.
+    success : bool
+    message : str
+    N, D : float
+    weights : dict
+        Importance weight per target.
+    """
+
+    h: dict
+    x: np.ndarray
+    losses: dict
+    fun: float
+    gap: float
+    nit: int
+    nfev: int
+    status: int
+    success: bool
+    message: str
+    N: float
+    D: float
+    weights: dict
+
+    def __repr__(self) -> str:
+        hs = ", ".join(f"{d}={v:.4f}" for d, v in self.h.items())
+        return f"MixtureResult(N={self.N:.4g}, D={self.D:.4g}, fun={self.fun:.6g}, gap={self.gap:.2e}, h=[{hs}])"
+
+
+@dataclass(frozen=True)
+class MixtureGrid:
+    """Optimal mixtures for many budgets (arrays over problems, domains last)."""
+
+    N: np.ndarray
+    D: np.ndarray
+    h: np.ndarray        # (P, k)
+    fun: np.ndarray      # (P,)
+    gap: np.ndarray      # (P,)
+    losses: np.ndarray   # (P, T)
+    nit: np.ndarray
+    status: np.ndarray
+    domains: tuple
+    targets: tuple
+
+    def __len__(self) -> int:
+        return int(self.N.shape[0])
+
+    def __getitem__(self, i: int) -> MixtureResult:
+        st = int(self.status[i])
+        return MixtureResult(h=dict(zip(self.domains, self.h[i].tolist())), x=self.h[i].copy(),
+                             losses=dict(zip(self.targets, self.losses[i].tolist())), fun=float(self.fun[i]),
+                             gap=float(self.gap[i]), nit=int(self.nit[i]), nfev=0, status=st, success=st == 1,
+                             message=_MESSAGES.get(st, "?"), N=float(self.N[i]), D=float(self.D[i]), weights={})
+
+
+_MESSAGES = {
+    0: "maximum number of iterations reached",
+    1: "converged: Frank-Wolfe gap below gap_tol",
+    4: "stopped: no further decrease possible in floating point (see gap)",
+}
+
+
+def _as_fits(fits: Any) -> list[Fit]:
+    if isinstance(fits, Fit):
+        return [fits]
+    if isinstance(fits, (Fits, Mapping)):
+        out = list(fits.values())
+    elif isinstance(fits, Sequence):
+        out = list(fits)
+    else:
+        raise TypeError("fits: expected the result of mixlaw.fit, a Fit, or a list of Fit")
+    if not out or not all(isinstance(f, Fit) for f in out):
+        raise ValueError("fits: need at least one Fit")
+    return out
+
+
+def _per_domain(value: Any, domains: tuple, k: int, arg: str, default: float) -> np.ndarray:
+    if value is None:
+        return np.full(k, default)
+    if isinstance(value, Mapping):
+        unknown = [d for d in value if d not in domains]
+        if unknown:
+            raise ValueError(f"{arg}: unknown domain(s) {unknown}; domains: {list(domains)}")
+        out = np.full(k, default)
+        for d, v in value.items():
+            out[domains.index(d)] = float(v)
+        return out
+    arr = np.asarray(value, dtype=float)
+    if arr.ndim == 0:
+        return np.full(k, float(arr))
+    if arr.shape != (k,):
+        raise ValueError(f"{arg}: expected {k} values (one per domain), got shape {arr.shape}")
+    return arr.copy()
+
+
+def _bounds(bounds: Any, domains: tuple, k: int) -> tuple[np.ndarray, np.ndarray]:
+    lo, hi = np.zeros(k), np.ones(k)
+    if bounds is None:
+        return lo, hi
+    if isinstance(bounds, Mapping):
+        for d, pair in bounds.items():
+            if d not in domains:
+                raise ValueError(f"bounds: unknown domain {d!r}; domains: {list(domains)}")
+            try:
+                a, b = (float(v) for v in pair)
+            except (TypeError, ValueError):
+                raise ValueError(f"bounds: {d!r} must map to a (min, max) pair") from None
+            lo[domains.index(d)], hi[domains.index(d)] = a, b
+    else:
+        try:
+            a, b = bounds
+        except (TypeError, ValueError):
+            raise ValueError("bounds: expected {domain: (min, max)} or a pair (min array, max array)") from None
+        lo, hi = _per_domain(a, domains, k, "bounds", 0.0), _per_domain(b, domains, k, "bounds", 1.0)
+    if np.any(~np.isfinite(lo)) or np.any(np.isnan(hi)):
+        raise ValueError("bounds: must be finite numbers")
+    if np.any(lo < 0):
+        raise ValueError("bounds: minimum weights must be >= 0")
+    bad = np.flatnonzero(lo > hi)
+    if bad.size:
+        raise ValueError(f"bounds: domain {domains[bad[0]]!r} has min {lo[bad[0]]} > max {hi[bad[0]]}")
+    if lo.sum() > 1 + 1e-12:
+        raise ValueError(f"bounds: the minimum weights sum to {lo.sum():.6g} > 1")
+    if np.minimum(hi, 1).sum() < 1 - 1e-12:
+        raise ValueError(f"bounds: the maximum weights sum to {np.minimum(hi, 1).sum():.6g} < 1")
+    return lo, hi
+
+
+def optimize_mixture(fits: Any, *, N: Any, D: Any, weights: Any = None, bounds: Any = None,
+                     available_tokens: Any = None, max_epochs: Any = None, method: str = "mirror",
+                     n_starts: int = 4, seed: int = 0, gap_tol: float = 1e-10, max_iter: int = 20000,
+                     threads: Optional[int] = None) -> Union[MixtureResult, MixtureGrid]:
+    """The mixture minimising the (weighted) predicted loss at a training budget.
+
+    Parameters
+    ----------
+    fits : Fits, Fit or list of Fit
+        Fitted mixture laws (all on the same domains).
+    N, D : float or array
+        Model size and training tokens (raw units). Arrays (broadcast together) give one
+        problem per entry, solved in one parallel call, and a :class:`MixtureGrid`.
+    weights : mapping target -> weight, or array (T,) or (P, T), optional
+        Importance of each target (default: equal, i.e. the average loss).
+    bounds : mapping domain -> (min, max), or (min array, max array), optional
+        Per-domain limits on the weights.
+    available_tokens : mapping domain -> U_i, or array (k,), optional
+        Unique tokens per domain; with ``max_epochs`` (default 1) this adds
+        ``h_i <= max_epochs_i * U_i / D``.
+    max_epochs : float, mapping or array, optional
+        How often each domain may be repeated.
+    method : {"mirror", "projected"}
+    n_starts : int
+        Start 0 is the centre of the feasible set; the others are seeded Dirichlet draws.
+    gap_tol : float
+        Stop when the Frank-Wolfe gap (in loss units) is below this.
+
+    Returns
+    -------
+    MixtureResult (scalar N and D) or MixtureGrid (arrays).
+    """
+    flist = _as_fits(fits)
+    law0 = flist[0].law
+    k = law0.k
+    if k < 1:
+        raise ValueError("fits: the laws have no mixture term (k = 0)")
+    for f in flist:
+        if f.law.k != k:
+            raise ValueError("fits: all fits must have the same number of domains")
+    domains = tuple(flist[0].domains) or tuple(f"domain_{i + 1}" for i in range(k))
+    targets = tuple(f.target for f in flist)
+    if len(set(targets)) != len(targets):
+        raise ValueError("fits: duplicate target names")
+    scalar = np.ndim(N) == 0 and np.ndim(D) == 0
+    try:
+        Nb, Db = np.broadcast_arrays(np.asarray(N, dtype=float), np.asarray(D, dtype=float))
+    except ValueError:
+        raise ValueError("N, D: shapes do not broadcast") from None
+    Nb, Db = np.ascontiguousarray(Nb.ravel()), np.ascontiguousarray(Db.ravel())
+    if Nb.size == 0:
+        raise ValueError("N: no budget given")
+    for name, arr in (("N", Nb), ("D", Db)):
+        if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+            raise ValueError(f"{name}: must be finite and > 0")
+    P, T = Nb.size, len(flist)
+
+    if weights is None:
+        W = np.full((P, T), 1.0 / T)
+    elif isinstance(weights, Mapping):
+        unknown = [t for t in weights if t not in targets]
+        if unknown:
+            raise ValueError(f"weights: unknown target(s) {unknown}; targets: {list(targets)}")
+        w = np.array([float(weights.get(t, 0.0)) for t in targets])
+        W = np.tile(w, (P, 1))
+    else:
+        w = np.asarray(weights, dtype=float)
+        if w.shape == (T,):
+            W = np.tile(w, (P, 1))
+        elif w.shape == (P, T):
+            W = w.copy()
+        else:
+            raise ValueError(f"weights: expected shape ({T},) or ({P}, {T}), got {w.shape}")
+    if not np.all(np.isfinite(W)) or np.any(W < 0):
+        raise ValueError("weights: must be finite and >= 0")
+    if np.any(W.sum(axis=1) <= 0):
+        raise ValueError("weights: must not all be zero")
+
+    lo, hi = _bounds(bounds, domains, k)
+    LO, HI = np.tile(lo, (P, 1)), np.tile(hi, (P, 1))
+    if available_tokens is not None or max_epochs is not None:
+        if available_tokens is None:
+            raise ValueError("available_tokens: needed when max_epochs is given")
+        U = _per_domain(available_tokens, domains, k, "available_tokens", math.inf)
+        if np.any(np.isnan(U)) or np.any(U < 0):
+            raise ValueError("available_tokens: must be >= 0")
+        e = _per_domain(max_epochs, domains, k, "max_epochs", 1.0)
+        if np.any(~np.isfinite(e)) or np.any(e <= 0):
+            raise ValueError("max_epochs: must be finite and > 0")
+        cap = (e * U)[None, :] / Db[:, None]
+        HI = np.minimum(HI, cap)
+        short = np.minimum(HI, 1).sum(axis=1) < 1 - 1e-12
+        if np.any(short):
+            i = int(np.flatnonzero(short)[0])
+            raise ValueError(f"available_tokens, max_epochs: at D={Db[i]:.4g} the domains can supply at most "
+                             f"{np.minimum(HI[i], 1).sum():.4g} of the tokens (with the maximum weights): "
+                             "no mixture is feasible")
+        if np.any(LO > HI):
+            i, j = (int(v[0]) for v in np.nonzero(LO > HI))
+            raise ValueError(f"bounds, available_tokens: domain {domains[j]!r} needs at least {LO[i, j]:.4g} "
+                             f"of D={Db[i]:.4g} tokens but can supply only {HI[i, j]:.4g}")
+
+    core_laws = [(f.law._core, np.ascontiguousarray(f.x)) for f in flist]
+    r = _core.optimize_mixtures(core_laws, Nb, Db, np.ascontiguousarray(W), np.ascontiguousarray(LO),
+                                np.ascontiguousarray(HI), method=method, max_iter=int(max_iter),
+                                gap_tol=float(gap_tol), n_starts=int(n_starts), seed=int(seed), threads=threads)
+    if scalar:
+        st = int(r["status"][0])
+        return MixtureResult(h=dict(zip(domains, r["h"][0].tolist())), x=r["h"][0].copy(),
+                             losses=dict(zip(targets, r["per_target"][0].tolist())), fun=float(r["fun"][0]),
+                             gap=float(r["gap"][0]), nit=int(r["nit"][0]), nfev=int(r["nfev"][0]), status=st,
+                             success=st == 1, message=_MESSAGES.get(st, "?"), N=float(Nb[0]), D=float(Db[0]),
+                             weights=dict(zip(targets, W[0].tolist())))
+    return MixtureGrid(N=Nb, D=Db, h=r["h"], fun=r["fun"], gap=r["gap"], losses=r["per_target"], nit=r["nit"],
+                       status=r["status"], domains=domains, targets=targets)
+
+
+def optimal_allocation(fits: Any, *, compute: float, flops_per_token: Optional[float] = None,
+                       N_range: tuple = (1e7, 1e13), n_grid: int = 65, refine: int = 3,
+                       **options: Any) -> MixtureResult:
+    """Jointly optimal (N, D, h) for a compute budget ``C = 6 N D`` (beyond the paper).
+
+    ``D = C / (flops_per_token * N)`` with ``flops_per_token = 6 N`` by default, i.e.
+    ``D = C / (6 N)``. The mixture is optimised exactly at every N of a log-spaced grid
+    (one parallel call per round); the grid is then refined ``refine`` times around the
+    best N. Meaningful for laws whose optimal mixture depends on scale (joint, full).
+    Other options go to :func:`optimize_mixture`.
+    """
+    if not (compute > 0 and math.isfinite(compute)):
+        raise ValueError("compute: must be finite and > 0")
+    lo, hi = (float(v) for v in N_range)
+    if not (0 < lo < hi and math.isfinite(hi)):
+        raise ValueError("N_range: expected 0 < min < max")
+    if n_grid < 3:
+        raise ValueError("n_grid: must be >= 3")
+
+    def tokens(n: np.ndarray) -> np.ndarray:
+        return compute / (6.0 * n) if flops_per_token is None else compute / (flops_per_token * n)
+
+    grid = np.geomspace(lo, hi, n_grid)
+    best = None
+    for _ in range(refine + 1):
+        res = optimize_mixture(fits, N=grid, D=tokens(grid), **options)
+        i = int(np.argmin(res.fun))
+        best = res[i]
+        a, b = grid[max(i - 1, 0)], grid[min(i + 1, n_grid - 1)]
+        grid = np.geomspace(a, b, n_grid)
+    assert best is not None
+    return best
