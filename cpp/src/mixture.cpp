@@ -119,6 +119,17 @@ void finite_gradient(std::vector<double>& g) {
 MixtureResult solve_one(Evaluator& F, const MixtureProblem& pb, std::vector<double> h, const MixtureOptions& opt) {
   const int k = F.k;
   MixtureResult res;
+  // Projected gradient keeps its iterates 1e-12 inside the lower bounds: a Euclidean
+  // projection can set a weight to exactly lo_i, where laws with gamma_i < 1 have an
+  // infinite slope and the method stalls. The certificate below uses the true bounds.
+  std::vector<double> lo_in = pb.lo;
+  if (opt.method == MixtureMethod::projected) {
+    double room = 1.0;
+    for (int i = 0; i < k; ++i) room -= pb.lo[i];
+    const double floor = std::min(1e-12, room / (2.0 * k));
+    for (int i = 0; i < k; ++i) lo_in[i] = std::min(pb.lo[i] + floor, pb.hi[i]);
+    project_capped_simplex(h.data(), lo_in.data(), pb.hi.data(), k, h.data());
+  }
   std::vector<double> g(k), g_used(k), h_new(k), g_new(k), v(k), s(k);
   double f = F(h.data(), g.data());
   double eta = 1.0;
@@ -131,8 +142,14 @@ MixtureResult solve_one(Evaluator& F, const MixtureProblem& pb, std::vector<doub
     }
     g_used = g;
     finite_gradient(g_used);
-    double gmin = g_used[0];
-    for (double x : g_used) gmin = std::min(gmin, x);
+    double gmin = g_used[0], gmax = g_used[0];
+    for (double x : g_used) {
+      gmin = std::min(gmin, x);
+      gmax = std::max(gmax, x);
+    }
+    // Mirror steps multiply weights by exp(-eta (g_i - gmin)); keep that factor above
+    // e^-30 so no weight underflows to 0, from where a multiplicative method never returns.
+    if (opt.method == MixtureMethod::mirror && gmax > gmin) eta = std::min(eta, 30.0 / (gmax - gmin));
     bool ok = false;
     double f_new = f;
     for (int ls = 0; ls < 80; ++ls) {
@@ -141,7 +158,7 @@ MixtureResult solve_one(Evaluator& F, const MixtureProblem& pb, std::vector<doub
         kl_project_capped_simplex(v.data(), pb.lo.data(), pb.hi.data(), k, h_new.data());
       } else {
         for (int i = 0; i < k; ++i) v[i] = h[i] - eta * g_used[i];
-        project_capped_simplex(v.data(), pb.lo.data(), pb.hi.data(), k, h_new.data());
+        project_capped_simplex(v.data(), lo_in.data(), pb.hi.data(), k, h_new.data());
       }
       double dec = 0.0;  // g . (h_new - h) < 0 for a descent step
       bool moved = false;
@@ -173,10 +190,34 @@ MixtureResult solve_one(Evaluator& F, const MixtureProblem& pb, std::vector<doub
       res.status = 4;
       break;
     }
+    // Next trial step: Barzilai-Borwein, eta = <s, s> / <s, y>, with s the step in the
+    // solver's own coordinates (h for projected gradient, log h for mirror descent) and y
+    // the change of gradient, both centred (directions along the simplex). This removes
+    // the zig-zag of a fixed step on curved problems (spectral projected gradient).
+    double ss = 0.0, sy = 0.0, ms = 0.0, my = 0.0;
+    int m = 0;
+    for (int i = 0; i < k; ++i) {
+      if (!(h[i] > 0 && h_new[i] > 0) || !std::isfinite(g_new[i]) || !std::isfinite(g[i])) continue;
+      ms += opt.method == MixtureMethod::mirror ? std::log(h_new[i] / h[i]) : h_new[i] - h[i];
+      my += g_new[i] - g[i];
+      ++m;
+    }
+    if (m > 0) {
+      ms /= m;
+      my /= m;
+      for (int i = 0; i < k; ++i) {
+        if (!(h[i] > 0 && h_new[i] > 0) || !std::isfinite(g_new[i]) || !std::isfinite(g[i])) continue;
+        const double si = (opt.method == MixtureMethod::mirror ? std::log(h_new[i] / h[i]) : h_new[i] - h[i]) - ms;
+        const double yi = g_new[i] - g[i] - my;
+        ss += si * si;
+        sy += si * yi;
+      }
+    }
     h.swap(h_new);
     g.swap(g_new);
     f = f_new;
-    eta *= 2.0;  // let the step grow again: the line search only ever shrinks it
+    if (sy > 0 && ss > 0) eta = std::min(std::max(ss / sy, 1e-12), 1e12);
+    else eta *= 2.0;  // let the step grow again: the line search only ever shrinks it
   }
   if (res.status == 0 || res.status == 4) res.gap = fw_gap(g, h, pb, k, s);
   if (res.status == 4 && res.gap <= opt.gap_tol) res.status = 1;

@@ -7,6 +7,23 @@
 #include <stdexcept>
 
 namespace mixlaw {
+namespace {
+
+// Moves the last rounding error of sum(out) = 1 onto the largest coordinate strictly
+// inside its bounds: there it is a relative change of ~1e-16, whereas spreading it over
+// every free coordinate could turn a tiny weight into an exact 0 (a point multiplicative
+// updates never leave).
+void absorb_rounding(double* out, const double* lo, const double* hi, int k) {
+  double s = 0.0;
+  int big = -1;
+  for (int i = 0; i < k; ++i) {
+    s += out[i];
+    if (out[i] > lo[i] && out[i] < hi[i] && (big < 0 || out[i] > out[big])) big = i;
+  }
+  if (big >= 0 && s != 1.0) out[big] = std::min(std::max(out[big] + (1.0 - s), lo[big]), hi[big]);
+}
+
+}  // namespace
 
 void check_feasible(const double* lo, const double* hi, int k, const char* what_lo, const char* what_hi) {
   if (k < 1) throw std::invalid_argument("k: need at least one domain");
@@ -59,35 +76,26 @@ void project_capped_simplex(const double* v, const double* lo, const double* hi,
     if (f(bp[mid]) >= 1.0) a = mid;
     else b = mid;
   }
-  double tau;
-  const double fa = f(bp[a]);
-  if (fa < 1.0) {
-    // Below the first breakpoint: only coordinates with infinite hi are free; f is linear
-    // with slope -(#free) there.
-    int nfree = 0;
-    double s_fixed = 0.0;
-    for (int i = 0; i < k; ++i) {
-      if (!std::isfinite(hi[i])) ++nfree;
-      else s_fixed += hi[i];
-    }
-    double sum_v = 0.0;
-    for (int i = 0; i < k; ++i)
-      if (!std::isfinite(hi[i])) sum_v += v[i];
-    tau = nfree > 0 ? (sum_v + s_fixed - 1.0) / nfree : bp[0];
-  } else if (b >= bp.size()) {
-    tau = bp[a];
-  } else {
-    // Linear between bp[a] and bp[b]: interpolate exactly on that piece.
-    const double t0 = bp[a], t1 = bp[b];
-    const double f0 = fa, f1 = f(t1);
-    tau = (f0 == f1) ? t0 : t0 + (f0 - 1.0) * (t1 - t0) / (f0 - f1);
-  }
-  double s = 0.0;
+  // tau lies in [bp[a], bp[a+1]] (or below bp[0]), where the set of free coordinates is
+  // fixed: solve sum_free (v_i - tau) + sum_clipped bound_i = 1 on that set directly.
+  double probe;
+  if (f(bp[a]) < 1.0) probe = bp[0] - 1.0;
+  else if (b >= bp.size()) probe = bp[a];
+  else probe = 0.5 * (bp[a] + bp[b]);
+  double sum_free_v = 0.0, sum_clipped = 0.0;
+  int nfree = 0;
   for (int i = 0; i < k; ++i) {
-    out[i] = std::min(std::max(v[i] - tau, lo[i]), hi[i]);
-    s += out[i];
+    const double x = v[i] - probe;
+    if (x <= lo[i]) sum_clipped += lo[i];
+    else if (x >= hi[i]) sum_clipped += hi[i];
+    else {
+      sum_free_v += v[i];
+      ++nfree;
+    }
   }
-  (void)s;
+  const double tau = nfree > 0 ? (sum_free_v + sum_clipped - 1.0) / nfree : probe;
+  for (int i = 0; i < k; ++i) out[i] = std::min(std::max(v[i] - tau, lo[i]), hi[i]);
+  absorb_rounding(out, lo, hi, k);
 }
 
 void kl_project_capped_simplex(const double* v, const double* lo, const double* hi, int k, double* out) {
@@ -111,19 +119,8 @@ void kl_project_capped_simplex(const double* v, const double* lo, const double* 
     }
     c = 0.5 * (a + b);
   }
-  double s = 0.0;
-  int nfree = 0;
-  for (int i = 0; i < k; ++i) {
-    out[i] = std::min(std::max(c * v[i], lo[i]), hi[i]);
-    s += out[i];
-    if (out[i] > lo[i] && out[i] < hi[i]) ++nfree;
-  }
-  // Remove the last rounding error from the free coordinates, keeping bounds exact.
-  if (nfree > 0 && s != 1.0) {
-    const double corr = (1.0 - s) / nfree;
-    for (int i = 0; i < k; ++i)
-      if (out[i] > lo[i] && out[i] < hi[i]) out[i] = std::min(std::max(out[i] + corr, lo[i]), hi[i]);
-  }
+  for (int i = 0; i < k; ++i) out[i] = std::min(std::max(c * v[i], lo[i]), hi[i]);
+  absorb_rounding(out, lo, hi, k);
 }
 
 double linear_minimizer(const double* g, const double* lo, const double* hi, int k, double* s) {

@@ -5,9 +5,13 @@ the feasible mixtures ``C = {h : sum h = 1, lo <= h <= hi}``, where the upper bo
 include data availability (domain i has ``U_i`` unique tokens that may be repeated at
 most ``e_i`` times, so ``h_i D <= e_i U_i``).
 
-Solvers (``method``): ``"mirror"`` — exponentiated gradient, the paper's method — and
-``"projected"`` — Euclidean projected gradient (exact projection onto ``C``); both with
-an Armijo line search. Every result carries a Frank-Wolfe certificate
+Solvers (``method``): ``"mirror"`` — exponentiated gradient, the paper's method and the
+default — and ``"projected"`` — Euclidean projected gradient (exact projection onto
+``C``); both with Barzilai-Borwein trial steps and an Armijo line search. Prefer
+``"mirror"`` when an optimal weight may be tiny: near ``h_i = 0`` the laws' curvature
+grows like ``h_i^(gamma_i - 2)``, which makes Euclidean steps crawl (and they cannot
+represent a weight below ~1e-16 next to weights of order 1), while multiplicative steps
+are unaffected. ``"projected"`` keeps its iterates 1e-12 inside the lower bounds. Every result carries a Frank-Wolfe certificate
 ``gap = max_{s in C} grad F(h) . (h - s)``: 0 exactly at a stationary point, and an upper
 bound on ``F(h) - min F`` when ``F`` is convex (e.g. the additive law with every
 ``gamma_i`` in (0, 1]).
