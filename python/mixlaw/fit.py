@@ -315,7 +315,7 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
         delta: float = 1e-3, residual: str = "raw", reduction: str = "mean", weights: Any = None,
         method: str = "lm", curvature: str = "exact", hops: int = 0, hop_step: float = 0.5, hop_temperature: float = 0.05,
         max_iter: int = 1000, ftol: float = 1e-10, xtol: float = 1e-10, starts: Any = None,
-        nest: bool = True, n_term: bool = True, d_term: bool = True, n_scale: float = 1e6,
+        nest: Union[bool, "Fits"] = True, n_term: bool = True, d_term: bool = True, n_scale: float = 1e6,
         d_scale: float = 1e9, threads: Optional[int] = None) -> Fits:
     """Fit a scaling law to every requested target of a runs table.
 
@@ -354,8 +354,9 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
         Local solver limits; both tolerances are relative (scale-free).
     starts : array (S, P) or (T, S, P), optional
         Explicit starts (parameter space) used instead of random ones.
-    nest : bool
-        Start ``joint`` from the fitted ``additive`` law and ``full`` from ``joint``.
+    nest : bool or Fits
+        Start ``joint`` from the fitted ``additive`` law and ``full`` from ``joint``. Pass
+        the already fitted simpler law (a :class:`Fits`) to reuse it instead of refitting.
     threads : int, optional
         OpenMP threads (None: default). Results do not depend on it.
 
@@ -407,7 +408,7 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
                    curvature=curvature,
                    n_starts=int(n_starts), seed=int(seed), hops=int(hops), hop_step=float(hop_step),
                    hop_temperature=float(hop_temperature), max_iter=int(max_iter), ftol=float(ftol),
-                   xtol=float(xtol), nest=bool(nest),
+                   xtol=float(xtol), nest=bool(nest) if not isinstance(nest, Fits) else True,
                    bounds={n: [float(lo[L.index(n)]), float(hi[L.index(n)])] for n in sorted(touched)})
 
     # Per-target data, identifiability checks and starts.
@@ -446,7 +447,15 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
 
     # Nesting: start from the simpler law's solution, mapped into this one.
     nested_from: Optional[Fits] = None
-    if nest and L.name in NESTED_IN and explicit is None:
+    if isinstance(nest, Fits) and L.name in NESTED_IN and explicit is None:
+        simpler = nest.law
+        if simpler.name != NESTED_IN[L.name]:
+            raise ValueError(f"nest: {L.name} nests {NESTED_IN[L.name]}, got fits of {simpler.name}")
+        missing = [t for t in target_list if t not in nest]
+        if missing:
+            raise ValueError(f"nest: no fit for target(s) {missing}")
+        nested_from = nest
+    elif nest and L.name in NESTED_IN and explicit is None:
         simpler = Law(NESTED_IN[L.name], L.k, n_term=L.n_term, d_term=L.d_term, n_scale=L.n_scale,
                       d_scale=L.d_scale)
         nested_from = fit(runs, simpler, targets=target_list, n_starts=n_starts, seed=seed, loss=loss, delta=delta,
@@ -456,8 +465,9 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
                           xtol=xtol, nest=True, threads=threads,
                           bounds={n: b for n, b in (bounds or {}).items()
                                   if any(fnmatch.fnmatchcase(p, n) for p in simpler.param_names)})
+    if nested_from is not None:
         for ti, t in enumerate(target_list):
-            mapped = embed(nested_from[t].x, simpler, L)
+            mapped = embed(nested_from[t].x, nested_from[t].law, L)
             start_list[ti] = np.vstack([mapped[None, :], start_list[ti]])
 
     results = _core.fit_many(problems, start_list, [lo] * len(problems), [hi] * len(problems), seeds,

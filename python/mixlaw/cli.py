@@ -1,0 +1,276 @@
+"""The ``mixlaw`` command line.
+
+``mixlaw reproduce`` runs the paper's SlimPajama protocol on the bundled data; ``fit``,
+``optimize`` and ``laws`` work on your own CSV files. Every command prints a readable
+table, or JSON with ``--json``. Exit codes: 0 success, 1 bad data or options (the
+message says which), 2 usage error, 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from . import __version__, datasets, protocols
+from .data import load_runs
+from .fit import Fits, fit, load_fits
+from .laws import LAW_NAMES, Law
+from .mixture import optimize_mixture
+
+PAPER_MRE = {  # SPEC 6.1: train / eval MRE (%) of Shukor et al. 2025, Tables 2 and 8
+    "additive": {"arxiv": (0.50, 2.09), "book": (0.29, 0.80), "c4": (0.29, 0.31), "github": (0.65, 1.17),
+                 "commoncrawl": (0.29, 0.58), "stackexchange": (0.51, 0.36), "wikipedia": (0.92, 4.45)},
+    "joint": {"arxiv": (0.39, 1.62), "book": (0.24, 1.19), "c4": (0.24, 0.34), "github": (0.54, 2.51),
+              "commoncrawl": (0.24, 0.90), "stackexchange": (0.38, 0.47), "wikipedia": (0.57, 2.09)},
+    "simple": {"arxiv": (0.55, 2.40), "book": (0.38, 1.11), "c4": (0.35, 0.47), "github": (0.81, 2.05),
+               "commoncrawl": (0.34, 0.65), "stackexchange": (0.57, 0.68), "wikipedia": (0.97, 4.53)},
+    "full": {"arxiv": (0.39, 1.83), "book": (0.24, 1.14), "c4": (0.23, 0.41), "github": (0.52, 1.97),
+             "commoncrawl": (0.23, 0.74), "stackexchange": (0.36, 0.42), "wikipedia": (0.56, 1.98)},
+}
+PAPER_MIXTURE = {  # Table 15 (github 8.8: see SPEC 6.1), in %
+    "average": {"arxiv": 9.6, "book": 9.5, "c4": 25.1, "github": 8.8, "commoncrawl": 12.1, "stackexchange": 17.9,
+                "wikipedia": 17.0},
+    "openhermes": {"arxiv": 9.4, "book": 4.8, "c4": 27.8, "github": 6.6, "commoncrawl": 36.9, "stackexchange": 13.5,
+                   "wikipedia": 0.0},
+}
+LAW_ORDER = ("additive", "joint", "simple", "full")
+
+
+def _progress(quiet: bool, msg: str) -> None:
+    if not quiet:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def _fmt(v: Optional[float], nd: int = 2) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{nd}f}"
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    runs = datasets.slimpajama()
+    train, test = protocols.slimpajama_paper_split(runs)
+    _progress(args.quiet, f"SlimPajama, paper protocol: {len(train)} training records "
+                          f"({train.model_sizes.size} sizes), {len(test)} evaluation records at 2.718B")
+    fits: dict[str, Fits] = {}
+    for law in LAW_ORDER:
+        t = time.perf_counter()
+        nest: Any = True
+        if law == "joint":
+            nest = fits["additive"]
+        elif law == "full":
+            nest = fits["joint"]
+        fits[law] = fit(train, law, n_starts=args.n_starts, seed=args.seed, threads=args.threads, nest=nest)
+        _progress(args.quiet, f"  fitted {law:8s} x {len(fits[law])} targets, {args.n_starts} starts each "
+                              f"({time.perf_counter() - t:.1f} s)")
+    table = []
+    for law in LAW_ORDER:
+        for target, f in fits[law].items():
+            ev = f.score(test)
+            paper = PAPER_MRE[law].get(target, (None, None))
+            table.append({"law": law, "target": target, "train_mre": f.train["mre"], "eval_mre": ev["mre"],
+                          "paper_train_mre": paper[0], "paper_eval_mre": paper[1], "objective": f.fun,
+                          "converged": f.success, "n_params": f.law.n_params})
+    domains = list(train.domains)
+    N, D = 2.718e9, float(test.D.max())
+    avg = optimize_mixture(fits["additive"], N=N, D=D, weights={d: 1.0 for d in domains}, threads=args.threads)
+    hermes = optimize_mixture(fits["additive"], N=N, D=D, weights={"openhermes": 1.0}, threads=args.threads)
+    mixtures = {}
+    for name, r in (("average", avg), ("openhermes", hermes)):
+        mixtures[name] = {"h": {d: 100 * r.h[d] for d in domains}, "paper": PAPER_MIXTURE[name], "gap": r.gap,
+                          "converged": r.success}
+    elapsed = time.perf_counter() - t0
+    if args.json:
+        json.dump({"protocol": "slimpajama_paper_split", "n_train": len(train), "n_eval": len(test),
+                   "n_starts": args.n_starts, "seed": args.seed, "mre": table,
+                   "optimal_mixture_percent": mixtures, "budget": {"N": N, "D": D}, "seconds": elapsed},
+                  sys.stdout, indent=1)
+        print()
+        return 0
+    print(f"\nMRE (%) train / eval at 2.718B, next to the paper (Shukor et al. 2025, Tables 2 and 8)\n")
+    header = f"{'target':14s}" + "".join(f"| {law:^22s}  " for law in LAW_ORDER)
+    print(header)
+    print(f"{'':14s}" + f"| {'mixlaw':10s} {'paper':10s}  " * len(LAW_ORDER))
+    print("-" * len(header))
+    targets = list(fits["additive"])
+    by = {(r["law"], r["target"]): r for r in table}
+    means: dict = {law: [] for law in LAW_ORDER}
+    for target in targets:
+        line = f"{target:14s}"
+        for law in LAW_ORDER:
+            r = by[(law, target)]
+            if r["paper_train_mre"] is not None:
+                means[law].append(r)
+            ours = f"{_fmt(r['train_mre'])}/{_fmt(r['eval_mre'])}"
+            paper = f"{_fmt(r['paper_train_mre'])}/{_fmt(r['paper_eval_mre'])}"
+            line += f"| {ours:10s} {paper:10s}  "
+        print(line)
+    line = f"{'mean (7)':14s}"
+    for law in LAW_ORDER:
+        rs = means[law]
+        ours = f"{_fmt(np.mean([r['train_mre'] for r in rs]))}/{_fmt(np.mean([r['eval_mre'] for r in rs]))}"
+        paper = (f"{_fmt(np.mean([r['paper_train_mre'] for r in rs]))}/"
+                 f"{_fmt(np.mean([r['paper_eval_mre'] for r in rs]))}")
+        line += f"| {ours:10s} {paper:10s}  "
+    print(line)
+    print(f"\nOptimal mixture (%), additive law at N={N:.4g}, D={D:.4g}, next to the paper (Table 15)\n")
+    print(f"{'domain':14s}| {'average':>8s} {'paper':>6s} | {'openhermes':>10s} {'paper':>6s}")
+    for d in domains:
+        print(f"{d:14s}| {mixtures['average']['h'][d]:8.1f} {PAPER_MIXTURE['average'][d]:6.1f} | "
+              f"{mixtures['openhermes']['h'][d]:10.1f} {PAPER_MIXTURE['openhermes'][d]:6.1f}")
+    print(f"{'certificate':14s}| gap {mixtures['average']['gap']:.1e}    | gap {mixtures['openhermes']['gap']:.1e}")
+    print(f"\n{len(table)} fits, 2 mixtures in {elapsed:.1f} s")
+    return 0
+
+
+def _parse_list(value: Optional[str]) -> Optional[list[str]]:
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    runs = load_runs(args.data, weights=args.weights, N=args.n_column, D=args.d_column, targets=args.targets,
+                     dedup=args.dedup, renormalize=args.renormalize)
+    _progress(args.quiet, f"loaded {runs!r}")
+    bounds = None
+    if args.bound:
+        bounds = {}
+        for b in args.bound:
+            name, _, rng = b.partition("=")
+            lo, _, hi = rng.partition(":")
+            bounds[name] = (float(lo), float(hi))
+    fits = fit(runs, args.law, targets=_parse_list(args.target), n_starts=args.n_starts, seed=args.seed,
+               loss=args.loss, residual=args.residual, bounds=bounds, threads=args.threads,
+               n_term=not args.no_n_term, d_term=not args.no_d_term)
+    if args.out:
+        fits.to_json(args.out)
+        _progress(args.quiet, f"wrote {args.out}")
+    if args.json:
+        print(fits.to_json())
+        return 0
+    print(f"{'target':16s} {'train MRE %':>11s} {'R^2':>8s} {'objective':>12s} {'n':>6s}  status")
+    for f in fits.values():
+        print(f"{f.target:16s} {f.train['mre']:11.3f} {f.train['r2']:8.5f} {f.fun:12.5e} {f.n_records:6d}  "
+              f"{f.message}")
+        if args.params:
+            for k, v in f.params.items():
+                print(f"    {k:12s} {v:.6g}")
+    return 0
+
+
+def cmd_optimize(args: argparse.Namespace) -> int:
+    fits = load_fits(args.fits)
+    weights = None
+    if args.weights:
+        weights = {}
+        for item in args.weights.split(","):
+            name, _, w = item.partition("=")
+            weights[name.strip()] = float(w) if w else 1.0
+    r = optimize_mixture(fits, N=args.N, D=args.D, weights=weights, method=args.method, threads=args.threads)
+    if args.json:
+        json.dump({"h": r.h, "losses": r.losses, "fun": r.fun, "gap": r.gap, "success": r.success,
+                   "message": r.message, "N": r.N, "D": r.D}, sys.stdout, indent=1)
+        print()
+        return 0
+    print(f"optimal mixture at N={r.N:.4g}, D={r.D:.4g} ({r.message}; gap {r.gap:.1e})")
+    for d, v in r.h.items():
+        print(f"  {d:16s} {100 * v:6.2f} %")
+    for t, v in r.losses.items():
+        print(f"  predicted loss {t}: {v:.4f}")
+    return 0
+
+
+def cmd_laws(args: argparse.Namespace) -> int:
+    out = {name: list(Law(name, None if name == "chinchilla" else args.k).param_names) for name in LAW_NAMES}
+    if args.json:
+        json.dump(out, sys.stdout, indent=1)
+        print()
+        return 0
+    for name, params in out.items():
+        print(f"{name:11s} {len(params):3d} parameters: {', '.join(params)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mixlaw", description=(
+        "Scaling laws for optimal data mixtures (Shukor et al. 2025): fit laws L(N, D, h) to small runs, "
+        "check how they extrapolate, and find the mixture to train with."),
+        epilog="Examples:\n  mixlaw reproduce                 # the paper's SlimPajama table and mixtures\n"
+               "  mixlaw fit runs.csv --law joint --out fits.json\n"
+               "  mixlaw optimize fits.json --N 3e9 --D 6e10\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"mixlaw {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--json", action="store_true", help="print JSON on stdout instead of tables")
+        sp.add_argument("--threads", type=int, default=None, help="OpenMP threads (default: all cores)")
+        sp.add_argument("--quiet", "-q", action="store_true", help="no progress messages on stderr")
+
+    r = sub.add_parser("reproduce", help="the paper's SlimPajama protocol on the bundled data",
+                       description="Fit the additive, joint, simple and full laws to the 8 SlimPajama targets "
+                                   "(train 310M-1.235B, evaluate 2.718B), print train/eval MRE next to the "
+                                   "paper, and the optimal mixtures for the average loss and for OpenHermes.")
+    r.add_argument("--n-starts", type=int, default=64, help="random starts per target (default 64)")
+    r.add_argument("--seed", type=int, default=0)
+    common(r)
+    r.set_defaults(func=cmd_reproduce)
+
+    f = sub.add_parser("fit", help="fit a law to your runs table",
+                       description="Fit a law to a CSV/Parquet runs table. Columns: weights (glob or list), "
+                                   "model size, tokens, targets (glob or list).")
+    f.add_argument("data", help="CSV or Parquet file")
+    f.add_argument("--law", default="additive", choices=LAW_NAMES)
+    f.add_argument("--weights", default="weight_*", help="weight columns: glob or comma list (default weight_*)")
+    f.add_argument("--n-column", default="model_size", help="model-size column (default model_size)")
+    f.add_argument("--d-column", default="n_tokens", help="token column (default n_tokens)")
+    f.add_argument("--targets", default="*_loss", help="target columns: glob or comma list (default *_loss)")
+    f.add_argument("--target", default=None, help="fit only these targets (comma list of names)")
+    f.add_argument("--n-starts", type=int, default=64)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--loss", default="huber", choices=("huber", "mse"))
+    f.add_argument("--residual", default="raw", choices=("raw", "log"))
+    f.add_argument("--bound", action="append", metavar="NAME=LO:HI", help="override a bound (repeatable)")
+    f.add_argument("--no-n-term", action="store_true", help="drop the model-size term (one model size)")
+    f.add_argument("--no-d-term", action="store_true", help="drop the token term (one token count)")
+    f.add_argument("--dedup", action="store_true", help="drop duplicated checkpoints")
+    f.add_argument("--renormalize", action="store_true", help="rescale weight rows to sum to 1")
+    f.add_argument("--out", help="write the fits as JSON to this file")
+    f.add_argument("--params", action="store_true", help="print the fitted parameters")
+    common(f)
+    f.set_defaults(func=cmd_fit)
+
+    o = sub.add_parser("optimize", help="optimal mixture from saved fits")
+    o.add_argument("fits", help="fits JSON written by `mixlaw fit --out`")
+    o.add_argument("--N", type=float, required=True, help="model size (parameters)")
+    o.add_argument("--D", type=float, required=True, help="training tokens")
+    o.add_argument("--weights", help="target importance, e.g. 'c4=1,openhermes=2' (default: equal)")
+    o.add_argument("--method", default="mirror", choices=("mirror", "projected"))
+    common(o)
+    o.set_defaults(func=cmd_optimize)
+
+    lw = sub.add_parser("laws", help="list the laws and their parameters")
+    lw.add_argument("--k", type=int, default=7, help="number of domains (default 7)")
+    lw.add_argument("--json", action="store_true")
+    lw.set_defaults(func=cmd_laws)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
+        print(f"mixlaw {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"mixlaw {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
