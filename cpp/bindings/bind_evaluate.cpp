@@ -3,6 +3,7 @@
 
 #include "common.hpp"
 #include "mixlaw/evaluate.hpp"
+#include "mixlaw/probe.hpp"
 
 namespace mixlaw::bind {
 
@@ -47,6 +48,15 @@ Data data_arg(const Plan& plan, const py::handle& N, const py::handle& D, const 
 }  // namespace
 
 void bind_evaluate(py::module_& m) {
+  m.def(
+      "exp_floor_ns",
+      [](std::size_t n, int repeats) {
+        py::gil_scoped_release release;  // pure C++ timing loop
+        return 1e9 * exp_seconds_per_call(n, repeats);
+      },
+      py::arg("n") = 1 << 20, py::arg("repeats") = 5,
+      "Nanoseconds per scalar std::exp call in a tight loop (benchmark floor).");
+
   m.def(
       "predict",
       [](const Plan& plan, const py::object& params, const py::object& N, const py::object& D,

@@ -43,6 +43,7 @@ struct PredictVisitor {
 struct GradVisitor {
   const Plan& plan;
   const Records& rec;
+  const double* theta;
   const double* w;
   double* pred;
   double* grad;  // chunk-local partial gradient
@@ -59,12 +60,9 @@ struct GradVisitor {
       else if (src.type == Source::feature) adj[src.index] += wj * u[a];
     }
   }
-  void end_mixture(std::size_t, const MixtureWork& mw) {
-    for (std::size_t f = 0; f < plan.features.size(); ++f) {
-      const auto& idx = plan.feature_params[f];
-      const double* d = mw.dphi.data() + mw.dphi_off[f];
-      for (std::size_t q = 0; q < idx.size(); ++q) grad[idx[q]] += adj[f] * d[q];
-    }
+  void end_mixture(std::size_t m, const MixtureWork& mw) {
+    for (std::size_t f = 0; f < plan.features.size(); ++f)
+      detail::accumulate_feature_grad(plan, static_cast<int>(f), theta, rec, m, mw, adj[f], grad);
   }
 };
 
@@ -136,8 +134,10 @@ void predict_grad(const Plan& plan, const double* theta, const Records& rec, con
                   double* pred, double* grad, int threads) {
   const std::size_t P = static_cast<std::size_t>(plan.n_params);
   std::vector<double> partial(rec.n_chunks() * P, 0.0);
-  run_chunks<true, false>(plan, theta, rec, threads, [&](std::size_t c) {
-    return GradVisitor{plan, rec, w, pred, partial.data() + c * P};
+  // Feature gradients are accumulated directly (accumulate_feature_grad), so the engine
+  // need not materialise them: ParamGrad = false.
+  run_chunks<false, false>(plan, theta, rec, threads, [&](std::size_t c) {
+    return GradVisitor{plan, rec, theta, w, pred, partial.data() + c * P};
   });
   std::fill(grad, grad + P, 0.0);
   for (std::size_t c = 0; c < rec.n_chunks(); ++c)  // fixed order: thread-count independent

@@ -52,6 +52,7 @@ struct ValueVisitor {
 // Gradient through per-mixture slot adjoints (as in evaluate.cpp's J^T w).
 struct GradVisitor {
   const FitProblem& pb;
+  const double* theta;
   double* grad;
   double f = 0.0;
   double adj[n_slots] = {0, 0, 0, 0, 0, 0};
@@ -62,17 +63,13 @@ struct GradVisitor {
     const double a = pb.c[s] * p.psi * p.drdL;
     for (int q = 0; q < n_slots; ++q) adj[q] += a * u[q];
   }
-  void end_mixture(std::size_t, const MixtureWork& mw) {
+  void end_mixture(std::size_t m, const MixtureWork& mw) {
     const Plan& plan = *pb.plan;
     for (int q = 0; q < n_slots; ++q) {
       const Source& src = plan.src[q];
-      if (src.type == Source::param) {
-        grad[src.index] += adj[q];
-      } else if (src.type == Source::feature) {
-        const auto& idx = plan.feature_params[src.index];
-        const double* d = mw.dphi.data() + mw.dphi_off[src.index];
-        for (std::size_t i = 0; i < idx.size(); ++i) grad[idx[i]] += adj[q] * d[i];
-      }
+      if (src.type == Source::param) grad[src.index] += adj[q];
+      else if (src.type == Source::feature)
+        detail::accumulate_feature_grad(plan, src.index, theta, *pb.rec, m, mw, adj[q], grad);
     }
   }
 };
@@ -196,8 +193,8 @@ double objective_value(const FitProblem& pb, const double* theta) {
 
 double objective_grad(const FitProblem& pb, const double* theta, double* grad) {
   std::fill(grad, grad + pb.plan->n_params, 0.0);
-  GradVisitor v{pb, grad};
-  walk<true>(pb, theta, v);
+  GradVisitor v{pb, theta, grad};
+  walk<false>(pb, theta, v);
   return v.f;
 }
 

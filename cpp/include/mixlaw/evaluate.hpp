@@ -145,6 +145,41 @@ inline void mixture_features(const Plan& plan, const double* theta, const Record
   }
 }
 
+// grad += adj * dphi_f/dtheta for feature f of mixture m, written straight into the
+// feature's contiguous parameter blocks (the gradient path of J^T w and of the fitting
+// objective; cheaper than materialising dphi and scattering it). Needs w.t and w.phi
+// from mixture_features.
+inline void accumulate_feature_grad(const Plan& plan, int f, const double* theta, const Records& rec,
+                                    std::size_t m, const MixtureWork& w, double adj, double* grad) {
+  if (adj == 0.0) return;
+  const int k = plan.spec.k;
+  const Feature& F = plan.features[f];
+  const double* h = rec.mix_h.data() + m * static_cast<std::size_t>(k);
+  const double* lh = rec.mix_logh.data() + m * static_cast<std::size_t>(k);
+  const double* C = theta + F.c_off;
+  double* gC = grad + F.c_off;
+  if (F.kind == Feature::inv_power_sum) {
+    const double phi = w.phi[f];
+    const double a = -adj * phi * phi;  // d(1/S)/dS * adj
+    const double* t = w.t.data();
+    double* gG = grad + F.g_off;
+    for (int i = 0; i < k; ++i) {
+      const double at = a * t[i];
+      gC[i] += at;
+      gG[i] += at * C[i] * lh[i];
+    }
+  } else {
+    const double e = F.sign * theta[F.g_off];
+    double u = 0.0;
+    for (int i = 0; i < k; ++i) u += C[i] * h[i];
+    if (!(u > 0)) return;
+    const double phi = w.phi[f];
+    const double scale = adj * e * phi / u;
+    for (int i = 0; i < k; ++i) gC[i] += scale * h[i];
+    grad[F.g_off] += adj * F.sign * phi * std::log(u);
+  }
+}
+
 inline double source_value(const Source& s, const double* theta, const MixtureWork& w) {
   switch (s.type) {
     case Source::param: return theta[s.index];
