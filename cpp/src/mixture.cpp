@@ -50,24 +50,29 @@ struct Evaluator {
   int k;
   Records rec;
   std::vector<detail::MixtureWork> work;
+  std::vector<detail::CallConstants> constants;  // N and D are fixed: computed once
   int nfev = 0;
 
   Evaluator(const std::vector<FittedLaw>& l, const MixtureProblem& p, int kk)
       : laws(l), pb(p), k(kk), rec(single_record(kk, p.N, p.D)) {
-    for (const auto& fl : laws) work.emplace_back(*fl.plan);
+    for (const auto& fl : laws) {
+      work.emplace_back(*fl.plan);
+      constants.push_back(detail::call_constants(*fl.plan, fl.theta, rec));
+    }
   }
 
-  double operator()(const double* h, double* grad, double* per_law = nullptr) {
+  // logh (optional): log h where h > 0, when the caller already knows it.
+  double operator()(const double* h, double* grad, double* per_law = nullptr, const double* logh = nullptr) {
     ++nfev;
     for (int i = 0; i < k; ++i) {
       rec.mix_h[i] = h[i];
-      rec.mix_logh[i] = h[i] > 0 ? std::log(h[i]) : 0.0;
+      rec.mix_logh[i] = h[i] > 0 ? (logh ? logh[i] : std::log(h[i])) : 0.0;
     }
     if (grad) std::fill(grad, grad + k, 0.0);
     double F = 0.0;
     for (std::size_t t = 0; t < laws.size(); ++t) {
       const Plan& plan = *laws[t].plan;
-      const detail::CallConstants cc = detail::call_constants(plan, laws[t].theta, rec);
+      const detail::CallConstants& cc = constants[t];
       PointVisitor vis;
       if (grad) {
         detail::for_each_record<false, true>(plan, laws[t].theta, rec, cc, 0, 1, work[t], vis);
@@ -118,20 +123,25 @@ void finite_gradient(std::vector<double>& g) {
 
 MixtureResult solve_one(Evaluator& F, const MixtureProblem& pb, std::vector<double> h, const MixtureOptions& opt) {
   const int k = F.k;
+  const bool mirror = opt.method == MixtureMethod::mirror;
   MixtureResult res;
   // Projected gradient keeps its iterates 1e-12 inside the lower bounds: a Euclidean
   // projection can set a weight to exactly lo_i, where laws with gamma_i < 1 have an
   // infinite slope and the method stalls. The certificate below uses the true bounds.
   std::vector<double> lo_in = pb.lo;
-  if (opt.method == MixtureMethod::projected) {
+  if (!mirror) {
     double room = 1.0;
     for (int i = 0; i < k; ++i) room -= pb.lo[i];
     const double floor = std::min(1e-12, room / (2.0 * k));
     for (int i = 0; i < k; ++i) lo_in[i] = std::min(pb.lo[i] + floor, pb.hi[i]);
     project_capped_simplex(h.data(), lo_in.data(), pb.hi.data(), k, h.data());
   }
+  // Mirror descent carries log h along (log of a multiplicative update is a subtraction),
+  // which saves k logarithms per evaluation and per step-size update.
+  std::vector<double> lh(k), lh_new(k), lv(k);
+  for (int i = 0; i < k; ++i) lh[i] = h[i] > 0 ? std::log(h[i]) : 0.0;
   std::vector<double> g(k), g_used(k), h_new(k), g_new(k), v(k), s(k);
-  double f = F(h.data(), g.data());
+  double f = F(h.data(), g.data(), nullptr, lh.data());
   double eta = 1.0;
   res.status = 0;
   for (res.nit = 0; res.nit < opt.max_iter; ++res.nit) {
@@ -149,16 +159,23 @@ MixtureResult solve_one(Evaluator& F, const MixtureProblem& pb, std::vector<doub
     }
     // Mirror steps multiply weights by exp(-eta (g_i - gmin)); keep that factor above
     // e^-30 so no weight underflows to 0, from where a multiplicative method never returns.
-    if (opt.method == MixtureMethod::mirror && gmax > gmin) eta = std::min(eta, 30.0 / (gmax - gmin));
+    if (mirror && gmax > gmin) eta = std::min(eta, 30.0 / (gmax - gmin));
     bool ok = false;
     double f_new = f;
     for (int ls = 0; ls < 80; ++ls) {
-      if (opt.method == MixtureMethod::mirror) {
-        for (int i = 0; i < k; ++i) v[i] = h[i] * std::exp(-eta * (g_used[i] - gmin));
-        kl_project_capped_simplex(v.data(), pb.lo.data(), pb.hi.data(), k, h_new.data());
+      if (mirror) {
+        for (int i = 0; i < k; ++i) {
+          lv[i] = lh[i] - eta * (g_used[i] - gmin);
+          v[i] = h[i] * std::exp(-eta * (g_used[i] - gmin));
+        }
+        const double c = kl_project_capped_simplex(v.data(), pb.lo.data(), pb.hi.data(), k, h_new.data());
+        const double lc = std::log(c);
+        for (int i = 0; i < k; ++i)
+          lh_new[i] = h_new[i] == c * v[i] ? lc + lv[i] : (h_new[i] > 0 ? std::log(h_new[i]) : 0.0);
       } else {
         for (int i = 0; i < k; ++i) v[i] = h[i] - eta * g_used[i];
         project_capped_simplex(v.data(), lo_in.data(), pb.hi.data(), k, h_new.data());
+        for (int i = 0; i < k; ++i) lh_new[i] = h_new[i] > 0 ? std::log(h_new[i]) : 0.0;
       }
       double dec = 0.0;  // g . (h_new - h) < 0 for a descent step
       bool moved = false;
@@ -167,7 +184,7 @@ MixtureResult solve_one(Evaluator& F, const MixtureProblem& pb, std::vector<doub
         moved |= h_new[i] != h[i];
       }
       if (!moved) break;
-      f_new = F(h_new.data(), g_new.data());
+      f_new = F(h_new.data(), g_new.data(), nullptr, lh_new.data());
       if (std::isfinite(f_new) && f_new <= f + 1e-4 * dec && f_new <= f) {
         ok = true;
         break;
@@ -198,7 +215,7 @@ MixtureResult solve_one(Evaluator& F, const MixtureProblem& pb, std::vector<doub
     int m = 0;
     for (int i = 0; i < k; ++i) {
       if (!(h[i] > 0 && h_new[i] > 0) || !std::isfinite(g_new[i]) || !std::isfinite(g[i])) continue;
-      ms += opt.method == MixtureMethod::mirror ? std::log(h_new[i] / h[i]) : h_new[i] - h[i];
+      ms += mirror ? lh_new[i] - lh[i] : h_new[i] - h[i];
       my += g_new[i] - g[i];
       ++m;
     }
@@ -207,13 +224,14 @@ MixtureResult solve_one(Evaluator& F, const MixtureProblem& pb, std::vector<doub
       my /= m;
       for (int i = 0; i < k; ++i) {
         if (!(h[i] > 0 && h_new[i] > 0) || !std::isfinite(g_new[i]) || !std::isfinite(g[i])) continue;
-        const double si = (opt.method == MixtureMethod::mirror ? std::log(h_new[i] / h[i]) : h_new[i] - h[i]) - ms;
+        const double si = (mirror ? lh_new[i] - lh[i] : h_new[i] - h[i]) - ms;
         const double yi = g_new[i] - g[i] - my;
         ss += si * si;
         sy += si * yi;
       }
     }
     h.swap(h_new);
+    lh.swap(lh_new);
     g.swap(g_new);
     f = f_new;
     if (sy > 0 && ss > 0) eta = std::min(std::max(ss / sy, 1e-12), 1e12);

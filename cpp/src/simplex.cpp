@@ -98,32 +98,78 @@ void project_capped_simplex(const double* v, const double* lo, const double* hi,
   absorb_rounding(out, lo, hi, k);
 }
 
-void kl_project_capped_simplex(const double* v, const double* lo, const double* hi, int k, double* out) {
-  // g(c) = sum_i clip(c v_i, lo_i, hi_i) is non-decreasing in c; bisect on log c.
+double kl_project_capped_simplex(const double* v, const double* lo, const double* hi, int k, double* out) {
+  {  // Fast path: no bound is active after plain normalisation.
+    double sum_v = 0.0;
+    for (int i = 0; i < k; ++i) sum_v += v[i];
+    const double c = 1.0 / sum_v;
+    bool inside = sum_v > 0 && std::isfinite(sum_v);
+    for (int i = 0; i < k && inside; ++i) {
+      const double x = c * v[i];
+      inside = x > lo[i] && x < hi[i];
+    }
+    if (inside) {
+      for (int i = 0; i < k; ++i) out[i] = c * v[i];
+      absorb_rounding(out, lo, hi, k);
+      return c;
+    }
+  }
+  // g(c) = sum_i clip(c v_i, lo_i, hi_i) is continuous, non-decreasing and piecewise linear
+  // in c > 0, with breakpoints lo_i / v_i (coordinate leaves lo) and hi_i / v_i (reaches
+  // hi). Sort them, find the piece where g crosses 1 and solve on its free set exactly.
+  std::vector<double> bp;
+  bp.reserve(2 * static_cast<std::size_t>(k));
+  for (int i = 0; i < k; ++i) {
+    if (!(v[i] > 0)) continue;  // such a coordinate stays at lo
+    bp.push_back(lo[i] / v[i]);
+    if (std::isfinite(hi[i])) bp.push_back(hi[i] / v[i]);
+  }
+  std::sort(bp.begin(), bp.end());
   auto g = [&](double c) {
     double s = 0.0;
     for (int i = 0; i < k; ++i) s += std::min(std::max(c * v[i], lo[i]), hi[i]);
     return s;
   };
-  double sum_v = 0.0;
-  for (int i = 0; i < k; ++i) sum_v += v[i];
-  double c = 1.0 / sum_v;
-  if (std::fabs(g(c) - 1.0) > 1e-15) {
-    double a = c, b = c;
-    while (g(a) > 1.0) a *= 0.5;
-    while (g(b) < 1.0) b *= 2.0;
-    for (int it = 0; it < 200 && b - a > 1e-17 * b; ++it) {
-      const double m = 0.5 * (a + b);
-      if (g(m) < 1.0) a = m;
-      else b = m;
+  double probe;
+  if (bp.empty()) {
+    probe = 1.0;
+  } else {
+    // Last breakpoint with g <= 1; the crossing lies between it and the next one.
+    std::size_t a = 0, b = bp.size();
+    if (g(bp[0]) > 1.0) {
+      probe = 0.5 * bp[0];
+    } else {
+      while (b - a > 1) {
+        const std::size_t mid = (a + b) / 2;
+        if (g(bp[mid]) <= 1.0) a = mid;
+        else b = mid;
+      }
+      probe = b < bp.size() ? 0.5 * (bp[a] + bp[b]) : 2.0 * bp[a] + 1.0;
     }
-    c = 0.5 * (a + b);
   }
+  double sum_free_v = 0.0, sum_clipped = 0.0;
+  for (int i = 0; i < k; ++i) {
+    const double x = probe * v[i];
+    if (x <= lo[i]) sum_clipped += lo[i];
+    else if (x >= hi[i]) sum_clipped += hi[i];
+    else sum_free_v += v[i];
+  }
+  const double c = sum_free_v > 0 ? (1.0 - sum_clipped) / sum_free_v : probe;
   for (int i = 0; i < k; ++i) out[i] = std::min(std::max(c * v[i], lo[i]), hi[i]);
   absorb_rounding(out, lo, hi, k);
+  return c;
 }
 
 double linear_minimizer(const double* g, const double* lo, const double* hi, int k, double* s) {
+  bool plain = true;  // the probability simplex: the minimiser is the cheapest vertex
+  for (int i = 0; i < k && plain; ++i) plain = lo[i] == 0.0 && hi[i] >= 1.0;
+  if (plain) {
+    int best = 0;
+    for (int i = 1; i < k; ++i)
+      if (g[i] < g[best]) best = i;
+    for (int i = 0; i < k; ++i) s[i] = i == best ? 1.0 : 0.0;
+    return g[best];
+  }
   std::vector<int> idx(static_cast<std::size_t>(k));
   std::iota(idx.begin(), idx.end(), 0);
   std::stable_sort(idx.begin(), idx.end(), [&](int a, int b) { return g[a] < g[b]; });

@@ -17,8 +17,8 @@ void check_feasible(const double* lo, const double* hi, int k, const char* what_
 void project_capped_simplex(const double* v, const double* lo, const double* hi, int k, double* out);
 
 // Bregman (KL) projection of a positive vector v onto C: h_i = clip(c v_i, lo_i, hi_i)
-// with the scalar c > 0 that makes sum h = 1. Used by mirror descent.
-void kl_project_capped_simplex(const double* v, const double* lo, const double* hi, int k, double* out);
+// with the scalar c > 0 that makes sum h = 1 (returned). Used by mirror descent.
+double kl_project_capped_simplex(const double* v, const double* lo, const double* hi, int k, double* out);
 
 // Linear minimisation oracle: argmin_{s in C} g . s (fill the cheapest coordinates
 // first, from lo up to hi). Returns g . s.
