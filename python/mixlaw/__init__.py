@@ -16,8 +16,9 @@ Quick start::
 """
 from __future__ import annotations
 
-from . import _core, datasets, laws, metrics, protocols
+from . import _core, datasets, evaluate, laws, metrics, protocols
 from .data import Runs, load_runs
+from .evaluate import bootstrap, compare
 from .fit import Fit, Fits, fit, load_fits
 from .laws import LAW_NAMES, Law, law
 from .mixture import MixtureGrid, MixtureResult, optimal_allocation, optimize_mixture
@@ -25,7 +26,7 @@ from .mixture import MixtureGrid, MixtureResult, optimal_allocation, optimize_mi
 __version__ = "0.1.0"
 __all__ = [
     "LAW_NAMES", "Law", "law", "laws",
-    "Runs", "load_runs", "datasets", "protocols", "metrics",
+    "Runs", "load_runs", "datasets", "protocols", "metrics", "evaluate", "compare", "bootstrap",
     "Fit", "Fits", "fit", "load_fits",
     "optimize_mixture", "optimal_allocation", "MixtureResult", "MixtureGrid",
     "__version__",

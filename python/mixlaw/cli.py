@@ -183,6 +183,48 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _protocol(args: argparse.Namespace) -> Any:
+    from . import evaluate
+
+    if args.protocol == "size":
+        ev = tuple(float(v) for v in args.eval_sizes.split(",")) if args.eval_sizes else None
+        return evaluate.SizeSplit(eval_sizes=ev)
+    if args.protocol == "mixtures":
+        if args.n_fit is None:
+            raise ValueError("--n-fit: needed with --protocol mixtures")
+        return evaluate.HeldOutMixtures(n_fit=args.n_fit, seed=args.seed)
+    if args.protocol == "tokens":
+        return evaluate.TokenSplit(args.fit_fraction)
+    if args.protocol == "loso":
+        return evaluate.LeaveOneSizeOut()
+    return evaluate.PaperSplit()
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from . import evaluate
+
+    runs = datasets.slimpajama() if args.data == "slimpajama" else load_runs(
+        args.data, weights=args.weights, N=args.n_column, D=args.d_column, targets=args.targets,
+        dedup=args.dedup, renormalize=args.renormalize)
+    laws = _parse_list(args.laws) or ["additive"]
+    for law in laws:
+        if law not in LAW_NAMES:
+            raise ValueError(f"--laws: unknown law {law!r}; expected some of {', '.join(LAW_NAMES)}")
+    _progress(args.quiet, f"comparing {', '.join(laws)} on {runs!r}")
+    table = evaluate.compare(runs, laws, _protocol(args), targets=_parse_list(args.target),
+                             n_starts=args.n_starts, seed=args.seed, threads=args.threads)
+    if args.json:
+        json.dump(list(table), sys.stdout, indent=1, default=float)
+        print()
+        return 0
+    print(f"{'split':18s} {'law':10s} {'target':16s} {'params':>6s} {'train MRE%':>10s} {'eval MRE%':>10s} "
+          f"{'eval R^2':>9s} {'n fit':>6s} {'n eval':>6s}")
+    for r in table:
+        print(f"{r['split']:18s} {r['law']:10s} {r['target']:16s} {r['n_params']:6d} {r['train_mre']:10.3f} "
+              f"{r['eval_mre']:10.3f} {r['eval_r2']:9.4f} {r['n_fit']:6d} {r['n_eval']:6d}")
+    return 0
+
+
 def cmd_laws(args: argparse.Namespace) -> int:
     out = {name: list(Law(name, None if name == "chinchilla" else args.k).param_names) for name in LAW_NAMES}
     if args.json:
@@ -200,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
         "check how they extrapolate, and find the mixture to train with."),
         epilog="Examples:\n  mixlaw reproduce                 # the paper's SlimPajama table and mixtures\n"
                "  mixlaw fit runs.csv --law joint --out fits.json\n"
-               "  mixlaw optimize fits.json --N 3e9 --D 6e10\n",
+               "  mixlaw optimize fits.json --N 3e9 --D 6e10\n"
+               "  mixlaw compare slimpajama --laws additive,joint --protocol paper\n",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"mixlaw {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -251,6 +294,29 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--method", default="mirror", choices=("mirror", "projected"))
     common(o)
     o.set_defaults(func=cmd_optimize)
+
+    c = sub.add_parser("compare", help="compare laws on a train/evaluation protocol",
+                       description="Fit several laws on the same split and tabulate train and evaluation "
+                                   "MRE. DATA is a CSV/Parquet file or 'slimpajama' for the bundled runs.")
+    c.add_argument("data", help="CSV or Parquet file, or 'slimpajama'")
+    c.add_argument("--laws", default="additive,joint", help="comma list (default additive,joint)")
+    c.add_argument("--protocol", default="size", choices=("size", "mixtures", "tokens", "loso", "paper"),
+                   help="size: fit small models, evaluate the largest (default); mixtures: fit N_FIT random "
+                        "mixtures; tokens: fit early checkpoints; loso: leave one size out; paper: SPEC 6.1")
+    c.add_argument("--eval-sizes", help="model sizes to evaluate on (size protocol), comma list")
+    c.add_argument("--n-fit", type=int, help="mixtures to fit on (mixtures protocol)")
+    c.add_argument("--fit-fraction", type=float, default=0.5, help="tokens protocol: fraction of each run")
+    c.add_argument("--weights", default="weight_*")
+    c.add_argument("--n-column", default="model_size")
+    c.add_argument("--d-column", default="n_tokens")
+    c.add_argument("--targets", default="*_loss")
+    c.add_argument("--target", default=None, help="only these targets (comma list)")
+    c.add_argument("--n-starts", type=int, default=32)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--dedup", action="store_true")
+    c.add_argument("--renormalize", action="store_true")
+    common(c)
+    c.set_defaults(func=cmd_compare)
 
     lw = sub.add_parser("laws", help="list the laws and their parameters")
     lw.add_argument("--k", type=int, default=7, help="number of domains (default 7)")

@@ -1,0 +1,298 @@
+"""Evaluation: protocols (how to split runs into fitting and evaluation sets), law
+comparison tables, and bootstrap uncertainty over whole runs.
+
+Protocols are small immutable objects with a ``splits(runs)`` method returning
+``[(name, fit_runs, eval_runs), ...]``:
+
+- :class:`SizeSplit` — fit on smaller models, evaluate on larger ones (extrapolation in N);
+- :class:`HeldOutMixtures` — fit on q random mixtures, evaluate on the others (the paper's
+  "how many runs" study);
+- :class:`TokenSplit` — fit on early checkpoints, evaluate on later ones;
+- :class:`LeaveOneSizeOut` — one split per model size;
+- :class:`PaperSplit` — the paper's SlimPajama protocol (SPEC 6.1).
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from . import _core
+from .data import Runs
+from .fit import Fits, _target_seed, fit, random_starts
+from .laws import Law
+from .laws import law as make_law
+from .protocols import slimpajama_paper_split
+
+__all__ = ["SizeSplit", "HeldOutMixtures", "TokenSplit", "LeaveOneSizeOut", "PaperSplit", "Table",
+           "compare", "bootstrap", "BootstrapResult"]
+
+
+def _sizes_match(N: np.ndarray, sizes: Sequence[float]) -> np.ndarray:
+    sizes = np.asarray(list(sizes), dtype=float)
+    return np.any(np.isclose(N[:, None], sizes[None, :], rtol=1e-9, atol=0), axis=1)
+
+
+@dataclass(frozen=True)
+class SizeSplit:
+    """Fit on ``fit_sizes`` (default: every size but the largest), evaluate on
+    ``eval_sizes`` (default: the largest)."""
+
+    fit_sizes: Optional[tuple] = None
+    eval_sizes: Optional[tuple] = None
+
+    def splits(self, runs: Runs) -> list:
+        sizes = np.unique(runs.N)
+        if sizes.size < 2:
+            raise ValueError("runs: a size split needs at least two model sizes")
+        ev = tuple(self.eval_sizes) if self.eval_sizes is not None else (float(sizes[-1]),)
+        ft = tuple(self.fit_sizes) if self.fit_sizes is not None else tuple(float(s) for s in sizes if s < min(ev))
+        fm, em = _sizes_match(runs.N, ft), _sizes_match(runs.N, ev)
+        if not fm.any() or not em.any():
+            raise ValueError(f"fit_sizes, eval_sizes: no records at sizes {ft if not fm.any() else ev}")
+        return [(f"size:{'+'.join(f'{s:.4g}' for s in ev)}", runs.select(fm), runs.select(em))]
+
+
+@dataclass(frozen=True)
+class HeldOutMixtures:
+    """Fit on ``n_fit`` mixtures drawn at random (``seed``), evaluate on the others."""
+
+    n_fit: int
+    seed: int = 0
+
+    def splits(self, runs: Runs) -> list:
+        mixes, inverse = np.unique(runs.H, axis=0, return_inverse=True)
+        inverse = np.asarray(inverse).ravel()
+        if not 1 <= self.n_fit < mixes.shape[0]:
+            raise ValueError(f"n_fit: must be between 1 and {mixes.shape[0] - 1} (runs have "
+                             f"{mixes.shape[0]} mixtures)")
+        rng = np.random.default_rng(self.seed)
+        chosen = np.zeros(mixes.shape[0], dtype=bool)
+        chosen[rng.choice(mixes.shape[0], self.n_fit, replace=False)] = True
+        m = chosen[inverse]
+        return [(f"mixtures:{self.n_fit}/seed{self.seed}", runs.select(m), runs.select(~m))]
+
+
+@dataclass(frozen=True)
+class TokenSplit:
+    """Fit on checkpoints with ``D <= max_fit_fraction * D_max(run)``, evaluate on the rest."""
+
+    max_fit_fraction: float = 0.5
+
+    def splits(self, runs: Runs) -> list:
+        if not 0 < self.max_fit_fraction < 1:
+            raise ValueError("max_fit_fraction: must be in (0, 1)")
+        dmax = np.zeros(len(runs))
+        for r in np.unique(runs.run):
+            m = runs.run == r
+            dmax[m] = runs.D[m].max()
+        fm = runs.D <= self.max_fit_fraction * dmax * (1 + 1e-12)
+        return [(f"tokens<={self.max_fit_fraction:g}", runs.select(fm), runs.select(~fm))]
+
+
+@dataclass(frozen=True)
+class LeaveOneSizeOut:
+    """One split per model size: fit on all others, evaluate on it."""
+
+    def splits(self, runs: Runs) -> list:
+        sizes = np.unique(runs.N)
+        if sizes.size < 3:
+            raise ValueError("runs: leave-one-size-out needs at least three model sizes")
+        out = []
+        for s in sizes:
+            m = _sizes_match(runs.N, [s])
+            out.append((f"without:{s:.4g}", runs.select(~m), runs.select(m)))
+        return out
+
+
+@dataclass(frozen=True)
+class PaperSplit:
+    """Shukor et al.'s Table 1 protocol on the SlimPajama runs (SPEC 6.1)."""
+
+    def splits(self, runs: Runs) -> list:
+        train, test = slimpajama_paper_split(runs)
+        return [("paper", train, test)]
+
+
+Protocol = Union[SizeSplit, HeldOutMixtures, TokenSplit, LeaveOneSizeOut, PaperSplit]
+
+
+class Table(list):
+    """A tidy table: a list of row dicts, with :meth:`to_pandas` when pandas is installed."""
+
+    def to_pandas(self) -> Any:
+        try:
+            import pandas as pd
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError("to_pandas: needs pandas (pip install 'mixlaw[pandas]')") from exc
+        return pd.DataFrame(list(self))
+
+    def columns(self) -> list:
+        return list(self[0]) if self else []
+
+
+def compare(runs: Runs, laws: Sequence[Union[str, Law]], protocol: Protocol, *,
+            targets: Union[None, str, Sequence[str]] = None, **fit_options: Any) -> Table:
+    """Fit several laws on the same split(s) and tabulate train and evaluation metrics.
+
+    Returns one row per (split, law, target): ``split, law, target, n_params,
+    train_mre, train_r2, eval_mre, eval_r2, n_fit, n_eval, objective, converged,
+    fit_seconds``. Fit options (``n_starts``, ``seed``, ``threads``, ...) go to
+    :func:`mixlaw.fit`; every target of one law is fitted in one parallel call.
+    """
+    if not hasattr(protocol, "splits"):
+        raise TypeError("protocol: expected a protocol object (SizeSplit, HeldOutMixtures, ...)")
+    if isinstance(laws, (str, Law)):
+        laws = [laws]
+    rows = Table()
+    for split_name, fit_runs, eval_runs in protocol.splits(runs):
+        for law in laws:
+            t0 = time.perf_counter()
+            fits = fit(fit_runs, law, targets=targets, **fit_options)
+            seconds = time.perf_counter() - t0
+            for t, f in fits.items():
+                ev = f.score(eval_runs) if len(eval_runs) else {"mre": math.nan, "r2": math.nan, "n": 0}
+                rows.append({"split": split_name, "law": f.law.name, "target": t, "n_params": f.law.n_params,
+                             "train_mre": f.train["mre"], "train_r2": f.train["r2"], "eval_mre": ev["mre"],
+                             "eval_r2": ev["r2"], "n_fit": f.n_records, "n_eval": ev["n"], "objective": f.fun,
+                             "converged": f.success, "fit_seconds": seconds})
+    return rows
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    """Bootstrap over whole runs.
+
+    Attributes
+    ----------
+    fits : Fits
+        The fit on the full data (the point estimate).
+    samples : dict target -> ndarray (n_boot, n_params)
+        Best parameters of every resample.
+    level : float
+        Coverage of the intervals.
+    """
+
+    fits: Fits
+    samples: dict
+    level: float
+    seed: int
+    runs_resampled: int = 0
+    extras: dict = field(default_factory=dict)
+
+    def _q(self) -> tuple[float, float]:
+        a = (1 - self.level) / 2
+        return a, 1 - a
+
+    def intervals(self, target: str) -> dict:
+        """Percentile intervals ``{name: (low, high)}`` of the parameters of ``target``."""
+        s = self.samples[target]
+        lo, hi = np.nanquantile(s, self._q(), axis=0)
+        names = self.fits[target].law.param_names
+        return {n: (float(a), float(b)) for n, a, b in zip(names, lo, hi)}
+
+    def predict_interval(self, target: str, runs: Any = None, *, N: Any = None, D: Any = None,
+                         H: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """Percentile interval of the predicted loss at each record of ``runs`` (or arrays)."""
+        law = self.fits[target].law
+        if runs is not None:
+            N, D, H = runs.N, runs.D, runs.H
+        preds = np.array([law.predict(x, N, D, H if law.k else None) for x in self.samples[target]
+                          if np.all(np.isfinite(x))])
+        lo, hi = np.quantile(preds, self._q(), axis=0)
+        return lo, hi
+
+    def mixture_interval(self, *, N: float, D: float, weights: Any = None, **options: Any) -> dict:
+        """Percentile interval of the optimal mixture: every resample's fitted laws are
+        optimised in one parallel call. Returns ``{domain: (low, high)}`` and the point
+        estimate under key ``"estimate"``."""
+        from .fit import Fit
+        from .mixture import optimize_mixture
+
+        targets = list(self.fits)
+        B = len(next(iter(self.samples.values())))
+        law = self.fits[targets[0]].law
+        if law.k == 0:
+            raise ValueError("fits: the law has no mixture term")
+        Hs = []
+        for b in range(B):
+            flist = []
+            for t in targets:
+                f0 = self.fits[t]
+                x = self.samples[t][b]
+                if not np.all(np.isfinite(x)):
+                    break
+                flist.append(Fit(law=f0.law, target=t, x=x, fun=math.nan, success=True, status=1, message="",
+                                 nit=0, nfev=0, njev=0, starts_fun=np.zeros(0), starts_status=np.zeros(0, int),
+                                 n_records=0, train={}, domains=f0.domains))
+            else:
+                Hs.append(optimize_mixture(flist, N=N, D=D, weights=weights, **options).x)
+        Hs = np.array(Hs)
+        lo, hi = np.quantile(Hs, self._q(), axis=0)
+        est = optimize_mixture(self.fits, N=N, D=D, weights=weights, **options)
+        domains = list(est.h)
+        out = {d: (float(a), float(b)) for d, a, b in zip(domains, lo, hi)}
+        out["estimate"] = est.h
+        return out
+
+
+def bootstrap(runs: Runs, law: Union[str, Law] = "additive", *, targets: Union[None, str, Sequence[str]] = None,
+              n_boot: int = 100, level: float = 0.9, seed: int = 0, n_starts: int = 8,
+              threads: Optional[int] = None, **fit_options: Any) -> BootstrapResult:
+    """Bootstrap the fit over whole runs (a run = all checkpoints of one model size and
+    mixture), so that correlated checkpoints are resampled together.
+
+    The full-data fit (``n_starts`` random starts plus ``fit_options``) gives the point
+    estimate; each of the ``n_boot`` resamples is then refitted from that estimate plus
+    ``n_starts - 1`` random starts. All ``n_boot x targets`` refits are solved in one
+    parallel C++ call; results do not depend on ``threads``.
+    """
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 2:
+        raise ValueError("n_boot: must be an int >= 2")
+    if not 0 < level < 1:
+        raise ValueError("level: must be in (0, 1)")
+    if n_starts < 1:
+        raise ValueError("n_starts: must be >= 1")
+    base = fit(runs, law, targets=targets, n_starts=n_starts, seed=seed, threads=threads, **fit_options)
+    L = base.law
+    opts = next(iter(base.values())).options
+    run_ids = np.unique(runs.run)
+    rng = np.random.default_rng([seed, 2])
+    resamples = [rng.choice(run_ids, run_ids.size, replace=True) for _ in range(n_boot)]
+    rows_of = {r: np.flatnonzero(runs.run == r) for r in run_ids}
+
+    problems, starts, seeds, keys = [], [], [], []
+    for t in base:
+        y_all = np.asarray(runs.targets[t], dtype=float)
+        for b, sample in enumerate(resamples):
+            idx = np.concatenate([rows_of[r] for r in sample])
+            idx = idx[np.isfinite(y_all[idx])]
+            N, D, H, y = runs.N[idx], runs.D[idx], runs.H[idx], y_all[idx]
+            rec = _core.Records(N, D, H if L.k else None)
+            problems.append((L._core, rec, y, None))
+            srng = np.random.default_rng([_target_seed(seed, t), 3, b])
+            extra = random_starts(L, n_starts - 1, srng, L.lower, L.upper) if n_starts > 1 else np.zeros((0, L.n_params))
+            starts.append(np.ascontiguousarray(np.vstack([base[t].x[None, :], extra])))
+            seeds.append(_target_seed(seed, t) + b + 1)
+            keys.append((t, b))
+    lo, hi = L.lower, L.upper
+    bounds = opts.get("bounds") or {}
+    if bounds:
+        lo, hi = lo.copy(), hi.copy()
+        for n, (a, c) in bounds.items():
+            lo[L.index(n)], hi[L.index(n)] = a, c
+    res = _core.fit_many(problems, starts, [lo] * len(problems), [hi] * len(problems), seeds,
+                         loss=opts["loss"], delta=opts["delta"], residual=opts["residual"],
+                         mean=opts["reduction"] == "mean", curvature=opts["curvature"], method=opts["method"],
+                         max_iter=opts["max_iter"], ftol=opts["ftol"], xtol=opts["xtol"], threads=threads)
+    samples = {t: np.full((n_boot, L.n_params), np.nan) for t in base}
+    for (t, b), r in zip(keys, res):
+        fun = np.where(np.isfinite(r["fun"]), r["fun"], np.inf)
+        i = int(np.argmin(fun))
+        if np.isfinite(fun[i]):
+            samples[t][b] = r["x"][i]
+    return BootstrapResult(fits=base, samples=samples, level=level, seed=seed, runs_resampled=int(run_ids.size))
