@@ -1,0 +1,50 @@
+"""The fitting objective of the C++ core against NumPy built from the law's Jacobian:
+value, gradient and the Gauss-Newton matrix B = J^T diag(c_j rho''_j) J (issue 3)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import mixlaw
+from mixlaw import _core
+
+LAWS = [("chinchilla", {}), ("additive", {}), ("joint", {}), ("simple", {}), ("full", {}),
+        ("additive", {"n_term": False}), ("joint", {"n_term": False, "d_term": False})]
+
+
+def random_case(name, options, k, rng, n=80):
+    law = mixlaw.law(name, k if name != "chinchilla" else None, **options)
+    N = np.exp(rng.uniform(np.log(1e8), np.log(3e9), n))
+    D = np.exp(rng.uniform(np.log(1e9), np.log(1e11), n))
+    H = rng.dirichlet(np.ones(k), n) if law.k else None
+    if H is not None:
+        H[rng.random(H.shape) < 0.2] = 0.0
+        H[:, 0] += 1e-3
+        H /= H.sum(axis=1, keepdims=True)
+    theta = rng.uniform(law.init_lower, law.init_upper)
+    pred, J = law.jacobian(theta, N, D, H)
+    y = pred + rng.normal(0, 2e-3, n)  # about half the residuals fall outside the Huber band
+    return law, N, D, H, theta, y, pred, J
+
+
+@pytest.mark.parametrize("name,options", LAWS)
+@pytest.mark.parametrize("loss", ["huber", "mse"])
+def test_gauss_newton_matrix_matches_numpy(name, options, loss):
+    rng = np.random.default_rng(7)
+    for k in (1, 3, 7):
+        law, N, D, H, theta, y, pred, J = random_case(name, options, k, rng)
+        c = rng.uniform(0.5, 2.0, y.size)
+        rec = _core.Records(N, D, H)
+        f, g, B = _core.objective(law._core, rec, y, c, theta, loss=loss, delta=1e-3, mean=True, gauss_newton=True)
+        w = c / c.sum()
+        r = pred - y
+        inside = np.abs(r) <= 1e-3 if loss == "huber" else np.ones_like(r, dtype=bool)
+        rho = np.where(inside, 0.5 * r * r, 1e-3 * (np.abs(r) - 0.5e-3))
+        psi = np.where(inside, r, 1e-3 * np.sign(r))
+        curv = np.where(inside, 1.0, 0.0)  # exact rho'' (the default curvature)
+        B_ref = J.T @ (J * (w * curv)[:, None])
+        assert f == pytest.approx(np.sum(w * rho), rel=1e-12)
+        np.testing.assert_allclose(g, J.T @ (w * psi), rtol=1e-10, atol=1e-12 * np.abs(J.T @ (w * np.abs(psi))).max())
+        scale = np.sqrt(np.outer(np.diag(B_ref), np.diag(B_ref))) + 1e-300
+        np.testing.assert_allclose(B / scale, B_ref / scale, rtol=0, atol=1e-11)
+        np.testing.assert_array_equal(B, B.T)
