@@ -124,7 +124,7 @@ void bind_fit(py::module_& m) {
       "fit_many",
       [](const py::list& problems, const py::list& starts, const py::list& lower, const py::list& upper,
          const py::list& seeds, const std::string& loss, double delta, const std::string& residual, bool mean,
-         const std::string& curvature, const std::string& method, int max_iter, double ftol, double xtol, int hops, double hop_step,
+         const std::string& curvature, const std::string& method, int max_iter, double ftol, double xtol, double max_step, int hops, double hop_step,
          double hop_temperature, std::optional<int> threads) {
         const int nt = threads_arg(threads);
         const ObjectiveSpec spec = objective_spec(loss, delta, residual, curvature);
@@ -139,6 +139,8 @@ void bind_fit(py::module_& m) {
         opt.max_iter = max_iter;
         opt.ftol = ftol;
         opt.xtol = xtol;
+        if (!(max_step > 0) || !std::isfinite(max_step)) fail("max_step: must be finite and > 0");
+        opt.max_step = max_step;
         opt.hops = hops;
         opt.hop_step = hop_step;
         opt.hop_temperature = hop_temperature;
@@ -212,7 +214,7 @@ void bind_fit(py::module_& m) {
       },
       py::arg("problems"), py::arg("starts"), py::arg("lower"), py::arg("upper"), py::arg("seeds"),
       py::arg("loss") = "huber", py::arg("delta") = 1e-3, py::arg("residual") = "raw", py::arg("mean") = true,
-      py::arg("curvature") = "exact", py::arg("method") = "lm", py::arg("max_iter") = 1000, py::arg("ftol") = 1e-10, py::arg("xtol") = 1e-10,
+      py::arg("curvature") = "exact", py::arg("method") = "lm", py::arg("max_iter") = 1000, py::arg("ftol") = 1e-10, py::arg("xtol") = 1e-10, py::arg("max_step") = 1.0,
       py::arg("hops") = 0, py::arg("hop_step") = 0.5, py::arg("hop_temperature") = 0.05,
       py::arg("threads") = py::none(),
       "Fit every (problem, start) pair in one parallel call. problems: list of (law, records, y, weights).");

@@ -20,8 +20,9 @@ struct Space {
   explicit Space(const Box& box) : P(box.lo.size()), zlo(P), zhi(P), logp(box.log_scale) {
     for (std::size_t p = 0; p < P; ++p) {
       if (logp[p]) {
-        zlo[p] = box.lo[p] > 0 ? std::log(box.lo[p]) : -inf;
-        zhi[p] = std::log(box.hi[p]);  // log(inf) = inf
+        // exp(z) must stay finite and non-zero: |z| <= 700 (about 1e304).
+        zlo[p] = box.lo[p] > 0 ? std::max(std::log(box.lo[p]), -700.0) : -700.0;
+        zhi[p] = std::min(std::log(box.hi[p]), 700.0);
       } else {
         zlo[p] = box.lo[p];
         zhi[p] = box.hi[p];
@@ -113,6 +114,7 @@ SolveResult solve_lm(const FitProblem& pb, const Space& sp, const double* theta0
   sp.chain(theta.data(), g.data(), B.data());
 
   double lambda = 1e-3, nu = 2.0;
+  double radius = opt.max_step;  // grows while capped steps keep succeeding
   std::vector<std::size_t> freev;
   std::vector<double> A, rhs;
   res.status = status_max_iter;
@@ -142,13 +144,17 @@ SolveResult solve_lm(const FitProblem& pb, const Space& sp, const double* theta0
         A[a * nF + a] += lambda * std::max(B[freev[a] * P + freev[a]], dmin);
         rhs[a] = -g[freev[a]];
       }
+      double shrink = 1.0;
       if (cholesky(A, nF)) {
         cholesky_solve(A, nF, rhs);
         std::fill(step.begin(), step.end(), 0.0);
         z_new = z;
+        double longest = 0.0;
+        for (std::size_t a = 0; a < nF; ++a) longest = std::max(longest, std::fabs(rhs[a]));
+        if (longest > radius) shrink = radius / longest;
         for (std::size_t a = 0; a < nF; ++a) {
           const std::size_t p = freev[a];
-          z_new[p] = sp.clip(p, z[p] + rhs[a]);
+          z_new[p] = sp.clip(p, z[p] + shrink * rhs[a]);
           step[p] = z_new[p] - z[p];
         }
         // Predicted decrease of the quadratic model along the projected step.
@@ -172,6 +178,7 @@ SolveResult solve_lm(const FitProblem& pb, const Space& sp, const double* theta0
             const double rho = (f - f_new) / pred;
             lambda *= std::max(1.0 / 3.0, 1.0 - std::pow(2.0 * rho - 1.0, 3));
             lambda = std::max(lambda, 1e-15);
+            if (shrink < 1.0 && rho > 0.75) radius = std::min(2.0 * radius, 1400.0);
             nu = 2.0;
             accepted = true;
             break;

@@ -288,7 +288,8 @@ def bootstrap(runs: Runs, law: Union[str, Law] = "additive", *, targets: Union[N
     res = _core.fit_many(problems, starts, [lo] * len(problems), [hi] * len(problems), seeds,
                          loss=opts["loss"], delta=opts["delta"], residual=opts["residual"],
                          mean=opts["reduction"] == "mean", curvature=opts["curvature"], method=opts["method"],
-                         max_iter=opts["max_iter"], ftol=opts["ftol"], xtol=opts["xtol"], threads=threads)
+                         max_iter=opts["max_iter"], ftol=opts["ftol"], xtol=opts["xtol"],
+                         max_step=opts.get("max_step", 1.0), threads=threads)
     samples = {t: np.full((n_boot, L.n_params), np.nan) for t in base}
     for (t, b), r in zip(keys, res):
         fun = np.where(np.isfinite(r["fun"]), r["fun"], np.inf)

@@ -314,7 +314,8 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
         n_starts: int = 64, seed: int = 0, bounds: Optional[BoundsLike] = None, loss: str = "huber",
         delta: float = 1e-3, residual: str = "raw", reduction: str = "mean", weights: Any = None,
         method: str = "lm", curvature: str = "exact", hops: int = 0, hop_step: float = 0.5, hop_temperature: float = 0.05,
-        max_iter: int = 1000, ftol: float = 1e-10, xtol: float = 1e-10, starts: Any = None,
+        max_iter: int = 1000, ftol: float = 1e-10, xtol: float = 1e-10, max_step: float = 1.0,
+        starts: Any = None,
         nest: Union[bool, "Fits"] = True, n_term: bool = True, d_term: bool = True, n_scale: float = 1e6,
         d_scale: float = 1e9, threads: Optional[int] = None) -> Fits:
     """Fit a scaling law to every requested target of a runs table.
@@ -352,6 +353,10 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
         Basin hopping after every local solve (0 hops: plain multi-start).
     max_iter, ftol, xtol :
         Local solver limits; both tolerances are relative (scale-free).
+    max_step :
+        Initial trust radius of a Levenberg-Marquardt step in the solver's coordinates (log
+        of a positive parameter, else the parameter): longer steps are shortened along their
+        direction; the radius doubles while shortened steps keep succeeding.
     starts : array (S, P) or (T, S, P), optional
         Explicit starts (parameter space) used instead of random ones.
     nest : bool or Fits
@@ -408,7 +413,7 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
                    curvature=curvature,
                    n_starts=int(n_starts), seed=int(seed), hops=int(hops), hop_step=float(hop_step),
                    hop_temperature=float(hop_temperature), max_iter=int(max_iter), ftol=float(ftol),
-                   xtol=float(xtol), nest=bool(nest) if not isinstance(nest, Fits) else True,
+                   xtol=float(xtol), max_step=float(max_step), nest=bool(nest) if not isinstance(nest, Fits) else True,
                    bounds={n: [float(lo[L.index(n)]), float(hi[L.index(n)])] for n in sorted(touched)})
 
     # Per-target data, identifiability checks and starts.
@@ -462,7 +467,7 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
                           residual=residual, reduction=reduction, weights=weights, method=method,
                           curvature=curvature, hops=hops,
                           hop_step=hop_step, hop_temperature=hop_temperature, max_iter=max_iter, ftol=ftol,
-                          xtol=xtol, nest=True, threads=threads,
+                          xtol=xtol, max_step=max_step, nest=True, threads=threads,
                           bounds={n: b for n, b in (bounds or {}).items()
                                   if any(fnmatch.fnmatchcase(p, n) for p in simpler.param_names)})
     if nested_from is not None:
@@ -473,6 +478,7 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
     results = _core.fit_many(problems, start_list, [lo] * len(problems), [hi] * len(problems), seeds,
                              loss=loss, delta=float(delta), residual=residual, mean=(reduction == "mean"),
                              curvature=curvature, method=method, max_iter=int(max_iter), ftol=float(ftol), xtol=float(xtol),
+                             max_step=float(max_step),
                              hops=int(hops), hop_step=float(hop_step), hop_temperature=float(hop_temperature),
                              threads=threads)
 

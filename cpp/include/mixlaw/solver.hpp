@@ -26,6 +26,12 @@ struct SolverOptions {
   double ftol = 1e-10;  // stop when the relative decrease of one step is below ftol
   double xtol = 1e-10;  // stop when the step is below xtol * (1 + |z|)
   int history = 10;     // L-BFGS memory
+  // Largest change of any z coordinate (log of a positive parameter, else the parameter)
+  // in one Levenberg-Marquardt step. Far from a fit most residuals lie outside the Huber
+  // band, where the exact curvature is zero, so the Gauss-Newton model is nearly flat and
+  // would propose huge steps (a factor e^100 on a coefficient); longer steps are shortened
+  // along their direction, as a trust region would.
+  double max_step = 1.0;
   // Basin hopping (the paper's global strategy): `hops` perturb-and-resolve rounds from
   // each start, perturbing every z coordinate uniformly by +-hop_step, accepting a new
   // minimum with the Metropolis rule at a temperature relative to the objective.
