@@ -23,7 +23,7 @@ import numpy as np
 
 from . import _core
 from .data import Runs
-from .fit import Fits, _target_seed, fit, random_starts
+from .fit import Fits, _solver_options, _target_seed, fit, random_starts
 from .laws import Law
 from .laws import law as make_law
 from .protocols import slimpajama_paper_split
@@ -285,11 +285,8 @@ def bootstrap(runs: Runs, law: Union[str, Law] = "additive", *, targets: Union[N
         lo, hi = lo.copy(), hi.copy()
         for n, (a, c) in bounds.items():
             lo[L.index(n)], hi[L.index(n)] = a, c
-    res = _core.fit_many(problems, starts, [lo] * len(problems), [hi] * len(problems), seeds,
-                         loss=opts["loss"], delta=opts["delta"], residual=opts["residual"],
-                         mean=opts["reduction"] == "mean", curvature=opts["curvature"], method=opts["method"],
-                         max_iter=opts["max_iter"], ftol=opts["ftol"], xtol=opts["xtol"],
-                         max_step=opts.get("max_step", 1.0), threads=threads)
+    res = _core.fit_many(problems, starts, [lo] * len(problems), [hi] * len(problems), seeds, threads=threads,
+                         **_solver_options(opts))
     samples = {t: np.full((n_boot, L.n_params), np.nan) for t in base}
     for (t, b), r in zip(keys, res):
         fun = np.where(np.isfinite(r["fun"]), r["fun"], np.inf)

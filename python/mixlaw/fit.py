@@ -417,7 +417,6 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
                    bounds={n: [float(lo[L.index(n)]), float(hi[L.index(n)])] for n in sorted(touched)})
 
     # Per-target data, identifiability checks and starts.
-    problems, start_list, seeds, records_n = [], [], [], []
     explicit = None if starts is None else np.asarray(starts, dtype=float)
     if explicit is not None and explicit.ndim not in (2, 3):
         raise ValueError("starts: expected an (S, P) or (T, S, P) array")
@@ -425,30 +424,14 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
         raise ValueError(f"starts: expected {L.n_params} columns for {L!r}, got {explicit.shape[-1]}")
     if explicit is not None and explicit.ndim == 3 and explicit.shape[0] != len(target_list):
         raise ValueError(f"starts: expected one block of starts per target ({len(target_list)}), got {explicit.shape[0]}")
-    for ti, t in enumerate(target_list):
-        N, D, H, y = runs.target(t)
-        w = None
-        if w_all is not None:
-            present = np.isfinite(np.asarray(runs.targets[t], dtype=float))
-            w = w_all[present]
-        _identifiability(L, N, D, H, t)
-        if residual == "log" and np.any(y <= 0):
-            raise ValueError(f"residual: log residuals need positive losses; target {t!r} has values <= 0")
-        rec = _core.Records(N, D, H if L.k else None)
-        problems.append((L._core, rec, y, w))
-        records_n.append((N, D, H, y))
-        tseed = _target_seed(seed, t)
-        seeds.append(tseed)
-        if explicit is not None:
-            st = explicit if explicit.ndim == 2 else explicit[ti]
-        else:
-            rng = np.random.default_rng([tseed, 1])
-            ilo = L.init_lower.copy()
-            ihi = L.init_upper.copy()
-            if "E" not in touched and residual == "raw":
-                ilo[0], ihi[0] = 0.0, float(np.min(y))  # E is below every observed loss
-            st = random_starts(L, n_starts, rng, lo, hi, ilo, ihi)
-        start_list.append(np.ascontiguousarray(st, dtype=float))
+    jobs = [_prepare_job(runs, L, t, n_starts=n_starts, seed=seed, lo=lo, hi=hi, touched=touched,
+                         residual=residual, weights=w_all,
+                         starts=None if explicit is None else (explicit if explicit.ndim == 2 else explicit[ti]))
+            for ti, t in enumerate(target_list)]
+    problems = [j.problem for j in jobs]
+    start_list = [j.starts for j in jobs]
+    seeds = [j.seed for j in jobs]
+    records_n = [j.records for j in jobs]
 
     # Nesting: start from the simpler law's solution, mapped into this one.
     nested_from: Optional[Fits] = None
@@ -476,31 +459,77 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
             start_list[ti] = np.vstack([mapped[None, :], start_list[ti]])
 
     results = _core.fit_many(problems, start_list, [lo] * len(problems), [hi] * len(problems), seeds,
-                             loss=loss, delta=float(delta), residual=residual, mean=(reduction == "mean"),
-                             curvature=curvature, method=method, max_iter=int(max_iter), ftol=float(ftol), xtol=float(xtol),
-                             max_step=float(max_step),
-                             hops=int(hops), hop_step=float(hop_step), hop_temperature=float(hop_temperature),
-                             threads=threads)
-
-    fits = {}
+                             threads=threads, **_solver_options(options))
     domains = tuple(getattr(runs, "domains", ()))
-    for ti, t in enumerate(target_list):
-        r = results[ti]
-        fun = np.where(np.isfinite(r["fun"]), r["fun"], np.inf)
-        best = int(np.argmin(fun))  # first minimum: index order, thread-count independent
-        x = r["x"][best]
-        N, D, H, y = records_n[ti]
-        if not np.isfinite(fun[best]):
-            train = {"mre": math.nan, "r2": math.nan, "mae": math.nan, "rmse": math.nan, "n": int(y.size)}
-        else:
-            train = compute_metrics(L.predict(x, N, D, H if L.k else None), y)
-        status = int(r["status"][best])
-        fits[t] = Fit(law=L, target=t, x=_frozen(x), fun=float(r["fun"][best]), success=status > 0,
-                      status=status, message=_core.status_message(status), nit=int(r["nit"][best]),
-                      nfev=int(r["nfev"][best]), njev=int(r["njev"][best]), starts_fun=_frozen(r["fun"]),
-                      starts_status=_frozen(r["status"]), n_records=int(y.size), train=train,
-                      options=dict(options, nested_start=nested_from is not None), domains=domains)
+    opts = dict(options, nested_start=nested_from is not None)
+    fits = {t: _assemble_fit(L, t, results[ti], records_n[ti], opts, domains) for ti, t in enumerate(target_list)}
     return Fits(fits, elapsed=time.perf_counter() - t0)
+
+
+@dataclass
+class _Job:
+    """One (law, target, data) fitting problem ready for ``_core.fit_many``."""
+
+    problem: tuple  # (law core, records, y, weights)
+    starts: np.ndarray
+    seed: int
+    records: tuple  # (N, D, H, y) of the target
+
+
+def _prepare_job(runs: Any, L: Law, target: str, *, n_starts: int, seed: int, lo: np.ndarray, hi: np.ndarray,
+                 touched: set, residual: str, weights: Optional[np.ndarray] = None,
+                 starts: Optional[np.ndarray] = None) -> _Job:
+    """Data, identifiability checks and starts of one target (random starts depend only on
+    ``(seed, target)``, so a target's fit never depends on what else is in the call)."""
+    N, D, H, y = runs.target(target)
+    w = None
+    if weights is not None:
+        present = np.isfinite(np.asarray(runs.targets[target], dtype=float))
+        w = weights[present]
+    _identifiability(L, N, D, H, target)
+    if residual == "log" and np.any(y <= 0):
+        raise ValueError(f"residual: log residuals need positive losses; target {target!r} has values <= 0")
+    rec = _core.Records(N, D, H if L.k else None)
+    tseed = _target_seed(seed, target)
+    if starts is None:
+        rng = np.random.default_rng([tseed, 1])
+        ilo = L.init_lower.copy()
+        ihi = L.init_upper.copy()
+        if "E" not in touched and residual == "raw" and "E" in L.param_names:
+            ilo[L.index("E")], ihi[L.index("E")] = 0.0, float(np.min(y))  # E is below every observed loss
+        starts = random_starts(L, n_starts, rng, lo, hi, ilo, ihi)
+    return _Job(problem=(L._core, rec, y, w), starts=np.ascontiguousarray(starts, dtype=float), seed=tseed,
+                records=(N, D, H, y))
+
+
+_SOLVER_KEYS = ("loss", "delta", "residual", "curvature", "method", "max_iter", "ftol", "xtol", "max_step", "hops",
+                "hop_step", "hop_temperature")
+
+
+def _solver_options(options: Mapping[str, Any]) -> dict:
+    """The keyword arguments of ``_core.fit_many`` from a fit's options dict."""
+    out = {k: options[k] for k in _SOLVER_KEYS if k in options}
+    out["mean"] = options.get("reduction", "mean") == "mean"
+    return out
+
+
+def _assemble_fit(L: Law, target: str, r: Mapping[str, Any], records: tuple, options: dict, domains: tuple) -> Fit:
+    """The :class:`Fit` of one target from its ``fit_many`` result (best start: the first
+    minimum in start order, so independent of the thread count)."""
+    fun = np.where(np.isfinite(r["fun"]), r["fun"], np.inf)
+    best = int(np.argmin(fun))
+    x = r["x"][best]
+    N, D, H, y = records
+    if not np.isfinite(fun[best]):
+        train = {"mre": math.nan, "r2": math.nan, "mae": math.nan, "rmse": math.nan, "n": int(y.size)}
+    else:
+        train = compute_metrics(L.predict(x, N, D, H if L.k else None), y)
+    status = int(r["status"][best])
+    return Fit(law=L, target=target, x=_frozen(x), fun=float(r["fun"][best]), success=status > 0,
+               status=status, message=_core.status_message(status), nit=int(r["nit"][best]),
+               nfev=int(r["nfev"][best]), njev=int(r["njev"][best]), starts_fun=_frozen(r["fun"]),
+               starts_status=_frozen(r["status"]), n_records=int(y.size), train=train, options=dict(options),
+               domains=domains)
 
 
 def _target_seed(seed: int, target: str) -> int:
