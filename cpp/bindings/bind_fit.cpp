@@ -189,7 +189,7 @@ void bind_fit(py::module_& m) {
         for (std::size_t t = 0; t < T; ++t) {
           const auto S = static_cast<py::ssize_t>(tasks[t].n_starts);
           const auto P = static_cast<py::ssize_t>(tasks[t].box.lo.size());
-          darray x(std::vector<py::ssize_t>{S, P}), fun(S);
+          darray x(std::vector<py::ssize_t>{S, P}), fun(S), seconds(S);
           py::array_t<int> status(S), nit(S), nfev(S), njev(S);
           for (py::ssize_t s = 0; s < S; ++s) {
             const SolveResult& r = results[t][static_cast<std::size_t>(s)];
@@ -200,6 +200,7 @@ void bind_fit(py::module_& m) {
             nit.mutable_at(s) = r.nit;
             nfev.mutable_at(s) = r.nfev;
             njev.mutable_at(s) = r.njev;
+            seconds.mutable_at(s) = r.seconds;
           }
           py::dict d;
           d["x"] = x;
@@ -208,6 +209,7 @@ void bind_fit(py::module_& m) {
           d["nit"] = nit;
           d["nfev"] = nfev;
           d["njev"] = njev;
+          d["seconds"] = seconds;
           out.append(d);
         }
         return out;

@@ -1,5 +1,7 @@
 #include "mixlaw/multistart.hpp"
 
+#include <chrono>
+
 #include "mixlaw/random.hpp"
 
 namespace mixlaw {
@@ -21,9 +23,11 @@ std::vector<std::vector<SolveResult>> fit_tasks(const std::vector<FitTask>& task
         const FitTask& task = tasks[units[u].first];
         const int s = units[u].second;
         const std::size_t P = task.box.lo.size();
-        out[units[u].first][static_cast<std::size_t>(s)] =
-            global_solve(*task.problem, task.box, task.starts + static_cast<std::size_t>(s) * P, opt,
-                         mix_seed(task.seed, static_cast<std::uint64_t>(s)));
+        const auto t0 = std::chrono::steady_clock::now();
+        SolveResult r = global_solve(*task.problem, task.box, task.starts + static_cast<std::size_t>(s) * P, opt,
+                                     mix_seed(task.seed, static_cast<std::uint64_t>(s)));
+        r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        out[units[u].first][static_cast<std::size_t>(s)] = std::move(r);
       },
       cancel);
   return out;

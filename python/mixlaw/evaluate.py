@@ -136,31 +136,32 @@ class Table(list):
 
 
 def compare(runs: Runs, laws: Sequence[Union[str, Law]], protocol: Protocol, *,
-            targets: Union[None, str, Sequence[str]] = None, **fit_options: Any) -> Table:
+            targets: Union[None, str, Sequence[str]] = None, n_starts: int = 64, seed: int = 0, nest: bool = True,
+            threads: Optional[int] = None, **fit_options: Any) -> Table:
     """Fit several laws on the same split(s) and tabulate train and evaluation metrics.
 
     Returns one row per (split, law, target): ``split, law, target, n_params,
     train_mre, train_r2, eval_mre, eval_r2, n_fit, n_eval, objective, converged,
-    fit_seconds``. Fit options (``n_starts``, ``seed``, ``threads``, ...) go to
-    :func:`mixlaw.fit`; every target of one law is fitted in one parallel call.
+    fit_seconds`` (solver thread-seconds of that fit). All fits are solved in one batched
+    parallel call (see :func:`mixlaw.grid` for larger searches); ``fit_options`` are
+    those of :func:`mixlaw.fit`.
     """
+    from .grid_search import Cell, _resolve_laws, run_cells
+
     if not hasattr(protocol, "splits"):
         raise TypeError("protocol: expected a protocol object (SizeSplit, HeldOutMixtures, ...)")
-    if isinstance(laws, (str, Law)):
-        laws = [laws]
-    rows = Table()
-    for split_name, fit_runs, eval_runs in protocol.splits(runs):
-        for law in laws:
-            t0 = time.perf_counter()
-            fits = fit(fit_runs, law, targets=targets, **fit_options)
-            seconds = time.perf_counter() - t0
-            for t, f in fits.items():
-                ev = f.score(eval_runs) if len(eval_runs) else {"mre": math.nan, "r2": math.nan, "n": 0}
-                rows.append({"split": split_name, "law": f.law.name, "target": t, "n_params": f.law.n_params,
-                             "train_mre": f.train["mre"], "train_r2": f.train["r2"], "eval_mre": ev["mre"],
-                             "eval_r2": ev["r2"], "n_fit": f.n_records, "n_eval": ev["n"], "objective": f.fun,
-                             "converged": f.success, "fit_seconds": seconds})
-    return rows
+    law_list = _resolve_laws(laws, int(runs.H.shape[1]))
+    target_list = list(runs.target_names) if targets is None else ([targets] if isinstance(targets, str) else list(targets))
+    unknown = [t for t in target_list if t not in runs.target_names]
+    if unknown:
+        raise ValueError(f"targets: unknown target(s) {unknown}; available: {list(runs.target_names)}")
+    n_splits = len(protocol.splits(runs))
+    cells = [Cell(label, L, t, protocol, s) for s in range(n_splits) for label, L in law_list for t in target_list]
+    rows = run_cells(runs, cells, fit_options, n_starts=n_starts, seed=seed, nest=nest, threads=threads)
+    return Table({"split": r["split"], "law": r["law"], "target": r["target"], "n_params": r["n_params"],
+                  "train_mre": r["train_mre"], "train_r2": r["train_r2"], "eval_mre": r["eval_mre"],
+                  "eval_r2": r["eval_r2"], "n_fit": r["n_fit"], "n_eval": r["n_eval"], "objective": r["objective"],
+                  "converged": r["success"], "fit_seconds": r["fit_seconds"]} for r in rows)
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,11 @@ class Fit:
         Training metrics: ``mre`` (%), ``r2``, ``mae``, ``rmse``, ``n``.
     options : dict
         The settings of the fit (loss, delta, residual, reduction, method, seed, ...).
+    domains : tuple of str
+        Domain names of the mixture weights (when the runs table has them).
+    seconds : float
+        Solver time of this target summed over its starts (thread-seconds; timing only,
+        it never affects results).
     """
 
     law: Law
@@ -91,6 +96,7 @@ class Fit:
     train: dict
     options: dict = field(default_factory=dict)
     domains: tuple = ()
+    seconds: float = math.nan
 
     @property
     def params(self) -> dict[str, float]:
@@ -166,6 +172,7 @@ class Fit:
             "njev": self.njev, "starts_fun": [None if not math.isfinite(v) else v for v in self.starts_fun.tolist()],
             "starts_status": self.starts_status.tolist(), "n_records": self.n_records,
             "train": self.train, "options": self.options, "domains": list(self.domains),
+            "seconds": None if not math.isfinite(self.seconds) else self.seconds,
         }
 
     @classmethod
@@ -179,7 +186,8 @@ class Fit:
                    nit=int(d["nit"]), nfev=int(d["nfev"]), njev=int(d["njev"]),
                    starts_fun=_frozen(starts_fun), starts_status=_frozen(np.asarray(d["starts_status"], dtype=int)),
                    n_records=int(d["n_records"]), train=dict(d["train"]), options=dict(d["options"]),
-                   domains=tuple(d.get("domains", ())))
+                   domains=tuple(d.get("domains", ())),
+                   seconds=math.nan if d.get("seconds") is None else float(d["seconds"]))
 
 
 class Fits(Mapping[str, Fit]):
@@ -529,7 +537,7 @@ def _assemble_fit(L: Law, target: str, r: Mapping[str, Any], records: tuple, opt
                status=status, message=_core.status_message(status), nit=int(r["nit"][best]),
                nfev=int(r["nfev"][best]), njev=int(r["njev"][best]), starts_fun=_frozen(r["fun"]),
                starts_status=_frozen(r["status"]), n_records=int(y.size), train=train, options=dict(options),
-               domains=domains)
+               domains=domains, seconds=float(np.sum(r["seconds"])) if "seconds" in r else math.nan)
 
 
 def _target_seed(seed: int, target: str) -> int:

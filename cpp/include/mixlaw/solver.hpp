@@ -63,6 +63,7 @@ struct SolveResult {
   double f = 0.0;
   int status = status_max_iter;
   int nit = 0, nfev = 0, njev = 0;
+  double seconds = 0.0;  // wall time of this solve (reporting only; never affects results)
   bool success() const { return status > 0; }
 };
 

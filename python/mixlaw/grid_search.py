@@ -1,0 +1,424 @@
+"""Grid searches: laws x targets x evaluation protocols x seeds (x budgets) in one batched job.
+
+A grid search is a list of *cells*. A cell is one law fitted to one target on the fitting
+part of one split of one protocol, scored on the evaluation part, and optionally used to
+find optimal mixtures at given budgets. :func:`grid` builds the cartesian product and runs
+it as batched jobs: the cells of a job are prepared in Python, then every (cell, start)
+pair is solved in **one** parallel C++ call (two or three when laws nest: ``joint`` starts
+from the fitted ``additive`` and ``full`` from ``joint``, so a richer law never reports a
+higher training objective than the simpler law it contains).
+
+Jobs can run here, one after the other (``executor=None``), or on any
+``concurrent.futures``-style executor (``submit(fn, *args)`` returning futures with
+``.result()``): a ``ProcessPoolExecutor`` with the spawn start method, a Dask
+``distributed.Client``, Ray's executor. Every cell depends only on its own inputs and
+seeds, so the table is identical however the grid is cut into jobs and wherever they run.
+
+With ``out=`` every finished job is appended to a JSON-lines file; rerunning the same
+grid with the same file skips the cells already there, so an interrupted search keeps
+what it finished.
+
+Fork safety: OpenMP (used by the C++ core) is not fork-safe; use process pools with the
+"spawn" or "forkserver" start method, and ``threads=1`` per worker process when several
+workers share a machine.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+
+from . import _core
+from .fit import Fits, _assemble_fit, _prepare_job, _resolve_bounds, _solver_options
+from .laws import NESTED_IN, Law, embed
+from .laws import law as make_law
+
+__all__ = ["grid", "Cell", "run_cells"]
+
+_FIT_DEFAULTS = dict(loss="huber", delta=1e-3, residual="raw", reduction="mean", method="lm", curvature="exact",
+                     hops=0, hop_step=0.5, hop_temperature=0.05, max_iter=1000, ftol=1e-10, xtol=1e-10,
+                     max_step=1.0)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One grid cell: ``law`` (label and :class:`Law`) fitted to ``target`` on split number
+    ``split`` of ``protocol``."""
+
+    law_label: str
+    law: Law
+    target: str
+    protocol: Any
+    split: int
+
+    @property
+    def key(self) -> str:
+        return json.dumps([self.law_label, self.target, _protocol_label(self.protocol), self.split])
+
+
+def _protocol_label(p: Any) -> str:
+    if dataclasses.is_dataclass(p):
+        fields = ", ".join(f"{f.name}={getattr(p, f.name)!r}" for f in dataclasses.fields(p))
+        return f"{type(p).__name__}({fields})"
+    return repr(p)
+
+
+def _resolve_laws(laws: Any, k: int) -> list[tuple[str, Law]]:
+    if isinstance(laws, (str, Law)):
+        laws = [laws]
+    items = laws.items() if isinstance(laws, Mapping) else [(None, v) for v in laws]
+    out = []
+    for label, spec in items:
+        try:
+            if isinstance(spec, Law):
+                L = spec
+            elif isinstance(spec, str):
+                L = make_law(spec, None if spec == "chinchilla" else k)
+            elif isinstance(spec, Mapping):
+                opts = dict(spec)
+                name = opts.pop("name", None)
+                if name is None:
+                    raise ValueError("a law given as a dict needs a 'name'")
+                L = make_law(name, None if name == "chinchilla" else k, **opts)
+            else:
+                raise TypeError(f"expected law names, Law objects or dicts, got {type(spec).__name__}")
+        except (ValueError, TypeError) as exc:
+            raise type(exc)(f"laws: {exc}") from None
+        if L.name != "chinchilla" and L.k != k:
+            raise ValueError(f"laws: {L!r} has {L.k} domains but runs have {k}")
+        lab = label if label is not None else _law_label(L)
+        out.append((str(lab), L))
+    labels = [lab for lab, _ in out]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"laws: duplicate labels {labels}; pass a dict {{label: law}}")
+    return out
+
+
+def _law_label(L: Law) -> str:
+    lab = L.name
+    if not L.n_term and not L.d_term and L.name in ("additive", "joint", "simple", "full", "chinchilla"):
+        lab += "[h]"
+    elif not L.n_term:
+        lab += "[h,D]"
+    elif not L.d_term:
+        lab += "[h,N]"
+    return lab
+
+
+def _expand_protocols(protocols: Any, seeds: Optional[Iterable[int]]) -> list:
+    if protocols is None:
+        raise ValueError("protocols: give at least one evaluation protocol (e.g. evaluate.SizeSplit())")
+    if hasattr(protocols, "splits"):
+        protocols = [protocols]
+    out = []
+    for p in protocols:
+        if not hasattr(p, "splits"):
+            raise TypeError(f"protocols: {p!r} is not a protocol (it has no splits(runs) method)")
+        if seeds is not None and dataclasses.is_dataclass(p) and any(f.name == "seed" for f in dataclasses.fields(p)):
+            out.extend(dataclasses.replace(p, seed=int(s)) for s in seeds)
+        else:
+            out.append(p)
+    return out
+
+
+def run_cells(runs: Any, cells: Sequence[Cell], fit_options: Mapping[str, Any], *, n_starts: int = 64,
+              seed: int = 0, nest: bool = True, budgets: Optional[Sequence[tuple[float, float]]] = None,
+              mixture_weights: Optional[Mapping[str, float]] = None, threads: Optional[int] = None) -> list[dict]:
+    """Fit and score ``cells`` in one batched job (one parallel C++ call per nesting level).
+
+    This is the unit of work a grid sends to an executor; it is a plain module-level
+    function of picklable arguments. Returns one row dict per cell, in cell order.
+    """
+    t_job = time.perf_counter()
+    _check_fit_options(fit_options)
+    options = dict(_FIT_DEFAULTS)
+    options.update(fit_options)
+    split_cache: dict = {}
+
+    def split_of(protocol: Any, i: int) -> tuple:
+        key = _protocol_label(protocol)
+        if key not in split_cache:
+            split_cache[key] = protocol.splits(runs)
+        return split_cache[key][i]
+
+    # Units: (protocol, split, law) with the targets asked for. Nested laws need the simpler
+    # law on the same data; it is added (hidden) when the grid does not ask for it.
+    units: dict = {}
+    for c in cells:
+        units.setdefault((_protocol_label(c.protocol), c.split, _law_key(c.law)), (c.protocol, c.split, c.law, set()))[3].add(c.target)
+    if nest:
+        pending = list(units.values())
+        while pending:
+            protocol, split, L, targets = pending.pop()
+            if L.name in NESTED_IN:
+                simpler = Law(NESTED_IN[L.name], L.k, n_term=L.n_term, d_term=L.d_term, n_scale=L.n_scale,
+                              d_scale=L.d_scale)
+                key = (_protocol_label(protocol), split, _law_key(simpler))
+                if key not in units:
+                    units[key] = (protocol, split, simpler, set())
+                    pending.append(units[key])
+                if not targets <= units[key][3]:
+                    units[key][3].update(targets)
+                    pending.append(units[key])
+
+    def depth(L: Law) -> int:
+        return 0 if not nest or L.name not in NESTED_IN else 1 + depth(Law(NESTED_IN[L.name], L.k))
+
+    fitted: dict = {}  # (protocol label, split, law key, target) -> Fit
+    for level in sorted({depth(u[2]) for u in units.values()}):
+        jobs, meta = [], []
+        for ukey, (protocol, split, L, targets) in units.items():
+            if depth(L) != level:
+                continue
+            _, fit_runs, _ = split_of(protocol, split)
+            lo, hi, touched = _resolve_bounds(L, _bounds_for(L, options.get("bounds")))
+            for t in sorted(targets):
+                job = _prepare_job(fit_runs, L, t, n_starts=n_starts, seed=seed, lo=lo, hi=hi, touched=touched,
+                                   residual=options["residual"])
+                starts = job.starts
+                if nest and L.name in NESTED_IN:
+                    simpler_fit = fitted[(ukey[0], split, _law_key(Law(NESTED_IN[L.name], L.k, n_term=L.n_term,
+                                                                           d_term=L.d_term, n_scale=L.n_scale,
+                                                                           d_scale=L.d_scale)), t)]
+                    starts = np.vstack([embed(simpler_fit.x, simpler_fit.law, L)[None, :], starts])
+                jobs.append((job, starts, lo, hi))
+                meta.append((ukey, L, t, getattr(fit_runs, "domains", ())))
+        if not jobs:
+            continue
+        results = _core.fit_many([j.problem for j, _, _, _ in jobs], [s for _, s, _, _ in jobs],
+                                 [lo for _, _, lo, _ in jobs], [hi for _, _, _, hi in jobs],
+                                 [j.seed for j, _, _, _ in jobs], threads=threads, **_solver_options(options))
+        fit_opts = {k: v for k, v in options.items() if k != "bounds"}
+        fit_opts.update(n_starts=n_starts, seed=seed, nest=nest)
+        for (job, _, _, _), (ukey, L, t, domains), r in zip(jobs, meta, results):
+            fitted[(ukey[0], ukey[1], ukey[2], t)] = _assemble_fit(
+                L, t, r, job.records, dict(fit_opts, nested_start=nest and L.name in NESTED_IN), tuple(domains))
+
+    rows = []
+    for c in cells:
+        split_name, fit_runs, eval_runs = split_of(c.protocol, c.split)
+        f = fitted[(_protocol_label(c.protocol), c.split, _law_key(c.law), c.target)]
+        has_eval = len(eval_runs) > 0 and c.target in eval_runs.target_names and \
+            np.isfinite(np.asarray(eval_runs.targets[c.target], dtype=float)).any()
+        ev = f.score(eval_runs) if has_eval else {"mre": math.nan, "r2": math.nan, "n": 0}
+        row = {"law": c.law_label, "target": c.target, "protocol": type(c.protocol).__name__,
+               "protocol_spec": _protocol_label(c.protocol), "seed": getattr(c.protocol, "seed", None),
+               "split": split_name, "n_params": c.law.n_params, "n_fit": f.n_records, "n_eval": ev["n"],
+               "train_mre": f.train["mre"], "train_r2": f.train["r2"], "eval_mre": ev["mre"], "eval_r2": ev["r2"],
+               "objective": f.fun, "success": f.success, "status": f.status, "nit": f.nit,
+               "fit_seconds": f.seconds, "params": f.params}
+        rows.append(row)
+
+    if budgets is not None:
+        _add_mixtures(rows, cells, fitted, budgets, mixture_weights, threads)
+    job_seconds = time.perf_counter() - t_job
+    for row in rows:
+        row["job_seconds"] = job_seconds
+    return rows
+
+
+def _check_fit_options(fit_options: Mapping[str, Any]) -> None:
+    unknown = set(fit_options) - set(_FIT_DEFAULTS) - {"bounds"}
+    if unknown:
+        raise ValueError(f"fit_options: unknown option(s) {sorted(unknown)}; allowed: {sorted(_FIT_DEFAULTS)} and bounds")
+    for name in ("loss", "residual", "reduction", "method", "curvature"):
+        allowed = {"loss": ("huber", "mse"), "residual": ("raw", "log"), "reduction": ("mean", "sum"),
+                   "method": ("lm", "lbfgsb"), "curvature": ("exact", "irls")}[name]
+        if name in fit_options and fit_options[name] not in allowed:
+            raise ValueError(f"{name}: expected one of {allowed}, got {fit_options[name]!r}")
+
+
+def _law_key(L: Law) -> tuple:
+    return (L.name, L.k, L.n_term, L.d_term, L.n_scale, L.d_scale)
+
+
+def _bounds_for(L: Law, bounds: Optional[Mapping]) -> Optional[dict]:
+    """The part of a grid-wide ``bounds`` mapping that applies to law ``L``."""
+    import fnmatch
+
+    if not bounds:
+        return None
+    return {n: b for n, b in bounds.items() if any(fnmatch.fnmatchcase(p, n) for p in L.param_names)} or None
+
+
+def _add_mixtures(rows: list, cells: Sequence[Cell], fitted: dict, budgets: Sequence, weights: Optional[Mapping],
+                  threads: Optional[int]) -> None:
+    """h* for each (law, protocol, split) group over its fitted targets, at every budget."""
+    from .mixture import optimize_mixture
+
+    groups: dict = {}
+    for i, c in enumerate(cells):
+        groups.setdefault((_protocol_label(c.protocol), c.split, _law_key(c.law)), []).append(i)
+    N = np.array([float(b[0]) for b in budgets])
+    D = np.array([float(b[1]) for b in budgets])
+    for (plabel, split, lkey), idx in groups.items():
+        law = cells[idx[0]].law
+        if law.k == 0 or law.name == "chinchilla":
+            continue
+        fits = Fits({cells[i].target: fitted[(plabel, split, lkey, cells[i].target)] for i in idx})
+        w = {t: 1.0 for t in fits} if weights is None else {t: float(v) for t, v in weights.items() if t in fits}
+        if not w or not any(v > 0 for v in w.values()):
+            continue
+        res = optimize_mixture(fits, N=N, D=D, weights=w, threads=threads)
+        domains = res.domains if res.domains else tuple(f"h_{j + 1}" for j in range(res.h.shape[1]))
+        mixes = [{"N": float(res.N[b]), "D": float(res.D[b]), "h": dict(zip(domains, res.h[b].tolist())),
+                  "objective": float(res.fun[b]), "gap": float(res.gap[b])} for b in range(len(res))]
+        for i in idx:
+            rows[i]["mixtures"] = mixes
+
+
+def grid(runs: Any, laws: Any, protocols: Any, *, targets: Union[None, str, Sequence[str]] = None,
+         seeds: Optional[Iterable[int]] = None, n_starts: int = 64, seed: int = 0, nest: bool = True,
+         budgets: Optional[Sequence[tuple[float, float]]] = None, mixture_weights: Optional[Mapping[str, float]] = None,
+         executor: Any = None, chunk_size: Optional[int] = None, out: Any = None, progress: Union[bool, Callable] = False,
+         threads: Optional[int] = None, **fit_options: Any) -> Any:
+    """Run the grid ``laws x targets x protocols (x seeds)`` and return a tidy table.
+
+    Parameters
+    ----------
+    runs : Runs
+    laws : str, Law, list of them, or dict ``{label: law}``
+        A law may also be a dict such as ``{"name": "additive", "n_term": False,
+        "d_term": False}`` (the fixed-(N, D) form).
+    protocols : protocol or list of protocols
+        :mod:`mixlaw.evaluate` protocols (``SizeSplit()``, ``HeldOutMixtures(n_fit=q)``,
+        ``TokenSplit()``, ``LeaveOneSizeOut()``, ``PaperSplit()``); every split of every
+        protocol is a grid dimension.
+    targets : optional
+        Target names (default: all targets of ``runs``).
+    seeds : iterable of int, optional
+        Replaces the ``seed`` of every protocol that has one (random splits), one grid
+        point per seed.
+    n_starts, seed, nest, **fit_options
+        As in :func:`mixlaw.fit` (``seed`` seeds the random starts, the same for every cell).
+    budgets : sequence of (N, D), optional
+        Also find the optimal mixture of each (law, split) group's fitted targets at these
+        budgets, weighting targets by ``mixture_weights`` (default: equally); the rows get a
+        ``mixtures`` column.
+    executor : optional
+        Any ``concurrent.futures``-style executor (``ProcessPoolExecutor`` with the spawn
+        start method, ``distributed.Client``, ...). Default: run here.
+    chunk_size : int, optional
+        Cells per job (default: the whole grid in one job when running here, one
+        (law, split) group per job on an executor). Cells of one (protocol, split, law) group
+        always stay together.
+    out : path, optional
+        JSON-lines file to append each finished job's rows to; cells already in it are
+        not recomputed (resume after an interruption).
+    progress : bool or callable
+        Report finished jobs on stderr, or call ``progress(done_cells, total_cells)``.
+    threads : int, optional
+        OpenMP threads of each job.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per cell: ``law, target, protocol, protocol_spec, seed, split, n_params,
+        n_fit, n_eval, train_mre, train_r2, eval_mre, eval_r2, objective, success, status,
+        nit, fit_seconds`` (solver thread-seconds of the cell), ``job_seconds``, ``params``
+        (dict) and, with ``budgets``, ``mixtures``.
+    """
+    try:
+        import pandas as pd
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("grid: needs pandas (pip install 'mixlaw[pandas]')") from exc
+    if not hasattr(runs, "target_names"):
+        raise TypeError("runs: expected a runs table (mixlaw.load_runs or mixlaw.datasets)")
+    if isinstance(n_starts, bool) or not isinstance(n_starts, (int, np.integer)) or n_starts < 1:
+        raise ValueError("n_starts: must be an int >= 1")
+    _check_fit_options(fit_options)
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer))
+                                   or chunk_size < 1):
+        raise ValueError("chunk_size: must be an int >= 1")
+    if budgets is not None:
+        budgets = [tuple(b) for b in budgets]
+        if any(len(b) != 2 or not (float(b[0]) > 0 and float(b[1]) > 0) for b in budgets):
+            raise ValueError("budgets: expected a sequence of (N, D) pairs with N, D > 0")
+    k = int(runs.H.shape[1])
+    law_list = _resolve_laws(laws, k)
+    target_list = list(runs.target_names) if targets is None else ([targets] if isinstance(targets, str) else list(targets))
+    missing = [t for t in target_list if t not in runs.target_names]
+    if missing:
+        raise ValueError(f"targets: unknown target(s) {missing}; available: {list(runs.target_names)}")
+    protocol_list = _expand_protocols(protocols, seeds)
+
+    cells: list[Cell] = []
+    groups: list[list[int]] = []
+    for p in protocol_list:
+        n_splits = len(p.splits(runs))
+        for s in range(n_splits):
+            for label, L in law_list:
+                groups.append(list(range(len(cells), len(cells) + len(target_list))))
+                cells.extend(Cell(label, L, t, p, s) for t in target_list)
+
+    done: dict = {}
+    if out is not None and os.path.exists(out):
+        with open(out, encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    row = json.loads(line)
+                    done[row["cell_key"]] = row
+    todo_groups = [[i for i in g if cells[i].key not in done] for g in groups]
+    todo_groups = [g for g in todo_groups if g]
+
+    # Jobs: whole groups, packed up to chunk_size cells.
+    size = chunk_size if chunk_size is not None else (sum(map(len, todo_groups)) if executor is None else 1)
+    jobs: list[list[int]] = []
+    for g in todo_groups:
+        if jobs and len(jobs[-1]) + len(g) <= size:
+            jobs[-1].extend(g)
+        else:
+            jobs.append(list(g))
+
+    total = len(cells)
+    finished = len(cells) - sum(map(len, todo_groups))
+    report = progress if callable(progress) else (_stderr_progress if progress else None)
+    args = dict(n_starts=int(n_starts), seed=int(seed), nest=bool(nest), budgets=budgets,
+                mixture_weights=mixture_weights, threads=threads)
+    results: dict = dict(done)
+
+    def collect(job: list[int], rows: list[dict]) -> None:
+        nonlocal finished
+        for i, row in zip(job, rows):
+            row["cell_key"] = cells[i].key
+            results[cells[i].key] = row
+        if out is not None:
+            with open(out, "a", encoding="utf-8") as fh:
+                for row in rows:
+                    fh.write(json.dumps(row, default=_json_default) + "\n")
+        finished += len(job)
+        if report is not None:
+            report(finished, total)
+
+    if executor is None:
+        for job in jobs:
+            collect(job, run_cells(runs, [cells[i] for i in job], fit_options, **args))
+    else:
+        futures = [(job, executor.submit(run_cells, runs, [cells[i] for i in job], dict(fit_options), **args))
+                   for job in jobs]
+        for job, fut in futures:
+            collect(job, fut.result())
+
+    table = [results[c.key] for c in cells]
+    df = pd.DataFrame(table)
+    return df.drop(columns=["cell_key"], errors="ignore")
+
+
+def _stderr_progress(done: int, total: int) -> None:
+    print(f"mixlaw grid: {done}/{total} cells", file=sys.stderr, flush=True)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
