@@ -111,11 +111,35 @@ class LeaveOneSizeOut:
 
 @dataclass(frozen=True)
 class PaperSplit:
-    """Shukor et al.'s Table 1 protocol on the SlimPajama runs (SPEC 6.1)."""
+    """Shukor et al.'s Table 1 protocol on the SlimPajama runs (SPEC 6.1).
+
+    With ``n_fit_mixtures``, only that many of the fitting mixtures (drawn with ``seed``)
+    are kept for fitting, the evaluation set is unchanged: the "how many small runs do I
+    need?" study.
+    """
+
+    n_fit_mixtures: Optional[int] = None
+    seed: int = 0
 
     def splits(self, runs: Runs) -> list:
         train, test = slimpajama_paper_split(runs)
-        return [("paper", train, test)]
+        if self.n_fit_mixtures is None:
+            return [("paper", train, test)]
+        return [(f"paper:{self.n_fit_mixtures} mixtures/seed{self.seed}",
+                 _keep_mixtures(train, self.n_fit_mixtures, self.seed, "n_fit_mixtures"), test)]
+
+
+def _keep_mixtures(runs: Runs, n: int, seed: int, arg: str) -> Runs:
+    """The records of ``n`` of the distinct mixtures of ``runs``, drawn with ``seed``."""
+    mixes, inverse = np.unique(runs.H, axis=0, return_inverse=True)
+    inverse = np.asarray(inverse).ravel()
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= mixes.shape[0]:
+        raise ValueError(f"{arg}: must be an int between 1 and {mixes.shape[0]} (the runs have "
+                         f"{mixes.shape[0]} mixtures)")
+    rng = np.random.default_rng(seed)
+    chosen = np.zeros(mixes.shape[0], dtype=bool)
+    chosen[rng.choice(mixes.shape[0], n, replace=False)] = True
+    return runs.select(chosen[inverse])
 
 
 Protocol = Union[SizeSplit, HeldOutMixtures, TokenSplit, LeaveOneSizeOut, PaperSplit]
