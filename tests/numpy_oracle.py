@@ -16,13 +16,32 @@ def _inv_power_sum(C: np.ndarray, gamma: np.ndarray, H: np.ndarray) -> np.ndarra
     return 1.0 / (terms @ C)
 
 
+def _baseline_predict(law, p: dict, Dp: np.ndarray, H: np.ndarray) -> np.ndarray:
+    # Baselines of other papers (SPEC section 3); none has a model-size term.
+    k, name = law.k, law.name
+    H = np.asarray(H, dtype=float)
+    if name == "linear":  # sum_i c_i h_i
+        return H @ _vec(p, "c", k)
+    if name == "dml_exp":  # E + exp(sum_i t_i h_i)
+        return p["E"] + np.exp(H @ _vec(p, "t", k))
+    if name == "dml_sum":  # E + sum_i C_i exp(t_i h_i)
+        return p["E"] + np.exp(H * _vec(p, "t", k)) @ _vec(p, "C", k)
+    # bimix: E + C / h_t^gamma + B / D'^beta
+    out = p["E"] + p["C"] / H[:, law.target_domain] ** p["gamma"]
+    if law.d_term:
+        out = out + p["B"] / Dp ** p["beta"]
+    return out
+
+
 def oracle_predict(law, params, N, D, H=None) -> np.ndarray:
     p = law.as_dict(params)
     k = law.k
     Np = np.asarray(N, dtype=float) / law.n_scale
     Dp = np.asarray(D, dtype=float) / law.d_scale
-    out = np.full(Np.shape, p["E"])
     name = law.name
+    if name in ("linear", "dml_exp", "dml_sum", "bimix"):
+        return _baseline_predict(law, p, Dp, H)
+    out = np.full(Np.shape, p["E"])
     if name in ("chinchilla", "additive", "simple"):
         if law.n_term:
             out = out + p["A"] / Np ** p["alpha"]

@@ -14,10 +14,15 @@ from numpy_oracle import oracle_predict
 
 # Every law, with both terms, without the N term and without the D term.
 FORMS = [(name, n, d) for name in mixlaw.LAW_NAMES for n, d in ((True, True), (False, True), (True, False))]
+# Baselines of other papers: no model-size term; bimix alone has a token term.
+FORMS += [("dml_exp", False, False), ("dml_sum", False, False), ("linear", False, False),
+          ("bimix", False, True), ("bimix", False, False)]
 
 
 def make_law(name, k, n_term=True, d_term=True):
-    return mixlaw.law(name, None if name == "chinchilla" else k, n_term=n_term, d_term=d_term)
+    # bimix's target is domain 0, which random_case never zeroes (its loss is infinite there).
+    extra = {"target_domain": 0} if name == "bimix" else {}
+    return mixlaw.law(name, None if name == "chinchilla" else k, n_term=n_term, d_term=d_term, **extra)
 
 
 def random_case(rng, law, n, zeros=True):
@@ -70,7 +75,7 @@ def test_parameter_gradients_match_finite_differences(form, k, seed):
     Lmax = np.max(np.abs(pred))
     for i in range(law.n_params):
         if law.log_scale[i]:
-            z = np.log(p)
+            z = np.log(np.where(law.log_scale, p, 1.0))  # only entry i (log-scaled) is used
             f = lambda zz: law.predict(np.where(np.arange(law.n_params) == i, np.exp(zz), p), N, D, H)
             num = central_difference(f, z, i, 1e-3) / p[i]
             noise = 100 * np.finfo(float).eps * Lmax / (1e-3 * p[i])
@@ -210,9 +215,9 @@ def test_law_pickles_and_compares():
 
 def test_parameter_counts():
     for k in (1, 7, 20):
-        counts = {n: mixlaw.law(n, k).n_params for n in mixlaw.LAW_NAMES}
+        counts = {n: make_law(n, k).n_params for n in mixlaw.ALL_LAWS}
         assert counts == {"chinchilla": 5, "additive": 5 + 2 * k, "joint": 5 + 4 * k, "simple": 6 + k,
-                          "full": 5 + 6 * k}
+                          "full": 5 + 6 * k, "dml_exp": 1 + k, "dml_sum": 1 + 2 * k, "bimix": 5, "linear": k}
     assert mixlaw.law("additive", 7, n_term=False, d_term=False).n_params == 1 + 14
     assert mixlaw.law("additive", 7, n_term=False).n_params == 3 + 14
 

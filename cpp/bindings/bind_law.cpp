@@ -8,7 +8,7 @@ namespace mixlaw::bind {
 void bind_law(py::module_& m) {
   py::class_<Plan>(m, "Law", "A scaling law's description: parameters, bounds and structure.")
       .def(py::init([](const std::string& name, int k, bool n_term, bool d_term, double n_scale,
-                       double d_scale) {
+                       double d_scale, int target_domain) {
              LawSpec spec;
              spec.kind = law_kind_from_name(name);
              spec.k = k;
@@ -16,18 +16,20 @@ void bind_law(py::module_& m) {
              spec.d_term = d_term;
              spec.n_scale = n_scale;
              spec.d_scale = d_scale;
+             spec.target_domain = target_domain;
              if (!n_term && !d_term && spec.kind == LawKind::chinchilla)
                fail("n_term, d_term: the chinchilla law without both terms is a constant");
              return make_plan(spec);
            }),
            py::arg("name"), py::arg("k"), py::arg("n_term") = true, py::arg("d_term") = true,
-           py::arg("n_scale") = 1e6, py::arg("d_scale") = 1e9)
+           py::arg("n_scale") = 1e6, py::arg("d_scale") = 1e9, py::arg("target_domain") = -1)
       .def_property_readonly("name", [](const Plan& p) { return std::string(law_kind_name(p.spec.kind)); })
       .def_property_readonly("k", [](const Plan& p) { return p.spec.k; })
       .def_property_readonly("n_term", [](const Plan& p) { return p.spec.n_term; })
       .def_property_readonly("d_term", [](const Plan& p) { return p.spec.d_term; })
       .def_property_readonly("n_scale", [](const Plan& p) { return p.spec.n_scale; })
       .def_property_readonly("d_scale", [](const Plan& p) { return p.spec.d_scale; })
+      .def_property_readonly("target_domain", [](const Plan& p) { return p.spec.target_domain; })
       .def_property_readonly("n_params", [](const Plan& p) { return p.n_params; })
       .def_property_readonly("param_names",
                              [](const Plan& p) {
@@ -54,7 +56,7 @@ void bind_law(py::module_& m) {
       .def(py::pickle(
           [](const Plan& p) {
             return py::make_tuple(std::string(law_kind_name(p.spec.kind)), p.spec.k, p.spec.n_term,
-                                  p.spec.d_term, p.spec.n_scale, p.spec.d_scale);
+                                  p.spec.d_term, p.spec.n_scale, p.spec.d_scale, p.spec.target_domain);
           },
           [](const py::tuple& t) {
             LawSpec spec;
@@ -64,6 +66,7 @@ void bind_law(py::module_& m) {
             spec.d_term = t[3].cast<bool>();
             spec.n_scale = t[4].cast<double>();
             spec.d_scale = t[5].cast<double>();
+            spec.target_domain = t.size() > 6 ? t[6].cast<int>() : -1;
             return make_plan(spec);
           }));
 }

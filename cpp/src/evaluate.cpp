@@ -11,7 +11,7 @@ CallConstants call_constants(const Plan& plan, const double* theta, const Record
   CallConstants cc;
   cc.ln_n_scale = std::log(plan.spec.n_scale);
   cc.ln_d_scale = std::log(plan.spec.d_scale);
-  cc.E = theta[plan.src[slot_E].index];
+  cc.E = plan.src[slot_E].type == Source::param ? theta[plan.src[slot_E].index] : 0.0;
   const Source bN = plan.src[slot_bN], bD = plan.src[slot_bD];
   if (bN.type == Source::param) {
     const double b = theta[bN.index];
@@ -148,6 +148,27 @@ void jacobian(const Plan& plan, const double* theta, const Records& rec, double*
               int threads) {
   run_chunks<true, false>(plan, theta, rec, threads,
                           [&](std::size_t) { return JacobianVisitor{plan, rec, pred, J}; });
+}
+
+void check_fit_records(const Plan& plan, const Records& rec) {
+  if (plan.spec.kind != LawKind::bimix || rec.k != plan.spec.k) return;
+  const int t = plan.spec.target_domain;
+  const std::size_t k = static_cast<std::size_t>(rec.k);
+  std::size_t bad = 0;
+  std::int64_t first = -1;
+  for (std::size_t m = 0; m < rec.n_mix; ++m) {
+    if (rec.mix_h[m * k + static_cast<std::size_t>(t)] > 0) continue;
+    for (std::size_t s = rec.mix_start[m]; s < rec.mix_start[m + 1]; ++s) {
+      ++bad;
+      if (first < 0 || rec.order[s] < first) first = rec.order[s];
+    }
+  }
+  if (bad == 0) return;
+  throw std::invalid_argument(
+      "H: record " + std::to_string(first) + " (and " + std::to_string(bad - 1) +
+      " other(s)) gives weight 0 to domain " + std::to_string(t) +
+      ", the bimix law's target domain, where its loss C / h_t^gamma is infinite; drop those runs "
+      "before fitting (e.g. runs.select(runs.H[:, " + std::to_string(t) + "] > 0))");
 }
 
 void grad_h(const Plan& plan, const double* theta, const Records& rec, double* out, int threads) {

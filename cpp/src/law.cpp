@@ -18,6 +18,16 @@ ParamInfo mix_scale(const std::string& n) { return {n, 0.0, inf, 0.1, 10.0, true
 ParamInfo mix_gamma(const std::string& n) { return {n, 0.0, 5.0, 0.05, 1.5, false}; }
 ParamInfo mix_power(const std::string& n) { return {n, -5.0, 5.0, 0.5, 1.5, false}; }
 ParamInfo exponent_scale(const std::string& n) { return {n, 0.0, inf, 0.05, 1.0, true}; }
+// Baselines. Exponent rates t_i of exp(t_i h_i) may have either sign; |t_i| <= 20 keeps
+// exp() far from overflow (h_i <= 1) and is far beyond any fitted loss curve. dml_exp's
+// exp(t_i) is the reducible loss when training on domain i alone, O(0.05 .. 5).
+ParamInfo dml_rate(const std::string& n) { return {n, -20.0, 20.0, -3.0, 1.5, false}; }
+ParamInfo dml_sum_rate(const std::string& n) { return {n, -20.0, 20.0, -3.0, 3.0, false}; }
+ParamInfo dml_scale(const std::string& n) { return {n, 0.0, inf, 0.01, 1.0, true}; }
+ParamInfo bimix_scale(const std::string& n) { return {n, 0.0, inf, 0.01, 1.0, true}; }
+ParamInfo bimix_gamma(const std::string& n) { return {n, 0.0, 5.0, 0.05, 1.0, false}; }
+// linear: c_i is the loss of a model trained on domain i alone; any sign allowed.
+ParamInfo linear_coef(const std::string& n) { return {n, -inf, inf, 1.0, 5.0, false}; }
 
 struct Builder {
   Plan plan;
@@ -35,11 +45,24 @@ struct Builder {
   int feature(Feature f) {
     std::vector<int> idx;
     int k = plan.spec.k;
-    for (int i = 0; i < k; ++i) idx.push_back(f.c_off + i);
-    if (f.kind == Feature::inv_power_sum) {
-      for (int i = 0; i < k; ++i) idx.push_back(f.g_off + i);
-    } else {
-      idx.push_back(f.g_off);
+    switch (f.kind) {
+      case Feature::inv_power_sum:
+      case Feature::sum_exp:
+        for (int i = 0; i < k; ++i) idx.push_back(f.c_off + i);
+        for (int i = 0; i < k; ++i) idx.push_back(f.g_off + i);
+        break;
+      case Feature::linear_power:
+        for (int i = 0; i < k; ++i) idx.push_back(f.c_off + i);
+        idx.push_back(f.g_off);
+        break;
+      case Feature::exp_linear:
+      case Feature::linear_sum:
+        for (int i = 0; i < k; ++i) idx.push_back(f.c_off + i);
+        break;
+      case Feature::target_power:
+        idx.push_back(f.c_off);
+        idx.push_back(f.g_off);
+        break;
     }
     plan.features.push_back(f);
     plan.feature_params.push_back(std::move(idx));
@@ -57,8 +80,32 @@ LawKind law_kind_from_name(const std::string& name) {
   if (name == "joint") return LawKind::joint;
   if (name == "simple") return LawKind::simple;
   if (name == "full") return LawKind::full;
+  if (name == "dml_exp") return LawKind::dml_exp;
+  if (name == "dml_sum") return LawKind::dml_sum;
+  if (name == "bimix") return LawKind::bimix;
+  if (name == "linear") return LawKind::linear;
   throw std::invalid_argument("law: unknown law '" + name +
-                              "' (expected one of chinchilla, additive, joint, simple, full)");
+                              "' (expected one of chinchilla, additive, joint, simple, full, dml_exp, "
+                              "dml_sum, bimix, linear)");
+}
+
+bool law_has_n_term(LawKind kind) {
+  switch (kind) {
+    case LawKind::dml_exp:
+    case LawKind::dml_sum:
+    case LawKind::bimix:
+    case LawKind::linear: return false;
+    default: return true;
+  }
+}
+
+bool law_has_d_term(LawKind kind) {
+  switch (kind) {
+    case LawKind::dml_exp:
+    case LawKind::dml_sum:
+    case LawKind::linear: return false;
+    default: return true;
+  }
 }
 
 const char* law_kind_name(LawKind kind) {
@@ -68,6 +115,10 @@ const char* law_kind_name(LawKind kind) {
     case LawKind::joint: return "joint";
     case LawKind::simple: return "simple";
     case LawKind::full: return "full";
+    case LawKind::dml_exp: return "dml_exp";
+    case LawKind::dml_sum: return "dml_sum";
+    case LawKind::bimix: return "bimix";
+    case LawKind::linear: return "linear";
   }
   return "?";
 }
@@ -84,10 +135,30 @@ Plan make_plan(const LawSpec& spec) {
   if (!(spec.d_scale > 0) || !std::isfinite(spec.d_scale))
     throw std::invalid_argument("d_scale: must be finite and > 0");
 
+  if (spec.kind == LawKind::bimix) {
+    if (spec.target_domain < 0 || spec.target_domain >= spec.k)
+      throw std::invalid_argument("target_domain: the bimix law needs the index of the target's own domain, "
+                                  "0 <= target_domain < k = " + std::to_string(spec.k) + ", got " +
+                                  std::to_string(spec.target_domain));
+  } else if (spec.target_domain != -1) {
+    throw std::invalid_argument("target_domain: only the bimix law has a target domain (the " +
+                                std::string(law_kind_name(spec.kind)) + " law takes -1)");
+  }
+
   Builder b;
   b.plan.spec = spec;
+  // Terms a law does not have are recorded as absent, whatever was asked for.
+  b.plan.spec.n_term = spec.n_term && law_has_n_term(spec.kind);
+  b.plan.spec.d_term = spec.d_term && law_has_d_term(spec.kind);
   const int k = spec.k;
   Plan& p = b.plan;
+  if (spec.kind == LawKind::linear) {
+    // sum_i c_i h_i: no separate E (E + sum_i c_i h_i = sum_i (c_i + E) h_i on the simplex).
+    int c = b.add_block("c", k, linear_coef);
+    p.src[slot_M] = Builder::feat(b.feature({Feature::linear_sum, c, -1, 1.0}));
+    p.n_params = static_cast<int>(p.params.size());
+    return std::move(b.plan);
+  }
   p.src[slot_E] = Builder::param(b.add(offset_E()));
 
   switch (spec.kind) {
@@ -165,6 +236,30 @@ Plan make_plan(const LawSpec& spec) {
       }
       break;
     }
+    case LawKind::dml_exp: {
+      int t = b.add_block("t", k, dml_rate);
+      p.src[slot_M] = Builder::feat(b.feature({Feature::exp_linear, t, -1, 1.0}));
+      break;
+    }
+    case LawKind::dml_sum: {
+      int c = b.add_block("C", k, dml_scale);
+      int t = b.add_block("t", k, dml_sum_rate);
+      p.src[slot_M] = Builder::feat(b.feature({Feature::sum_exp, c, t, 1.0}));
+      break;
+    }
+    case LawKind::bimix: {
+      int c = b.add(bimix_scale("C"));
+      int g = b.add(bimix_gamma("gamma"));
+      p.src[slot_M] = Builder::feat(b.feature({Feature::target_power, c, g, 1.0, spec.target_domain}));
+      if (p.spec.d_term) {
+        int B = b.add(amplitude("B"));
+        int beta = b.add(exponent("beta"));
+        p.src[slot_aD] = Builder::param(B);
+        p.src[slot_bD] = Builder::param(beta);
+      }
+      break;
+    }
+    case LawKind::linear: break;  // handled above
   }
   p.n_params = static_cast<int>(p.params.size());
   return std::move(b.plan);

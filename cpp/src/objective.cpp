@@ -265,6 +265,7 @@ FitProblem make_problem(const Plan& plan, const Records& rec, const double* y, c
                         bool mean, const ObjectiveSpec& spec) {
   if (rec.k != plan.spec.k) throw std::invalid_argument("H: records and law disagree on the number of domains");
   if (!(spec.delta > 0) || !std::isfinite(spec.delta)) throw std::invalid_argument("delta: must be finite and > 0");
+  check_fit_records(plan, rec);
   FitProblem pb;
   pb.plan = &plan;
   pb.rec = &rec;

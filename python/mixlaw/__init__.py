@@ -21,12 +21,12 @@ from .data import Runs, load_runs
 from .evaluate import bootstrap, compare
 from .fit import Fit, Fits, fit, load_fits
 from .grid_search import grid
-from .laws import LAW_NAMES, Law, law
+from .laws import ALL_LAWS, BASELINE_LAWS, LAW_NAMES, Law, law
 from .mixture import MixtureGrid, MixtureResult, optimal_allocation, optimize_mixture
 
 __version__ = "0.1.0"
 __all__ = [
-    "LAW_NAMES", "Law", "law", "laws",
+    "LAW_NAMES", "BASELINE_LAWS", "ALL_LAWS", "Law", "law", "laws",
     "Runs", "load_runs", "datasets", "protocols", "metrics", "evaluate", "compare", "bootstrap",
     "Fit", "Fits", "fit", "load_fits", "grid",
     "optimize_mixture", "optimal_allocation", "MixtureResult", "MixtureGrid",

@@ -19,7 +19,7 @@ import numpy as np
 from . import __version__, datasets, protocols
 from .data import load_runs
 from .fit import Fits, fit, load_fits
-from .laws import LAW_NAMES, Law
+from .laws import ALL_LAWS, Law
 from .mixture import optimize_mixture
 
 PAPER_MRE = {  # SPEC 6.1: train / eval MRE (%) of Shukor et al. 2025, Tables 2 and 8
@@ -208,8 +208,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         dedup=args.dedup, renormalize=args.renormalize)
     laws = _parse_list(args.laws) or ["additive"]
     for law in laws:
-        if law not in LAW_NAMES:
-            raise ValueError(f"--laws: unknown law {law!r}; expected some of {', '.join(LAW_NAMES)}")
+        if law not in ALL_LAWS:
+            raise ValueError(f"--laws: unknown law {law!r}; expected some of {', '.join(ALL_LAWS)}")
     _progress(args.quiet, f"comparing {', '.join(laws)} on {runs!r}")
     table = evaluate.compare(runs, laws, _protocol(args), targets=_parse_list(args.target),
                              n_starts=args.n_starts, seed=args.seed, threads=args.threads)
@@ -226,7 +226,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_laws(args: argparse.Namespace) -> int:
-    out = {name: list(Law(name, None if name == "chinchilla" else args.k).param_names) for name in LAW_NAMES}
+    out = {name: list(Law(name, None if name == "chinchilla" else args.k,
+                          **({"target_domain": 0} if name == "bimix" else {})).param_names) for name in ALL_LAWS}
     if args.json:
         json.dump(out, sys.stdout, indent=1)
         print()
@@ -266,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Fit a law to a CSV/Parquet runs table. Columns: weights (glob or list), "
                                    "model size, tokens, targets (glob or list).")
     f.add_argument("data", help="CSV or Parquet file")
-    f.add_argument("--law", default="additive", choices=LAW_NAMES)
+    f.add_argument("--law", default="additive", choices=ALL_LAWS)
     f.add_argument("--weights", default="weight_*", help="weight columns: glob or comma list (default weight_*)")
     f.add_argument("--n-column", default="model_size", help="model-size column (default model_size)")
     f.add_argument("--d-column", default="n_tokens", help="token column (default n_tokens)")

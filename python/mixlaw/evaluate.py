@@ -170,7 +170,7 @@ def compare(runs: Runs, laws: Sequence[Union[str, Law]], protocol: Protocol, *,
     parallel call (see :func:`mixlaw.grid` for larger searches); ``fit_options`` are
     those of :func:`mixlaw.fit`.
     """
-    from .grid_search import Cell, _resolve_laws, run_cells
+    from .grid_search import _make_cells, _resolve_laws, run_cells
 
     if not hasattr(protocol, "splits"):
         raise TypeError("protocol: expected a protocol object (SizeSplit, HeldOutMixtures, ...)")
@@ -179,8 +179,7 @@ def compare(runs: Runs, laws: Sequence[Union[str, Law]], protocol: Protocol, *,
     unknown = [t for t in target_list if t not in runs.target_names]
     if unknown:
         raise ValueError(f"targets: unknown target(s) {unknown}; available: {list(runs.target_names)}")
-    n_splits = len(protocol.splits(runs))
-    cells = [Cell(label, L, t, protocol, s) for s in range(n_splits) for label, L in law_list for t in target_list]
+    cells, _ = _make_cells(runs, law_list, target_list, [protocol])
     rows = run_cells(runs, cells, fit_options, n_starts=n_starts, seed=seed, nest=nest, threads=threads)
     return Table({"split": r["split"], "law": r["law"], "target": r["target"], "n_params": r["n_params"],
                   "train_mre": r["train_mre"], "train_r2": r["train_r2"], "eval_mre": r["eval_mre"],

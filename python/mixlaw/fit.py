@@ -166,7 +166,8 @@ class Fit:
         law = self.law
         return {
             "law": {"name": law.name, "k": law.k, "n_term": law.n_term, "d_term": law.d_term,
-                    "n_scale": law.n_scale, "d_scale": law.d_scale},
+                    "n_scale": law.n_scale, "d_scale": law.d_scale,
+                    **({"target_domain": law.target_domain} if law.target_domain is not None else {})},
             "target": self.target, "params": self.params, "fun": self.fun, "success": self.success,
             "status": self.status, "message": self.message, "nit": self.nit, "nfev": self.nfev,
             "njev": self.njev, "starts_fun": [None if not math.isfinite(v) else v for v in self.starts_fun.tolist()],
@@ -179,7 +180,7 @@ class Fit:
     def from_dict(cls, d: Mapping[str, Any]) -> "Fit":
         spec = d["law"]
         law = Law(spec["name"], spec["k"], n_term=spec["n_term"], d_term=spec["d_term"],
-                  n_scale=spec["n_scale"], d_scale=spec["d_scale"])
+                  n_scale=spec["n_scale"], d_scale=spec["d_scale"], target_domain=spec.get("target_domain"))
         starts_fun = np.array([math.nan if v is None else v for v in d["starts_fun"]], dtype=float)
         return cls(law=law, target=d["target"], x=_frozen(law.params(d["params"])), fun=float(d["fun"]),
                    success=bool(d["success"]), status=int(d["status"]), message=d["message"],
@@ -339,8 +340,10 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
     runs : Runs
         A runs table (:func:`mixlaw.load_runs`, :mod:`mixlaw.datasets`).
     law : str or Law
-        ``"chinchilla"``, ``"additive"``, ``"joint"``, ``"simple"``, ``"full"`` or a
-        :class:`Law` (then ``n_term``, ``d_term``, ``n_scale``, ``d_scale`` are its own).
+        A name of :data:`mixlaw.ALL_LAWS` (``"additive"``, ``"joint"``, ..., or a baseline
+        such as ``"dml_exp"``, ``"bimix"``, ``"linear"``) or a :class:`Law` (then
+        ``n_term``, ``d_term``, ``n_scale``, ``d_scale`` are its own). ``"bimix"`` by name
+        describes each target through the training domain of the same name.
     targets : str or sequence of str, optional
         Target names (default: every target of ``runs``).
     n_starts : int
@@ -391,10 +394,6 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
     if not hasattr(runs, "target") or not hasattr(runs, "target_names"):
         raise TypeError("runs: expected a runs table (mixlaw.load_runs or mixlaw.datasets)")
     k = int(runs.H.shape[1])
-    L = law if isinstance(law, Law) else make_law(law, k if law != "chinchilla" else None, n_term=n_term,
-                                                  d_term=d_term, n_scale=n_scale, d_scale=d_scale)
-    if L.name != "chinchilla" and L.k != k:
-        raise ValueError(f"law: {L!r} has {L.k} domains but runs have {k}")
     if targets is None:
         target_list = list(runs.target_names)
     elif isinstance(targets, str):
@@ -408,6 +407,8 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
         raise ValueError(f"targets: unknown target(s) {unknown}; available: {list(runs.target_names)}")
     if len(set(target_list)) != len(target_list):
         raise ValueError("targets: duplicate target names")
+    laws = _target_laws(runs, law, target_list, k, n_term=n_term, d_term=d_term, n_scale=n_scale, d_scale=d_scale)
+    L = laws[0]
     w_all = None
     if weights is not None:
         w_all = np.asarray(weights, dtype=float)
@@ -432,7 +433,7 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
         raise ValueError(f"starts: expected {L.n_params} columns for {L!r}, got {explicit.shape[-1]}")
     if explicit is not None and explicit.ndim == 3 and explicit.shape[0] != len(target_list):
         raise ValueError(f"starts: expected one block of starts per target ({len(target_list)}), got {explicit.shape[0]}")
-    jobs = [_prepare_job(runs, L, t, n_starts=n_starts, seed=seed, lo=lo, hi=hi, touched=touched,
+    jobs = [_prepare_job(runs, laws[ti], t, n_starts=n_starts, seed=seed, lo=lo, hi=hi, touched=touched,
                          residual=residual, weights=w_all,
                          starts=None if explicit is None else (explicit if explicit.ndim == 2 else explicit[ti]))
             for ti, t in enumerate(target_list)]
@@ -470,8 +471,30 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
                              threads=threads, **_solver_options(options))
     domains = tuple(getattr(runs, "domains", ()))
     opts = dict(options, nested_start=nested_from is not None)
-    fits = {t: _assemble_fit(L, t, results[ti], records_n[ti], opts, domains) for ti, t in enumerate(target_list)}
+    fits = {t: _assemble_fit(laws[ti], t, results[ti], records_n[ti], opts, domains)
+            for ti, t in enumerate(target_list)}
     return Fits(fits, elapsed=time.perf_counter() - t0)
+
+
+def _target_laws(runs: Any, law: Union[str, Law], targets: Sequence[str], k: int, **options: Any) -> list[Law]:
+    """The law of each target. They are all ``law``, except that ``"bimix"`` given by name
+    describes each target through its own training domain (the domain of the same name)."""
+    if isinstance(law, Law):
+        if law.name != "chinchilla" and law.k != k:
+            raise ValueError(f"law: {law!r} has {law.k} domains but runs have {k}")
+        return [law] * len(targets)
+    if law == "bimix":
+        domains = list(getattr(runs, "domains", ()))
+        foreign = [t for t in targets if t not in domains]
+        if foreign:
+            raise ValueError(f"law: the bimix law describes a target that is one of the training domains "
+                             f"{domains}; target(s) {foreign} are not (pick targets among the domains, or pass "
+                             "mixlaw.law('bimix', k, target_domain=i) to choose the domain yourself)")
+        return [make_law("bimix", k, target_domain=domains.index(t), **options) for t in targets]
+    L = make_law(law, k if law != "chinchilla" else None, **options)
+    if L.name != "chinchilla" and L.k != k:
+        raise ValueError(f"law: {L!r} has {L.k} domains but runs have {k}")
+    return [L] * len(targets)
 
 
 @dataclass

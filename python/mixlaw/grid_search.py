@@ -30,6 +30,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
@@ -81,25 +82,70 @@ def _resolve_laws(laws: Any, k: int) -> list[tuple[str, Law]]:
             if isinstance(spec, Law):
                 L = spec
             elif isinstance(spec, str):
-                L = make_law(spec, None if spec == "chinchilla" else k)
+                L = _BimixByTarget(k, {}) if spec == "bimix" else make_law(spec, None if spec == "chinchilla" else k)
             elif isinstance(spec, Mapping):
                 opts = dict(spec)
                 name = opts.pop("name", None)
                 if name is None:
                     raise ValueError("a law given as a dict needs a 'name'")
-                L = make_law(name, None if name == "chinchilla" else k, **opts)
+                if name == "bimix" and "target_domain" not in opts:
+                    make_law(name, k, target_domain=0, **opts)  # validates the options
+                    L = _BimixByTarget(k, opts)
+                else:
+                    L = make_law(name, None if name == "chinchilla" else k, **opts)
             else:
                 raise TypeError(f"expected law names, Law objects or dicts, got {type(spec).__name__}")
         except (ValueError, TypeError) as exc:
             raise type(exc)(f"laws: {exc}") from None
         if L.name != "chinchilla" and L.k != k:
             raise ValueError(f"laws: {L!r} has {L.k} domains but runs have {k}")
-        lab = label if label is not None else _law_label(L)
+        lab = label if label is not None else (L.name if isinstance(L, _BimixByTarget) else _law_label(L))
         out.append((str(lab), L))
     labels = [lab for lab, _ in out]
     if len(set(labels)) != len(labels):
         raise ValueError(f"laws: duplicate labels {labels}; pass a dict {{label: law}}")
     return out
+
+
+@dataclass(frozen=True)
+class _BimixByTarget:
+    """``"bimix"`` named without a domain: each target is described through the training
+    domain of the same name (targets that are not domains have no bimix cell)."""
+
+    k: int
+    options: Mapping[str, Any]
+    name: str = "bimix"
+
+    def for_target(self, target: str, domains: Sequence[str]) -> Optional[Law]:
+        if target not in domains:
+            return None
+        return make_law("bimix", self.k, target_domain=list(domains).index(target), **self.options)
+
+
+def _make_cells(runs: Any, law_list: Sequence[tuple[str, Any]], target_list: Sequence[str],
+                protocol_list: Sequence[Any]) -> tuple[list[Cell], list[list[int]]]:
+    """Cells of the product protocols x splits x laws x targets, and their groups (the cells
+    of one law on one split, which share a batched call)."""
+    domains = tuple(getattr(runs, "domains", ()))
+    skipped = sorted({t for _, L in law_list if isinstance(L, _BimixByTarget) for t in target_list
+                      if L.for_target(t, domains) is None})
+    if skipped:
+        warnings.warn(f"laws: bimix describes a target through its own training domain; no bimix cells for "
+                      f"target(s) {skipped}, which are not domains", stacklevel=3)
+    cells: list[Cell] = []
+    groups: list[list[int]] = []
+    for p in protocol_list:
+        n_splits = len(p.splits(runs))
+        for s in range(n_splits):
+            for label, L in law_list:
+                if isinstance(L, _BimixByTarget):
+                    new_cells = [Cell(label, Lt, t, p, s) for t in target_list
+                                 if (Lt := L.for_target(t, domains)) is not None]
+                else:
+                    new_cells = [Cell(label, L, t, p, s) for t in target_list]
+                groups.append(list(range(len(cells), len(cells) + len(new_cells))))
+                cells.extend(new_cells)
+    return cells, groups
 
 
 def _law_label(L: Law) -> str:
@@ -237,7 +283,7 @@ def _check_fit_options(fit_options: Mapping[str, Any]) -> None:
 
 
 def _law_key(L: Law) -> tuple:
-    return (L.name, L.k, L.n_term, L.d_term, L.n_scale, L.d_scale)
+    return L._key()
 
 
 def _bounds_for(L: Law, bounds: Optional[Mapping]) -> Optional[dict]:
@@ -350,14 +396,7 @@ def grid(runs: Any, laws: Any, protocols: Any, *, targets: Union[None, str, Sequ
         raise ValueError(f"targets: unknown target(s) {missing}; available: {list(runs.target_names)}")
     protocol_list = _expand_protocols(protocols, seeds)
 
-    cells: list[Cell] = []
-    groups: list[list[int]] = []
-    for p in protocol_list:
-        n_splits = len(p.splits(runs))
-        for s in range(n_splits):
-            for label, L in law_list:
-                groups.append(list(range(len(cells), len(cells) + len(target_list))))
-                cells.extend(Cell(label, L, t, p, s) for t in target_list)
+    cells, groups = _make_cells(runs, law_list, target_list, protocol_list)
 
     done: dict = {}
     if out is not None and os.path.exists(out):

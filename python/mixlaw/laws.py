@@ -27,6 +27,26 @@ Parameter order (names are 1-based: ``C_1 .. C_k``):
 - full:       E, C_1..k, gamma_1..k, CA_1..k, gA, CB_1..k, gB, Calpha_1..k, galpha,
   Cbeta_1..k, gbeta
 
+Baseline laws of other papers (SPEC section 3), for comparison tables; they have no
+model-size term (``n_term`` is always False) and only ``bimix`` has a token term:
+
+============  ===========================================================  =========
+name          formula                                                      count
+============  ===========================================================  =========
+dml_exp       E + exp(sum_i t_i h_i)   (Data Mixing Laws, Ye et al. 2024)  1 + k
+dml_sum       E + sum_i C_i exp(t_i h_i)   (Ye et al.'s per-domain form)   1 + 2k
+bimix         E + C / h_t^gamma + B/D'^beta   (BiMix, Ge et al. 2024)      5
+linear        sum_i c_i h_i                                                k
+============  ===========================================================  =========
+
+Ye et al. write ``E + C exp(sum_i t_i h_i)``; on the simplex ``C`` is ``exp(sum_i log(C) h_i)``,
+so it is absorbed into the ``t_i`` (a separate ``C`` would make the parameters not
+identifiable). Likewise the linear model's ``E`` is absorbed into the ``c_i``. ``bimix``
+describes a target that is one of the training domains, ``t = target_domain`` (0-based;
+:func:`mixlaw.fit` sets it from the target's name); its loss is infinite where
+``h_t == 0``, so such records cannot be fitted. Parameter order: dml_exp: E, t_1..k;
+dml_sum: E, C_1..k, t_1..k; bimix: E, C, gamma, B, beta; linear: c_1..k.
+
 Reduced forms: ``n_term=False`` drops the model-size term (A and alpha, or CA, gA and
 for ``full`` Calpha, galpha), ``d_term=False`` the token term. Use them when every
 record has the same N (or the same D): those terms are then not identifiable.
@@ -52,10 +72,16 @@ import numpy as np
 
 from . import _core
 
-__all__ = ["LAW_NAMES", "Law", "law", "Records", "embed", "NESTED_IN"]
+__all__ = ["LAW_NAMES", "BASELINE_LAWS", "ALL_LAWS", "Law", "law", "Records", "embed", "NESTED_IN"]
 
 #: Names of the laws of SPEC section 3.
 LAW_NAMES = ("chinchilla", "additive", "joint", "simple", "full")
+
+#: Baseline laws of other papers (Data Mixing Laws, BiMix, linear), SPEC section 3.
+BASELINE_LAWS = ("dml_exp", "dml_sum", "bimix", "linear")
+
+#: Every law mixlaw knows.
+ALL_LAWS = LAW_NAMES + BASELINE_LAWS
 
 #: Records validated and prepared once (logs, grouping by mixture); pass one in place of
 #: ``N`` to skip preparation when the same records are evaluated many times.
@@ -70,13 +96,15 @@ class Law:
     Parameters
     ----------
     name : str
-        One of :data:`LAW_NAMES`.
+        One of :data:`ALL_LAWS`.
     k : int
         Number of domains (0 is allowed, and the default, for ``chinchilla``).
     n_term, d_term : bool, keyword-only
         Keep the model-size / token term (see the module docstring for reduced forms).
     n_scale, d_scale : float, keyword-only
         Units of N and D inside the law (``N' = N / n_scale``).
+    target_domain : int, keyword-only
+        ``bimix`` only: 0-based index of the target's own domain (required for it).
 
     Parameters of the law are accepted everywhere either as an array in
     :attr:`param_names` order or as a mapping from name to value.
@@ -86,11 +114,18 @@ class Law:
                  "log_scale")
 
     def __init__(self, name: str, k: Optional[int] = None, *, n_term: bool = True, d_term: bool = True,
-                 n_scale: float = 1e6, d_scale: float = 1e9) -> None:
+                 n_scale: float = 1e6, d_scale: float = 1e9, target_domain: Optional[int] = None) -> None:
         if not isinstance(name, str):
             raise TypeError(f"name: expected a law name (str), got {type(name).__name__}")
-        if name not in LAW_NAMES:
-            raise ValueError(f"name: unknown law {name!r}; expected one of {', '.join(LAW_NAMES)}")
+        if name not in ALL_LAWS:
+            raise ValueError(f"name: unknown law {name!r}; expected one of {', '.join(ALL_LAWS)}")
+        if name == "bimix":
+            if target_domain is None:
+                raise ValueError("target_domain: the bimix law needs the index of the target's own domain")
+            if isinstance(target_domain, bool) or not isinstance(target_domain, (int, np.integer)):
+                raise TypeError(f"target_domain: expected an int, got {type(target_domain).__name__}")
+        elif target_domain is not None:
+            raise ValueError(f"target_domain: only the bimix law has a target domain, not {name}")
         if k is None:
             if name != "chinchilla":
                 raise ValueError(f"k: the {name} law needs the number of domains k")
@@ -99,7 +134,8 @@ class Law:
             raise TypeError(f"k: expected an int, got {type(k).__name__}")
         if name == "chinchilla" and k != 0:
             k = 0  # chinchilla ignores the mixture; accept k for uniform call sites
-        core = _core.Law(name, int(k), bool(n_term), bool(d_term), float(n_scale), float(d_scale))
+        core = _core.Law(name, int(k), bool(n_term), bool(d_term), float(n_scale), float(d_scale),
+                         -1 if target_domain is None else int(target_domain))
         self._init_from_core(core)
 
     def _init_from_core(self, core: Any) -> None:
@@ -137,6 +173,12 @@ class Law:
         return float(self._core.d_scale)
 
     @property
+    def target_domain(self) -> Optional[int]:
+        """``bimix``: 0-based index of the target's own domain; None for other laws."""
+        t = int(self._core.target_domain)
+        return None if t < 0 else t
+
+    @property
     def n_params(self) -> int:
         return int(self._core.n_params)
 
@@ -146,7 +188,7 @@ class Law:
         return self.lower, self.upper
 
     def _key(self) -> tuple:
-        return (self.name, self.k, self.n_term, self.d_term, self.n_scale, self.d_scale)
+        return (self.name, self.k, self.n_term, self.d_term, self.n_scale, self.d_scale, self.target_domain)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Law) and self._key() == other._key()
@@ -155,7 +197,11 @@ class Law:
         return hash(self._key())
 
     def __repr__(self) -> str:
-        extra = "".join(f", {t}=False" for t, v in (("n_term", self.n_term), ("d_term", self.d_term)) if not v)
+        has = {"n_term": self.name not in BASELINE_LAWS, "d_term": self.name not in ("dml_exp", "dml_sum", "linear")}
+        extra = "".join(f", {t}=False" for t, v in (("n_term", self.n_term), ("d_term", self.d_term))
+                        if not v and has[t])
+        if self.target_domain is not None:
+            extra += f", target_domain={self.target_domain}"
         scales = "" if (self.n_scale, self.d_scale) == (1e6, 1e9) else \
             f", n_scale={self.n_scale:g}, d_scale={self.d_scale:g}"
         return f"Law({self.name!r}, k={self.k}{extra}{scales})"
@@ -254,8 +300,10 @@ class Law:
         return _core.grad_h(self._core, self._p(params), N, D, H, threads)
 
 
-def _rebuild(name: str, k: int, n_term: bool, d_term: bool, n_scale: float, d_scale: float) -> Law:
-    return Law(name, k, n_term=n_term, d_term=d_term, n_scale=n_scale, d_scale=d_scale)
+def _rebuild(name: str, k: int, n_term: bool, d_term: bool, n_scale: float, d_scale: float,
+             target_domain: Optional[int] = None) -> Law:
+    return Law(name, k, n_term=n_term, d_term=d_term, n_scale=n_scale, d_scale=d_scale,
+               target_domain=target_domain)
 
 
 def law(name: Union[str, Law], k: Optional[int] = None, **options: Any) -> Law:

@@ -32,8 +32,17 @@ void jacobian(const Plan& plan, const double* theta, const Records& rec, double*
 
 // dL_j/dh_ji treating the k weights as independent variables (out: n x k, row-major).
 // At h_i = 0 the one-sided derivative is returned: it is -inf for an inv_power_sum
-// domain with 0 < gamma_i < 1 (the law is not differentiable there).
+// domain with 0 < gamma_i < 1 (the law is not differentiable there), and for the bimix
+// target domain with gamma > 0.
+//
+// The bimix law is infinite where its target domain has weight 0 (gamma > 0): predict
+// returns +inf there, and its parameter derivatives are +inf; nothing throws.
 void grad_h(const Plan& plan, const double* theta, const Records& rec, double* out, int threads);
+
+// Throws std::invalid_argument (naming H and the first bad record, in original order)
+// when the records cannot be fitted by the law whatever its parameters: a bimix law's
+// target domain with weight 0 in some record (the law's loss is infinite there).
+void check_fit_records(const Plan& plan, const Records& rec);
 
 namespace detail {
 
@@ -47,6 +56,9 @@ struct MixtureWork {
   std::vector<int> dphi_off;    // offset of feature f in dphi
   std::vector<double> dphi_dh;  // n_features * k
   std::vector<double> t;        // k: h_i^gamma_i of the inv_power_sum feature
+  std::vector<double> ex;       // k: exp(t_i h_i) of the sum_exp feature
+  double pw = 0.0;              // h_target^(-g) of the target_power feature
+  // (a law has at most one feature of each of these kinds)
 
   explicit MixtureWork(const Plan& plan) : k(plan.spec.k) {
     int off = 0;
@@ -57,6 +69,7 @@ struct MixtureWork {
     dphi.assign(static_cast<std::size_t>(off), 0.0);
     dphi_dh.assign(plan.features.size() * static_cast<std::size_t>(k), 0.0);
     t.assign(static_cast<std::size_t>(k), 0.0);
+    ex.assign(static_cast<std::size_t>(k), 0.0);
   }
 };
 
@@ -64,7 +77,7 @@ struct MixtureWork {
 // exponent is a global parameter, N'^-b and D'^-b per distinct N and D.
 struct CallConstants {
   double ln_n_scale, ln_d_scale;
-  double E;
+  double E;  // 0 when the law has no E (linear)
   std::vector<double> eN_uniq, eD_uniq;  // empty when the exponent is a mixture feature
 };
 
@@ -119,6 +132,74 @@ inline void mixture_features(const Plan& plan, const double* theta, const Record
           dh[i] = (C[i] == 0.0 ? 0.0 : -C[i] * slope * inv2);
         }
       }
+    } else if (F.kind == Feature::exp_linear) {
+      // phi = exp(sum_i t_i h_i); d/dt_i = phi h_i, d/dh_i = phi t_i.
+      double s = 0.0;
+      for (int i = 0; i < k; ++i) s += C[i] * h[i];
+      const double phi = std::exp(s);
+      w.phi[f] = phi;
+      if (ParamGrad) {
+        double* d = w.dphi.data() + w.dphi_off[f];
+        for (int i = 0; i < k; ++i) d[i] = phi * h[i];
+      }
+      if (HGrad) {
+        double* dh = w.dphi_dh.data() + static_cast<std::size_t>(f) * k;
+        for (int i = 0; i < k; ++i) dh[i] = phi * C[i];
+      }
+    } else if (F.kind == Feature::sum_exp) {
+      // phi = sum_i C_i e_i, e_i = exp(t_i h_i); d/dC_i = e_i, d/dt_i = C_i h_i e_i,
+      // d/dh_i = C_i t_i e_i.
+      const double* t = theta + F.g_off;
+      double* e = w.ex.data();
+      double phi = 0.0;
+      for (int i = 0; i < k; ++i) {
+        e[i] = std::exp(t[i] * h[i]);
+        phi += C[i] * e[i];
+      }
+      w.phi[f] = phi;
+      if (ParamGrad) {
+        double* d = w.dphi.data() + w.dphi_off[f];
+        for (int i = 0; i < k; ++i) {
+          d[i] = e[i];
+          d[k + i] = C[i] * h[i] * e[i];
+        }
+      }
+      if (HGrad) {
+        double* dh = w.dphi_dh.data() + static_cast<std::size_t>(f) * k;
+        for (int i = 0; i < k; ++i) dh[i] = C[i] * t[i] * e[i];
+      }
+    } else if (F.kind == Feature::target_power) {
+      // phi = C h_t^(-g). At h_t = 0 (h_t^0 = 1 by convention) the value is +inf for g > 0
+      // and so are the derivatives; a zero C gives phi = 0 and no slope in h or g.
+      const double c = C[0], g = theta[F.g_off];
+      const double ht = h[F.target], lt = lh[F.target];
+      constexpr double inf = std::numeric_limits<double>::infinity();
+      const double pw = ht > 0 ? std::exp(-g * lt) : (g > 0 ? inf : 1.0);
+      w.pw = pw;
+      w.phi[f] = c == 0.0 ? 0.0 : c * pw;
+      if (ParamGrad) {
+        double* d = w.dphi.data() + w.dphi_off[f];
+        d[0] = pw;
+        d[1] = c == 0.0 ? 0.0 : (ht > 0 ? -c * pw * lt : inf);
+      }
+      if (HGrad) {
+        double* dh = w.dphi_dh.data() + static_cast<std::size_t>(f) * k;
+        for (int i = 0; i < k; ++i) dh[i] = 0.0;
+        if (c != 0.0 && g != 0.0) dh[F.target] = ht > 0 ? -g * c * pw / ht : -inf;
+      }
+    } else if (F.kind == Feature::linear_sum) {
+      // phi = sum_i C_i h_i; d/dC_i = h_i, d/dh_i = C_i.
+      double phi = 0.0;
+      for (int i = 0; i < k; ++i) phi += C[i] * h[i];
+      w.phi[f] = phi;
+      if (ParamGrad) {
+        double* d = w.dphi.data() + w.dphi_off[f];
+        for (int i = 0; i < k; ++i) d[i] = h[i];
+      }
+      if (HGrad) {
+        double* dh = w.dphi_dh.data() + static_cast<std::size_t>(f) * k;
+        for (int i = 0; i < k; ++i) dh[i] = C[i];
+      }
     } else {  // linear_power
       const double e = F.sign * theta[F.g_off];
       double u = 0.0;
@@ -168,6 +249,25 @@ inline void accumulate_feature_grad(const Plan& plan, int f, const double* theta
       gC[i] += at;
       gG[i] += at * C[i] * lh[i];
     }
+  } else if (F.kind == Feature::exp_linear) {
+    const double a = adj * w.phi[f];
+    for (int i = 0; i < k; ++i) gC[i] += a * h[i];
+  } else if (F.kind == Feature::sum_exp) {
+    const double* e = w.ex.data();
+    double* gT = grad + F.g_off;
+    for (int i = 0; i < k; ++i) {
+      const double ae = adj * e[i];
+      gC[i] += ae;
+      gT[i] += ae * C[i] * h[i];
+    }
+  } else if (F.kind == Feature::target_power) {
+    const double c = C[0], ht = h[F.target];
+    gC[0] += adj * w.pw;
+    if (c != 0.0)
+      grad[F.g_off] += ht > 0 ? -adj * c * w.pw * lh[F.target]
+                              : adj * std::numeric_limits<double>::infinity();
+  } else if (F.kind == Feature::linear_sum) {
+    for (int i = 0; i < k; ++i) gC[i] += adj * h[i];
   } else {
     const double e = F.sign * theta[F.g_off];
     double u = 0.0;
@@ -197,6 +297,7 @@ void for_each_record(const Plan& plan, const double* theta, const Records& rec, 
   const Source sM = plan.src[slot_M], saN = plan.src[slot_aN], sbN = plan.src[slot_bN];
   const Source saD = plan.src[slot_aD], sbD = plan.src[slot_bD];
   const bool hasN = saN.type != Source::none, hasD = saD.type != Source::none;
+  const bool hasE = plan.src[slot_E].type != Source::none;
   const bool cachedN = !cc.eN_uniq.empty(), cachedD = !cc.eD_uniq.empty();
   for (std::size_t m = m_begin; m < m_end; ++m) {
     if (rec.k > 0) mixture_features<ParamGrad, HGrad>(plan, theta, rec, m, w);
@@ -206,7 +307,7 @@ void for_each_record(const Plan& plan, const double* theta, const Records& rec, 
     const double aD = source_value(saD, theta, w), bD = source_value(sbD, theta, w);
     const double base = cc.E + M;
     for (std::size_t s = rec.mix_start[m]; s < rec.mix_start[m + 1]; ++s) {
-      double u[n_slots] = {1.0, sM.type != Source::none ? 1.0 : 0.0, 0.0, 0.0, 0.0, 0.0};
+      double u[n_slots] = {hasE ? 1.0 : 0.0, sM.type != Source::none ? 1.0 : 0.0, 0.0, 0.0, 0.0, 0.0};
       double L = base;
       if (hasN) {
         const double x = rec.lnN[s] - cc.ln_n_scale;
