@@ -270,3 +270,20 @@ def test_accepts_other_dtypes_and_layouts():
     big[:, ::2] = H
     np.testing.assert_array_equal(law.predict(p, N, D, big[:, ::2]), ref)
     np.testing.assert_array_equal(law.predict(list(p), list(N), list(D), H.tolist()), ref)
+
+
+def test_records_grouping_by_hash_handles_interleaved_rows_many_values_and_signed_zeros():
+    # Mixtures interleaved (not contiguous), -0.0 and 0.0 weights (equal, so one mixture),
+    # and far more distinct N and D values than the interner's initial table.
+    law = mixlaw.law("additive", 3)
+    rng = np.random.default_rng(8)
+    p = rng.uniform(law.init_lower, law.init_upper)
+    mixes = np.array([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5], [1.0, 0.0, 0.0]])
+    n = 6000
+    H = mixes[np.arange(n) % 3].copy()
+    H[::6, 2] = -0.0  # rows of mixture 0 with a negative zero
+    N = rng.uniform(1e7, 1e9, n)
+    D = np.repeat(rng.uniform(1e9, 1e11, n // 2), 2)
+    rec = law.records(N, D, H)
+    assert (rec.n_mixtures, rec.n_sizes, rec.n_token_counts) == (3, n, n // 2)
+    np.testing.assert_allclose(law.predict(p, rec), oracle_predict(law, p, N, D, np.abs(H)), rtol=1e-12)

@@ -38,8 +38,9 @@ struct PredictVisitor {
   void end_mixture(std::size_t, const MixtureWork&) {}
 };
 
-// Accumulates J^T w: global parameters directly, mixture features through one adjoint
-// per feature per mixture (so the k-long feature gradients are touched once per mixture).
+// Accumulates J^T w: per mixture, the six slot sums sum_j w_j u_j[slot] are accumulated
+// branch-free, then sent once to their global parameter or, through one adjoint per feature,
+// to the feature's k-long gradient (so per-record work is a handful of multiply-adds).
 struct GradVisitor {
   const Plan& plan;
   const Records& rec;
@@ -47,20 +48,22 @@ struct GradVisitor {
   const double* w;
   double* pred;
   double* grad;  // chunk-local partial gradient
-  double adj[detail::max_features] = {0, 0, 0, 0, 0};
+  double acc[n_slots] = {0, 0, 0, 0, 0, 0};
 
-  void begin_mixture(std::size_t, const MixtureWork&) { std::fill(adj, adj + detail::max_features, 0.0); }
+  void begin_mixture(std::size_t, const MixtureWork&) { std::fill(acc, acc + n_slots, 0.0); }
   void record(std::size_t s, double L, const double* u) {
     const std::int64_t j = rec.order[s];
     if (pred) pred[j] = L;
     const double wj = w[j];
-    for (int a = 0; a < n_slots; ++a) {
-      const Source& src = plan.src[a];
-      if (src.type == Source::param) grad[src.index] += wj * u[a];
-      else if (src.type == Source::feature) adj[src.index] += wj * u[a];
-    }
+    for (int a = 0; a < n_slots; ++a) acc[a] += wj * u[a];
   }
   void end_mixture(std::size_t m, const MixtureWork& mw) {
+    double adj[detail::max_features] = {0, 0, 0, 0, 0};
+    for (int a = 0; a < n_slots; ++a) {
+      const Source& src = plan.src[a];
+      if (src.type == Source::param) grad[src.index] += acc[a];
+      else if (src.type == Source::feature) adj[src.index] += acc[a];
+    }
     for (std::size_t f = 0; f < plan.features.size(); ++f)
       detail::accumulate_feature_grad(plan, static_cast<int>(f), theta, rec, m, mw, adj[f], grad);
   }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <numeric>
 #include <sstream>
@@ -16,14 +17,73 @@ namespace {
   throw std::invalid_argument(os.str());
 }
 
-// Sorted distinct values and the index of each input value among them.
-void uniquify(const std::vector<double>& v, std::vector<double>& uniq, std::vector<std::int32_t>& idx) {
-  uniq = v;
-  std::sort(uniq.begin(), uniq.end());
-  uniq.erase(std::unique(uniq.begin(), uniq.end()), uniq.end());
-  idx.resize(v.size());
-  for (std::size_t i = 0; i < v.size(); ++i)
-    idx[i] = static_cast<std::int32_t>(std::lower_bound(uniq.begin(), uniq.end(), v[i]) - uniq.begin());
+// Numbers distinct rows of `len` doubles in order of first appearance, by hashing (open
+// addressing). Tables repeat a lot and list a run's checkpoints together, so a row equal
+// to the previous one is recognised without hashing at all. O(n len), no sorting.
+class RowInterner {
+ public:
+  RowInterner(std::size_t expected, std::size_t len) : len_(len) {
+    std::size_t cap = 16;
+    while (cap < 2 * expected) cap <<= 1;
+    slots_.assign(cap, -1);
+  }
+  std::int32_t id(const double* row) {
+    if (last_ >= 0 && equal(rows_[static_cast<std::size_t>(last_)], row)) return last_;
+    const std::size_t mask = slots_.size() - 1;
+    for (std::size_t pos = hash(row) & mask;; pos = (pos + 1) & mask) {
+      const std::int32_t c = slots_[pos];
+      if (c < 0) {
+        slots_[pos] = last_ = static_cast<std::int32_t>(rows_.size());
+        rows_.push_back(row);
+        if (2 * rows_.size() > slots_.size()) grow();  // load <= 1/2: probes stay short, a free slot always exists
+        return last_;
+      }
+      if (equal(rows_[static_cast<std::size_t>(c)], row)) return last_ = c;
+    }
+  }
+  const std::vector<const double*>& rows() const { return rows_; }
+
+ private:
+  void grow() {
+    slots_.assign(slots_.size() * 2, -1);
+    const std::size_t mask = slots_.size() - 1;
+    for (std::size_t c = 0; c < rows_.size(); ++c) {
+      std::size_t pos = hash(rows_[c]) & mask;
+      while (slots_[pos] >= 0) pos = (pos + 1) & mask;
+      slots_[pos] = static_cast<std::int32_t>(c);
+    }
+  }
+  bool equal(const double* a, const double* b) const {
+    for (std::size_t i = 0; i < len_; ++i)
+      if (!(a[i] == b[i])) return false;
+    return true;
+  }
+  std::size_t hash(const double* row) const {
+    std::uint64_t h = 0x9e3779b97f4a7c15ULL;
+    for (std::size_t i = 0; i < len_; ++i) {
+      const double x = row[i] + 0.0;  // -0.0 and 0.0 compare equal: give them one hash
+      std::uint64_t b;
+      std::memcpy(&b, &x, sizeof b);
+      h ^= b + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
+    }
+    h ^= h >> 33;  // finaliser (splitmix-style) so the low bits used by the mask are mixed
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    return static_cast<std::size_t>(h);
+  }
+  std::size_t len_;
+  std::vector<std::int32_t> slots_;
+  std::vector<const double*> rows_;
+  std::int32_t last_ = -1;
+};
+
+// Distinct values of v (first-appearance order), their logs, and each value's index.
+void intern_logs(const double* v, std::size_t n, std::vector<double>& uniq_log, std::vector<std::int32_t>& idx) {
+  RowInterner in(std::min<std::size_t>(n, 1024), 1);  // grows when values are mostly distinct
+  idx.resize(n);
+  for (std::size_t j = 0; j < n; ++j) idx[j] = in.id(v + j);
+  uniq_log.resize(in.rows().size());
+  for (std::size_t u = 0; u < uniq_log.size(); ++u) uniq_log[u] = std::log(*in.rows()[u]);
 }
 
 }  // namespace
@@ -55,52 +115,50 @@ Records prepare_records(const double* N, const double* D, const double* H, std::
   Records r;
   r.n = n;
   r.k = k;
-  // Group records by mixture: stable sort of record indices by their h row.
-  std::vector<std::int64_t> order(n);
-  std::iota(order.begin(), order.end(), std::int64_t{0});
+  // Group records by mixture (mixtures numbered in order of first appearance); within a
+  // mixture, records keep their input order (counting sort: stable, O(n k)).
   const std::size_t ku = static_cast<std::size_t>(k);
-  if (k > 0) {
-    std::stable_sort(order.begin(), order.end(), [&](std::int64_t a, std::int64_t b) {
-      const double* ha = H + static_cast<std::size_t>(a) * ku;
-      const double* hb = H + static_cast<std::size_t>(b) * ku;
+  std::vector<std::int32_t> mix_of(n, 0);
+  std::size_t n_mix = n > 0 ? 1 : 0;
+  if (k > 0 && n > 0) {
+    RowInterner mixes(n, ku);
+    for (std::size_t j = 0; j < n; ++j) mix_of[j] = mixes.id(H + j * ku);
+    n_mix = mixes.rows().size();
+    r.mix_h.resize(n_mix * ku);
+    r.mix_logh.resize(n_mix * ku);
+    for (std::size_t m = 0; m < n_mix; ++m) {
+      const double* h = mixes.rows()[m];
       for (std::size_t i = 0; i < ku; ++i) {
-        if (ha[i] < hb[i]) return true;
-        if (hb[i] < ha[i]) return false;
-      }
-      return false;
-    });
-  }
-  r.order = order;
-  r.mix_start.push_back(0);
-  for (std::size_t s = 0; s < n; ++s) {
-    bool new_mix = (s == 0);
-    if (!new_mix && k > 0) {
-      const double* ha = H + static_cast<std::size_t>(order[s - 1]) * ku;
-      const double* hb = H + static_cast<std::size_t>(order[s]) * ku;
-      for (std::size_t i = 0; i < ku && !new_mix; ++i) new_mix = !(ha[i] == hb[i]);
-    }
-    if (new_mix) {
-      if (s > 0) r.mix_start.push_back(s);
-      const double* h = H + static_cast<std::size_t>(order[s]) * ku;
-      for (std::size_t i = 0; i < ku; ++i) {
-        r.mix_h.push_back(h[i]);
-        r.mix_logh.push_back(h[i] > 0 ? std::log(h[i]) : 0.0);
+        r.mix_h[m * ku + i] = h[i];
+        r.mix_logh[m * ku + i] = h[i] > 0 ? std::log(h[i]) : 0.0;
       }
     }
   }
-  if (n > 0) r.mix_start.push_back(n);
-  r.n_mix = r.mix_start.size() - 1;
-  if (n == 0) r.n_mix = 0;
+  r.n_mix = n_mix;
+  r.mix_start.assign(n_mix + 1, 0);
+  for (std::size_t j = 0; j < n; ++j) ++r.mix_start[static_cast<std::size_t>(mix_of[j]) + 1];
+  for (std::size_t m = 0; m < n_mix; ++m) r.mix_start[m + 1] += r.mix_start[m];
+  r.order.resize(n);
+  {
+    std::vector<std::size_t> next(r.mix_start.begin(), r.mix_start.end() - 1);
+    for (std::size_t j = 0; j < n; ++j) r.order[next[static_cast<std::size_t>(mix_of[j])]++] = static_cast<std::int64_t>(j);
+  }
 
-  std::vector<double> lnN(n), lnD(n);
+  // Logs once per distinct N and D.
+  std::vector<std::int32_t> nid, did;
+  intern_logs(N, n, r.uniq_lnN, nid);
+  intern_logs(D, n, r.uniq_lnD, did);
+  r.lnN.resize(n);
+  r.lnD.resize(n);
+  r.n_idx.resize(n);
+  r.d_idx.resize(n);
   for (std::size_t s = 0; s < n; ++s) {
-    lnN[s] = std::log(N[order[s]]);
-    lnD[s] = std::log(D[order[s]]);
+    const auto j = static_cast<std::size_t>(r.order[s]);
+    r.n_idx[s] = nid[j];
+    r.d_idx[s] = did[j];
+    r.lnN[s] = r.uniq_lnN[static_cast<std::size_t>(nid[j])];
+    r.lnD[s] = r.uniq_lnD[static_cast<std::size_t>(did[j])];
   }
-  uniquify(lnN, r.uniq_lnN, r.n_idx);
-  uniquify(lnD, r.uniq_lnD, r.d_idx);
-  r.lnN = std::move(lnN);
-  r.lnD = std::move(lnD);
 
   // Work chunks of roughly equal cost (records + k per mixture feature evaluation).
   constexpr std::size_t chunk_cost = 16384;
