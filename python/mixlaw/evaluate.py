@@ -291,6 +291,7 @@ def bootstrap(runs: Runs, law: Union[str, Law] = "additive", *, targets: Union[N
 
     problems, starts, seeds, keys = [], [], [], []
     for t in base:
+        L = base[t].law  # per target: bimix describes each target through its own domain
         y_all = np.asarray(runs.targets[t], dtype=float)
         for b, sample in enumerate(resamples):
             idx = np.concatenate([rows_of[r] for r in sample])
