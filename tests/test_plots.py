@@ -58,7 +58,7 @@ def test_observed_vs_predicted(data, tmp_path):
     assert f"evaluation MRE {mre_eval:.2f}%" in ax.get_title()
     assert f"fit MRE {fits['c4'].train['mre']:.2f}%" in ax.get_title()
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels[0].startswith(f"fit ({y_train.size} points") and labels[1].startswith(f"evaluation ({y_test.size}")
+    assert labels[:2] == [f"fit ({y_train.size} points)", f"evaluation ({y_test.size} points)"]
     assert "y = x" in labels
     assert ax.get_xlabel().startswith("predicted loss") and ax.get_ylabel() == "observed loss"
     # only evaluation records; into a given Axes

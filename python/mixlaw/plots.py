@@ -157,7 +157,7 @@ def observed_vs_predicted(fit: Any, fit_runs: Any = None, eval_runs: Any = None,
             continue
         m = _mre(pred, y)
         parts.append(f"{label} MRE {m:.2f}%")
-        ax.scatter(pred, y, label=f"{label} ({y.size} points, MRE {m:.2f}%)", zorder=3, **style)
+        ax.scatter(pred, y, label=f"{label} ({y.size} points)", zorder=3, **style)
         lo, hi = min(lo, y.min(), pred.min()), max(hi, y.max(), pred.max())
     if math.isfinite(lo):
         pad = 0.04 * (hi - lo or abs(hi) or 1.0)
@@ -170,7 +170,9 @@ def observed_vs_predicted(fit: Any, fit_runs: Any = None, eval_runs: Any = None,
     ax.set_ylabel("observed loss")
     ax.set_title(title if title is not None else f"{fit.target}\n" + ", ".join(parts), fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
+    # points hug the diagonal; the upper-left triangle (observed far above predicted) is
+    # the emptiest place, while extrapolated (evaluation) points sit at the low end
+    ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
     return ax
 
 
@@ -341,6 +343,9 @@ def mixture_bars(mixture: Any = None, *, intervals: Any = None, ax: Any = None, 
     ypos = np.arange(k)[::-1].astype(float)  # first domain on top
     cmap = _mpl().colormaps["tab10"]
     xmax = 0.0
+    rv = None
+    if reference is not None:
+        rv = 100 * np.array([float(reference.get(d, np.nan)) for d in domains])
     for j, (label, w) in enumerate(mixtures.items()):
         vals = 100 * np.array([w[d] for d in domains])
         yj = ypos + (M - 1) / 2 * height - j * height
@@ -358,11 +363,12 @@ def mixture_bars(mixture: Any = None, *, intervals: Any = None, ax: Any = None, 
         ax.barh(yj, vals, height=height * 0.9, color=color, alpha=0.85, label=bar_label,
                 xerr=xerr, error_kw=dict(ecolor="black", elinewidth=1, capsize=3))
         right = vals if xerr is None else vals + xerr[1]
+        if rv is not None:  # keep the numbers clear of the reference ticks
+            right = np.fmax(right, rv)
         for yy, v, r in zip(yj, vals, right):
             ax.text(r + 0.6, yy, f"{v:.1f}", va="center", ha="left", fontsize=8)
         xmax = max(xmax, float(vals.max()))
-    if reference is not None:
-        rv = 100 * np.array([float(reference.get(d, np.nan)) for d in domains])
+    if rv is not None:
         ax.scatter(rv, ypos, marker="|", s=300, color="black", linewidths=2, zorder=4, label=reference_label)
         xmax = max(xmax, float(np.nanmax(rv)))
     ax.set_yticks(ypos)
