@@ -5,13 +5,17 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import mixlaw
 
-EXE = shutil.which("mixlaw")
+# The entry point installed next to this interpreter (a virtualenv need not be on PATH).
+_HERE = Path(sys.executable).parent / "mixlaw"
+EXE = str(_HERE) if _HERE.is_file() else shutil.which("mixlaw")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -100,3 +104,121 @@ def test_errors_have_meaningful_exit_codes(tmp_path):
 def test_laws_command():
     data = json.loads(run("laws", "--json", "--k", "3").stdout)
     assert data["additive"] == ["E", "A", "B", "alpha", "beta", "C_1", "C_2", "C_3", "gamma_1", "gamma_2", "gamma_3"]
+
+
+def long_csv(tmp_path):
+    """The rows of user_csv as a long table: one row per (run, checkpoint, target), string run
+    names, target names in a 'metric' column, rows in reverse order."""
+    runs = mixlaw.datasets.slimpajama()
+    sel = runs.select(np.flatnonzero(np.isin(runs.N, [310e6, 680e6, 937e6, 1.235e9, 2.718e9])))
+    names = ["web", "code", "books", "wiki", "arx", "qa", "cc"]
+    lines = []
+    for j in range(len(sel)):
+        for t, metric in (("c4", "val_c4"), ("book", "val_book")):
+            v = sel.targets[t][j]
+            if not np.isnan(v):
+                lines.append(",".join([f"run-{sel.run[j]}", repr(float(sel.N[j])), repr(float(sel.D[j]))]
+                                      + [repr(float(w)) for w in sel.H[j]] + [metric, repr(float(v))]))
+    path = tmp_path / "long_runs.csv"
+    path.write_text(",".join(["run", "params", "tokens"] + [f"w_{n}" for n in names] + ["metric", "value"])
+                    + "\n" + "\n".join(lines[::-1]) + "\n")
+    return path
+
+
+LONG_ARGS = ["--target-column", "metric", "--loss-column", "value", "--run-column", "run", "--weights", "w_*",
+             "--n-column", "params", "--d-column", "tokens"]
+
+
+def test_long_format_fit_and_compare_match_the_wide_file(tmp_path):
+    wide, long = user_csv(tmp_path), long_csv(tmp_path)
+    wide_args = ["--weights", "w_*", "--n-column", "params", "--d-column", "tokens", "--targets", "val_*"]
+    fw = json.loads(run("fit", str(wide), *wide_args, "--n-starts", "4", "--json", "-q").stdout)
+    fl = json.loads(run("fit", str(long), *LONG_ARGS, "--targets", "val_*", "--n-starts", "4", "--out",
+                        str(tmp_path / "fits.json"), "--json", "-q").stdout)
+    by_w, by_l = ({f["target"]: f for f in d["fits"]} for d in (fw, fl))
+    assert set(by_l) == {"c4", "book"}
+    for t in by_w:
+        assert by_l[t]["n_records"] == by_w[t]["n_records"]
+        assert by_l[t]["train"]["mre"] == pytest.approx(by_w[t]["train"]["mre"], rel=1e-6)
+    # the default keeps every target of the long table under its own name
+    p = run("fit", str(long), *LONG_ARGS, "--target", "val_c4", "--n-starts", "2", "--json", "-q")
+    assert [f["target"] for f in json.loads(p.stdout)["fits"]] == ["val_c4"]
+    mix = json.loads(run("optimize", str(tmp_path / "fits.json"), "--N", "3e9", "--D", "6e10", "--json").stdout)
+    assert set(mix["h"]) == {"web", "code", "books", "wiki", "arx", "qa", "cc"}
+    cw = json.loads(run("compare", str(wide), *wide_args, "--n-starts", "4", "--json", "-q").stdout)
+    cl = json.loads(run("compare", str(long), *LONG_ARGS, "--targets", "val_*", "--n-starts", "4", "--json",
+                        "-q").stdout)
+    # targets come in order of first appearance (the long file is reversed: book first)
+    rows_l, rows_w = ({(r["law"], r["target"]): r for r in rows} for rows in (cl, cw))
+    assert set(rows_l) == set(rows_w) and len(rows_l) == 4
+    for key, a in rows_l.items():
+        b = rows_w[key]
+        assert (a["n_fit"], a["n_eval"]) == (b["n_fit"], b["n_eval"])
+        assert a["eval_mre"] == pytest.approx(b["eval_mre"], rel=1e-6)
+
+
+def test_long_format_errors_name_the_option(tmp_path):
+    path = long_csv(tmp_path)
+    text = path.read_text().splitlines()
+    # the same (run, D, target) twice with different losses
+    cells = text[1].split(",")
+    cells[-1] = repr(float(cells[-1]) + 0.1)
+    path.write_text("\n".join(text + [",".join(cells)]) + "\n")
+    p = run("fit", str(path), *LONG_ARGS, check=False)
+    assert p.returncode == 1 and "loss_column: row 0 (line 2) and row" in p.stderr
+    args = list(LONG_ARGS)
+    args[args.index("value")] = "nope"
+    p = run("fit", str(path), *args, check=False)
+    assert p.returncode == 1 and "loss_column: no column 'nope'" in p.stderr
+
+
+def _pngs(directory):
+    files = sorted(directory.glob("*.png"))
+    for f in files:
+        assert f.read_bytes()[:8] == PNG_MAGIC, f
+    return [f.name for f in files]
+
+
+def test_plot_dir_writes_pngs(tmp_path):
+    pytest.importorskip("matplotlib")
+    long = long_csv(tmp_path)
+    fits = tmp_path / "fits.json"
+    p = run("fit", str(long), *LONG_ARGS, "--targets", "val_*", "--n-starts", "2", "--out", str(fits),
+            "--plot", str(tmp_path / "fit"), "--json")
+    json.loads(p.stdout)  # plots do not disturb the JSON on stdout
+    assert "wrote 3 plots" in p.stderr
+    assert _pngs(tmp_path / "fit") == ["loss_vs_tokens_book.png", "loss_vs_tokens_c4.png",
+                                       "observed_vs_predicted.png"]
+    run("optimize", str(fits), "--N", "3e9", "--D", "6e10", "--plot", str(tmp_path / "opt"))
+    assert _pngs(tmp_path / "opt") == ["mixture_path.png", "optimal_mixture.png"]
+    # compare: the table is the same with and without plots
+    args = ["compare", str(long), *LONG_ARGS, "--laws", "additive,joint", "--n-starts", "2", "--json", "-q"]
+    plain = json.loads(run(*args).stdout)
+    plotted = json.loads(run(*args, "--plot", str(tmp_path / "cmp")).stdout)
+    strip = [{k: v for k, v in r.items() if k != "fit_seconds"} for r in plain]
+    assert [{k: v for k, v in r.items() if k != "fit_seconds"} for r in plotted] == strip
+    assert _pngs(tmp_path / "cmp") == ["observed_vs_predicted_size_2.718e+09_additive.png",
+                                       "observed_vs_predicted_size_2.718e+09_joint.png"]
+    out = json.loads(run("reproduce", "--n-starts", "2", "--json", "-q", "--plot", str(tmp_path / "rep")).stdout)
+    names = _pngs(tmp_path / "rep")
+    assert {f"observed_vs_predicted_{law}.png" for law in ("additive", "joint", "simple", "full")} <= set(names)
+    assert {f"loss_vs_tokens_additive_{r['target']}.png" for r in out["mre"]} <= set(names)
+    assert {"optimal_mixture.png", "mixture_path_joint.png"} <= set(names)
+    assert len(names) == 4 + 8 + 2
+    # a file where the directory should be
+    (tmp_path / "afile").write_text("")
+    p = run("optimize", str(fits), "--N", "3e9", "--D", "6e10", "--plot", str(tmp_path / "afile"), check=False)
+    assert p.returncode == 1 and "--plot" in p.stderr
+
+
+def test_plot_without_matplotlib_says_how_to_install(tmp_path):
+    fits = tmp_path / "fits.json"
+    run("fit", str(user_csv(tmp_path)), "--weights", "w_*", "--n-column", "params", "--d-column", "tokens",
+        "--targets", "val_*", "--n-starts", "2", "--out", str(fits), "-q")
+    code = ("import sys; sys.modules['matplotlib'] = None; from mixlaw.cli import main; "
+            f"sys.exit(main(['optimize', {str(fits)!r}, '--N', '3e9', '--D', '6e10', '--plot', "
+            f"{str(tmp_path / 'plots')!r}]))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1
+    assert "pip install 'mixlaw[plot]'" in p.stderr and p.stdout == ""
+    assert not (tmp_path / "plots").exists()

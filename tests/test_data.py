@@ -486,6 +486,173 @@ def test_load_bad_sources(tmp_path):
 
 
 # ---------------------------------------------------------------------------------
+# long tables: one row per (run, checkpoint, target)
+# ---------------------------------------------------------------------------------
+LONG_HEAD = ["run_name", "params", "tokens"] + [f"w_{d}" for d in DOMAINS] + ["metric", "value"]
+
+
+@pytest.fixture(scope="module")
+def long_rows(raw_slimpajama):
+    """The bundled SlimPajama file rewritten as a long table straight from the raw CSV
+    strings (one row per non-empty loss cell), rows shuffled, string run names."""
+    raw_run = {key: i for i, key in enumerate(_raw_runs(raw_slimpajama))}
+    targets = [c[: -len("_loss")] for c in raw_slimpajama[0] if c.endswith("_loss")]
+    rows = []
+    for r in raw_slimpajama:
+        key = (r["model_size"], tuple(r[f"weight_{d}"] for d in DOMAINS))
+        for t in targets:
+            if r[f"{t}_loss"].strip():
+                rows.append([f"run-{raw_run[key]}", r["model_size"], r["n_tokens"]]
+                            + [r[f"weight_{d}"] for d in DOMAINS] + [t, r[f"{t}_loss"]])
+    order = np.random.default_rng(7).permutation(len(rows))
+    return [rows[i] for i in order], targets
+
+
+def _by_record(runs):
+    """{(N, D, weights): {target: loss}} with missing losses left out."""
+    out = {}
+    for j in range(len(runs)):
+        key = (runs.N[j], runs.D[j], tuple(runs.H[j]))
+        assert key not in out
+        out[key] = {t: y[j] for t, y in runs.targets.items() if not np.isnan(y[j])}
+    return out
+
+
+def _long_sources(rows, tmp_path):
+    path = tmp_path / "long.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(LONG_HEAD)
+        w.writerows(rows)
+    cols = {c: [r[j] for r in rows] for j, c in enumerate(LONG_HEAD)}
+    numeric = {c: (np.array(v, dtype=float) if c not in ("run_name", "metric") else np.array(v))
+               for c, v in cols.items()}
+    out = {"csv": path, "dict": numeric}
+    pd = pytest.importorskip("pandas")
+    out["pandas"] = pd.DataFrame(numeric)
+    return out
+
+
+LONG_KW = dict(target_column="metric", loss_column="value", run="run_name", N="params", D="tokens",
+               weights="w_*")
+
+
+def test_long_table_pivots_to_the_wide_table(long_rows, tmp_path):
+    rows, targets = long_rows
+    wide = datasets.slimpajama(dedup=False)
+    expected = _by_record(wide)
+    for kind, src in _long_sources(rows, tmp_path).items():
+        runs = load_runs(src, **LONG_KW)
+        assert len(runs) == len(wide), kind
+        assert runs.domains == DOMAINS and set(runs.target_names) == set(targets), kind
+        assert _by_record(runs) == expected, kind
+        # a run = one name; the pivot keeps every row's run
+        for j in range(len(runs)):
+            same = runs.run == runs.run[j]
+            assert np.all(runs.N[same] == runs.N[j]) and np.all(runs.H[same] == runs.H[j])
+        assert np.unique(runs.run).size == np.unique(wide.run).size
+        # missing cells are NaN and dropped per target only
+        n_book = sum(1 for r in rows if r[-2] == "book")
+        assert runs.target("book")[3].size == n_book
+        assert runs.target("c4")[3].size == sum(1 for r in rows if r[-2] == "c4")
+
+
+def test_long_table_first_appearance_order_and_run_ids():
+    src = {
+        "id": [5, 5, 5, 9, 5],
+        "N": [1e8, 1e8, 1e8, 2e8, 1e8],
+        "D": [2e9, 1e9, 2e9, 1e9, 1e9],
+        "wa": [0.25, 0.25, 0.25, 1.0, 0.25],
+        "wb": [0.75, 0.75, 0.75, 0.0, 0.75],
+        "t": ["x", "x", "y", "y", "y"],
+        "loss": [3.0, 3.5, 4.0, 2.0, 4.5],
+    }
+    runs = load_runs(src, target_column="t", run="id", N="N", D="D", weights="w*")
+    assert runs.domains == ("a", "b") and runs.target_names == ("x", "y")
+    assert list(runs.D) == [2e9, 1e9, 1e9] and list(runs.run) == [5, 5, 9]  # integer ids kept
+    np.testing.assert_array_equal(runs.targets["x"], [3.0, 3.5, np.nan])
+    np.testing.assert_array_equal(runs.targets["y"], [4.0, 4.5, 2.0])
+    # without a run column, runs are (N, mixture) pairs as in a wide table
+    r2 = load_runs({k: v for k, v in src.items() if k != "id"}, target_column="t", N="N", D="D", weights="w*")
+    assert list(r2.run) == [0, 0, 1]
+    # a selection of targets, renamed by the glob; rows of other targets are ignored
+    src2 = dict(src, t=["val_x", "val_x", "val_y", "train_y", "val_y"])
+    r3 = load_runs(src2, target_column="t", run="id", N="N", D="D", weights="w*", targets="val_*")
+    assert r3.target_names == ("x", "y") and len(r3) == 2
+    np.testing.assert_array_equal(r3.targets["y"], [4.0, 4.5])
+    # an explicit "*_loss" stays a glob in a long table
+    src3 = dict(src, t=["x_loss", "x_loss", "y_acc", "y_acc", "y_acc"])
+    r4 = load_runs(src3, target_column="t", run="id", N="N", D="D", weights="w*", targets="*_loss")
+    assert r4.target_names == ("x",) and len(r4) == 2
+    # a mapping renames; string run ids are numbered in order of first appearance
+    r5 = load_runs(dict(src, id=["b", "b", "b", "a", "b"]), target_column="t", run="id", N="N", D="D",
+                   weights="w*", targets={"y": "why"})
+    assert r5.target_names == ("why",) and list(r5.D) == [2e9, 1e9, 1e9] and list(r5.run) == [0, 1, 0]
+
+
+def test_long_table_duplicates_empty_losses_and_dedup():
+    base = {"N": [1e8] * 4, "D": [1e9, 1e9, 2e9, 2.0001e9], "wa": [1.0] * 4, "t": ["x"] * 4}
+    # the same (run, D, target) twice with the same loss is harmless
+    runs = load_runs(dict(base, loss=[3.0, 3.0, 2.5, 2.5]), target_column="t", N="N", D="D", weights="wa")
+    assert list(runs.D) == [1e9, 2e9, 2.0001e9] and list(runs.targets["x"]) == [3.0, 2.5, 2.5]
+    runs = load_runs(dict(base, loss=[3.0, 3.0, 2.5, 2.5]), target_column="t", N="N", D="D", weights="wa",
+                     dedup=True)
+    assert list(runs.D) == [1e9, 2e9]
+    # an empty loss cell is a missing value, not a conflicting duplicate
+    runs = load_runs(dict(base, loss=[3.0, "", "2.5", None]), target_column="t", N="N", D="D",
+                     weights="wa")
+    assert list(runs.targets["x"][:2]) == [3.0, 2.5] and np.isnan(runs.targets["x"][2])
+
+
+def test_long_table_renormalize():
+    src = {"N": [1e8, 1e8], "D": [1e9, 1e9], "wa": [1.0, 1.0], "wb": [3.0, 3.0], "t": ["x", "y"],
+           "loss": [1.0, 2.0]}
+    with pytest.raises(ValueError, match=r"^H: row 0 sums to 4"):
+        load_runs(src, target_column="t", N="N", D="D", weights="w*")
+    runs = load_runs(src, target_column="t", N="N", D="D", weights="w*", renormalize=True)
+    assert len(runs) == 1 and list(runs.H[0]) == [0.25, 0.75]
+
+
+def test_long_table_errors(tmp_path):
+    head = "run,N,D,w_a,w_b,target,loss\n"
+    ok = "r1,1e8,1e9,0.5,0.5,c4,3.0\n"
+    cases = {
+        # (run, D, target) given two different losses: both rows named
+        ok + "r1,1e8,2e9,0.5,0.5,c4,2.9\nr1,1e8,1e9,0.5,0.5,c4,3.1\n":
+            r"^loss_column: row 0 \(line 2\) and row 2 \(line 4\) give run 'r1', D=1e\+09, target 'c4' "
+            r"different losses \(3\.0 and 3\.1\)",
+        ok + "r1,1e8,2e9,0.5,0.5,c4,2.9\nr1,1e8,2e9,0.4,0.6,book,3.1\n":
+            r"^weights: row 2 \(line 4\) and row 0 \(line 2\) belong to the same run 'r1' but have "
+            r"different mixture weights",
+        ok + "r1,2e8,2e9,0.5,0.5,c4,2.9\n": r"^N: row 1 \(line 3\) and row 0 \(line 2\) belong to the same run 'r1'",
+        ok + "r1,1e8,2e9,0.5,0.5,,2.9\n": r"^target_column: column 'target', row 1 \(line 3\): empty",
+        ok + ",1e8,2e9,0.5,0.5,c4,2.9\n": r"^run: column 'run', row 1 \(line 3\): empty",
+        ok + "r1,1e8,2e9,0.5,0.5,c4,abc\n": r"^loss_column: column 'loss', row 1 \(line 3\): cannot parse 'abc'",
+        ok + "r1,1e8,2e9,0.5,0.5,c4,inf\n": r"^loss_column: column 'loss', row 1 \(line 3\): inf is not finite",
+        ok + "r1,1e8,x,0.5,0.5,c4,2.9\n": r"^D: column 'D', row 1 \(line 3\): cannot parse 'x'",
+    }
+    for i, (body, pattern) in enumerate(cases.items()):
+        p = tmp_path / f"long{i}.csv"
+        p.write_text(head + body)
+        with pytest.raises(ValueError, match=pattern):
+            load_runs(p, target_column="target", run="run", N="N", D="D", weights="w_*")
+    p = tmp_path / "ok.csv"
+    p.write_text(head + ok)
+    kw = dict(run="run", N="N", D="D", weights="w_*")
+    for extra, pattern in [
+        (dict(target_column="metric"), r"^target_column: no column 'metric'; available columns: run, N"),
+        (dict(target_column="target", loss_column="value"), r"^loss_column: no column 'value'"),
+        (dict(loss_column="loss"), r"^loss_column: only used with target_column"),
+        (dict(target_column="target", loss_column="target"), r"^loss_column: must differ"),
+        (dict(target_column="target", targets=["c4", "book"]),
+         r"^targets: no target name 'book'; available target names: c4"),
+        (dict(target_column="target", targets="val_*"), r"^targets: pattern 'val_\*' matches no target name"),
+    ]:
+        with pytest.raises(ValueError, match=pattern):
+            load_runs(p, **kw, **extra)
+
+
+# ---------------------------------------------------------------------------------
 # metrics
 # ---------------------------------------------------------------------------------
 def test_metrics_values():

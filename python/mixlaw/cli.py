@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import re
 import sys
 import time
 from typing import Any, Optional, Sequence
@@ -17,7 +19,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from . import __version__, datasets, protocols
-from .data import load_runs
+from .data import _fmt_size, load_runs
 from .fit import Fits, fit, load_fits
 from .laws import ALL_LAWS, Law
 from .mixture import optimize_mixture
@@ -41,6 +43,44 @@ PAPER_MIXTURE = {  # Table 15 (github 8.8: see SPEC 6.1), in %
 LAW_ORDER = ("additive", "joint", "simple", "full")
 
 
+def _plot_dir(args: argparse.Namespace) -> Optional[str]:
+    """The --plot directory, created; checks first that matplotlib is importable, so that a
+    missing optional dependency fails before any fitting."""
+    if getattr(args, "plot", None) is None:
+        return None
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ImportError("--plot: needs matplotlib; install it with: pip install 'mixlaw[plot]'") from None
+    if os.path.exists(args.plot) and not os.path.isdir(args.plot):
+        raise ValueError(f"--plot: {args.plot!r} exists and is not a directory")
+    os.makedirs(args.plot, exist_ok=True)
+    return args.plot
+
+
+def _plot_name(*parts: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", "_".join(p for p in parts if p)).strip("_") + ".png"
+
+
+def _write_plot(obj: Any, directory: str, *parts: str, written: list) -> None:
+    from . import plots
+
+    written.append(plots.save(obj, os.path.join(directory, _plot_name(*parts))))
+
+
+def _observed_panels(fits: Any, fit_runs: Any, eval_runs: Any, title: str) -> Any:
+    """One figure, one observed-vs-predicted panel per target."""
+    from . import plots
+
+    fig, axes = plots.subplots(len(fits), ncols=4, panel=(4.2, 4.2))
+    for ax, f in zip(axes, fits.values() if hasattr(fits, "values") else fits):
+        ev = eval_runs if eval_runs is not None and f.target in eval_runs.target_names and \
+            np.isfinite(np.asarray(eval_runs.targets[f.target], dtype=float)).any() else None
+        plots.observed_vs_predicted(f, fit_runs, ev, ax=ax)
+    fig.suptitle(title, fontsize=11)
+    return fig
+
+
 def _progress(quiet: bool, msg: str) -> None:
     if not quiet:
         print(msg, file=sys.stderr, flush=True)
@@ -51,6 +91,7 @@ def _fmt(v: Optional[float], nd: int = 2) -> str:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    plot_dir = _plot_dir(args)
     t0 = time.perf_counter()
     runs = datasets.slimpajama()
     train, test = protocols.slimpajama_paper_split(runs)
@@ -83,6 +124,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     for name, r in (("average", avg), ("openhermes", hermes)):
         mixtures[name] = {"h": {d: 100 * r.h[d] for d in domains}, "paper": PAPER_MIXTURE[name], "gap": r.gap,
                           "converged": r.success}
+    if plot_dir is not None:
+        _reproduce_plots(plot_dir, fits, train, test, avg, hermes, N, D, args)
     elapsed = time.perf_counter() - t0
     if args.json:
         json.dump({"protocol": "slimpajama_paper_split", "n_train": len(train), "n_eval": len(test),
@@ -127,13 +170,68 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reproduce_plots(plot_dir: str, fits: dict, train: Any, test: Any, avg: Any, hermes: Any, N: float, D: float,
+                     args: argparse.Namespace) -> None:
+    from . import plots
+
+    written: list = []
+    for law in LAW_ORDER:
+        fig = _observed_panels(fits[law], train, test, f"{law} law: fitted on 310M-1.235B, evaluated at 2.718B")
+        _write_plot(fig, plot_dir, "observed_vs_predicted", law, written=written)
+    for target, f in fits["additive"].items():
+        ax = plots.loss_vs_tokens(f, test)
+        _write_plot(ax, plot_dir, "loss_vs_tokens", "additive", target, written=written)
+    fig, axes = plots.subplots(2, ncols=2, panel=(5.6, 4.6))
+    for ax, name, r in zip(axes, ("average", "openhermes"), (avg, hermes)):
+        plots.mixture_bars({"mixlaw": r}, reference={d: v / 100 for d, v in PAPER_MIXTURE[name].items()},
+                           reference_label="paper (Table 15)", ax=ax,
+                           title=f"{'average of 7 domains' if name == 'average' else 'OpenHermes'}: "
+                                 f"additive law, N = {_fmt_size(N)}, D = {_fmt_size(D)}")
+    _write_plot(fig, plot_dir, "optimal_mixture", written=written)
+    domains = list(train.domains)
+    ax = plots.mixture_path(fits["joint"], compute=np.geomspace(1e19, 1e24, 26),
+                            weights={d: 1.0 for d in domains}, threads=args.threads,
+                            title="Optimal mixture for the average loss of the 7 domains along a scaling path\n"
+                                  "joint law, D = 20 N")
+    _write_plot(ax, plot_dir, "mixture_path", "joint", written=written)
+    _progress(args.quiet, f"wrote {len(written)} plots to {plot_dir}")
+
+
 def _parse_list(value: Optional[str]) -> Optional[list[str]]:
     return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _load(args: argparse.Namespace) -> Any:
+    """The runs table of a data file, wide or long (--target-column)."""
+    kw: dict = {}
+    if args.targets is not None:
+        kw["targets"] = _parse_columns(args.targets)
+    if args.target_column is not None or args.loss_column is not None:
+        kw.update(target_column=args.target_column, loss_column=args.loss_column)
+    return load_runs(args.data, weights=_parse_columns(args.weights), N=args.n_column, D=args.d_column,
+                     run=args.run_column, dedup=args.dedup, renormalize=args.renormalize, **kw)
+
+
+def _parse_columns(value: str) -> Any:
+    """A glob stays a string; 'a,b' is a list of names."""
+    return _parse_list(value) if "," in value else value
+
+
+def _fit_plots(plot_dir: str, fits: Fits, runs: Any, args: argparse.Namespace) -> None:
+    from . import plots
+
+    written: list = []
+    fig = _observed_panels(fits, runs, None, f"{fits.law.name} law fitted to {args.data}")
+    _write_plot(fig, plot_dir, "observed_vs_predicted", written=written)
+    for target, f in fits.items():
+        ax = plots.loss_vs_tokens(f, runs)
+        _write_plot(ax, plot_dir, "loss_vs_tokens", target, written=written)
+    _progress(args.quiet, f"wrote {len(written)} plots to {plot_dir}")
+
+
 def cmd_fit(args: argparse.Namespace) -> int:
-    runs = load_runs(args.data, weights=args.weights, N=args.n_column, D=args.d_column, targets=args.targets,
-                     dedup=args.dedup, renormalize=args.renormalize)
+    plot_dir = _plot_dir(args)
+    runs = _load(args)
     _progress(args.quiet, f"loaded {runs!r}")
     bounds = None
     if args.bound:
@@ -148,6 +246,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if args.out:
         fits.to_json(args.out)
         _progress(args.quiet, f"wrote {args.out}")
+    if plot_dir is not None:
+        _fit_plots(plot_dir, fits, runs, args)
     if args.json:
         print(fits.to_json())
         return 0
@@ -162,6 +262,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_optimize(args: argparse.Namespace) -> int:
+    plot_dir = _plot_dir(args)
     fits = load_fits(args.fits)
     weights = None
     if args.weights:
@@ -170,6 +271,8 @@ def cmd_optimize(args: argparse.Namespace) -> int:
             name, _, w = item.partition("=")
             weights[name.strip()] = float(w) if w else 1.0
     r = optimize_mixture(fits, N=args.N, D=args.D, weights=weights, method=args.method, threads=args.threads)
+    if plot_dir is not None:
+        _optimize_plots(plot_dir, fits, r, weights, args)
     if args.json:
         json.dump({"h": r.h, "losses": r.losses, "fun": r.fun, "gap": r.gap, "success": r.success,
                    "message": r.message, "N": r.N, "D": r.D}, sys.stdout, indent=1)
@@ -181,6 +284,26 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     for t, v in r.losses.items():
         print(f"  predicted loss {t}: {v:.4f}")
     return 0
+
+
+def _optimize_plots(plot_dir: str, fits: Fits, r: Any, weights: Any, args: argparse.Namespace) -> None:
+    from . import plots
+
+    written: list = []
+    ax = plots.mixture_bars(r, title=f"Optimal mixture h* ({fits.law.name} law)\n"
+                                     f"N = {_fmt_size(r.N)} parameters, D = {_fmt_size(r.D)} tokens")
+    _write_plot(ax, plot_dir, "optimal_mixture", written=written)
+    # the path through (N, D) at a constant token-per-parameter ratio, 1/30x to 30x the model size
+    Ns = r.N * np.geomspace(1 / 30, 30, 25)
+    note = " (its h* does not depend on N, D)" if fits.law.name in ("additive", "simple") else ""
+    ax = plots.mixture_path(fits, N=Ns, D=Ns * (r.D / r.N), weights=weights, method=args.method,
+                            threads=args.threads,
+                            title=f"Optimal mixture along the scaling path D = {r.D / r.N:.3g} N, "
+                                  f"{fits.law.name} law{note}\ndotted line: N = {_fmt_size(r.N)}, "
+                                  f"D = {_fmt_size(r.D)} tokens")
+    ax.axvline(6 * r.N * r.D, color="black", ls=":", lw=1.2)
+    _write_plot(ax, plot_dir, "mixture_path", written=written)
+    _progress(args.quiet, f"wrote {len(written)} plots to {plot_dir}")
 
 
 def _protocol(args: argparse.Namespace) -> Any:
@@ -203,16 +326,19 @@ def _protocol(args: argparse.Namespace) -> Any:
 def cmd_compare(args: argparse.Namespace) -> int:
     from . import evaluate
 
-    runs = datasets.slimpajama() if args.data == "slimpajama" else load_runs(
-        args.data, weights=args.weights, N=args.n_column, D=args.d_column, targets=args.targets,
-        dedup=args.dedup, renormalize=args.renormalize)
+    plot_dir = _plot_dir(args)
+    runs = datasets.slimpajama() if args.data == "slimpajama" else _load(args)
     laws = _parse_list(args.laws) or ["additive"]
     for law in laws:
         if law not in ALL_LAWS:
             raise ValueError(f"--laws: unknown law {law!r}; expected some of {', '.join(ALL_LAWS)}")
     _progress(args.quiet, f"comparing {', '.join(laws)} on {runs!r}")
-    table = evaluate.compare(runs, laws, _protocol(args), targets=_parse_list(args.target),
-                             n_starts=args.n_starts, seed=args.seed, threads=args.threads)
+    protocol = _protocol(args)
+    if plot_dir is None:
+        table = evaluate.compare(runs, laws, protocol, targets=_parse_list(args.target),
+                                 n_starts=args.n_starts, seed=args.seed, threads=args.threads)
+    else:
+        table = _compare_and_plot(plot_dir, runs, laws, protocol, args)
     if args.json:
         json.dump(list(table), sys.stdout, indent=1, default=float)
         print()
@@ -223,6 +349,42 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(f"{r['split']:18s} {r['law']:10s} {r['target']:16s} {r['n_params']:6d} {r['train_mre']:10.3f} "
               f"{r['eval_mre']:10.3f} {r['eval_r2']:9.4f} {r['n_fit']:6d} {r['n_eval']:6d}")
     return 0
+
+
+def _compare_and_plot(plot_dir: str, runs: Any, laws: list, protocol: Any, args: argparse.Namespace) -> list:
+    """:func:`mixlaw.compare`'s table, from the same batched job, keeping each cell's
+    fitted parameters to draw observed against predicted loss per (split, law)."""
+    from .fit import Fit
+    from .grid_search import _make_cells, _resolve_laws, run_cells
+
+    targets = _parse_list(args.target) or list(runs.target_names)
+    unknown = [t for t in targets if t not in runs.target_names]
+    if unknown:
+        raise ValueError(f"--target: unknown target(s) {unknown}; available: {list(runs.target_names)}")
+    law_list = _resolve_laws(laws, runs.k)
+    splits = protocol.splits(runs)
+    cells, _ = _make_cells(runs, law_list, targets, [protocol])
+    rows = run_cells(runs, cells, {}, n_starts=args.n_starts, seed=args.seed, threads=args.threads)
+    written: list = []
+    for s, (split_name, fit_runs, eval_runs) in enumerate(splits):
+        for label, _ in law_list:
+            fits = {}
+            for c, r in zip(cells, rows):
+                if c.split == s and c.law_label == label:
+                    fits[c.target] = Fit(law=c.law, target=c.target, x=c.law.params(r["params"]), fun=r["objective"],
+                                         success=r["success"], status=r["status"], message="", nit=r["nit"], nfev=0,
+                                         njev=0, starts_fun=np.zeros(0), starts_status=np.zeros(0, dtype=int),
+                                         n_records=r["n_fit"], train={"mre": r["train_mre"], "r2": r["train_r2"]},
+                                         domains=tuple(runs.domains))
+            if not fits:
+                continue
+            fig = _observed_panels(fits, fit_runs, eval_runs, f"{label} law, split {split_name}")
+            _write_plot(fig, plot_dir, "observed_vs_predicted", split_name, label, written=written)
+    _progress(args.quiet, f"wrote {len(written)} plots to {plot_dir}")
+    return [{"split": r["split"], "law": r["law"], "target": r["target"], "n_params": r["n_params"],
+             "train_mre": r["train_mre"], "train_r2": r["train_r2"], "eval_mre": r["eval_mre"],
+             "eval_r2": r["eval_r2"], "n_fit": r["n_fit"], "n_eval": r["n_eval"], "objective": r["objective"],
+             "converged": r["success"], "fit_seconds": r["fit_seconds"]} for r in rows]
 
 
 def cmd_laws(args: argparse.Namespace) -> int:
@@ -253,6 +415,24 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--json", action="store_true", help="print JSON on stdout instead of tables")
         sp.add_argument("--threads", type=int, default=None, help="OpenMP threads (default: all cores)")
         sp.add_argument("--quiet", "-q", action="store_true", help="no progress messages on stderr")
+        sp.add_argument("--plot", metavar="DIR", default=None,
+                        help="also write PNG plots to DIR (created if needed; needs pip install 'mixlaw[plot]')")
+
+    def data_columns(sp: argparse.ArgumentParser) -> None:
+        g = sp.add_argument_group("columns of the data file")
+        g.add_argument("--weights", default="weight_*", help="weight columns: glob or comma list (default weight_*)")
+        g.add_argument("--n-column", default="model_size", help="model-size column (default model_size)")
+        g.add_argument("--d-column", default="n_tokens", help="token column (default n_tokens)")
+        g.add_argument("--targets", default=None,
+                       help="target loss columns: glob or comma list (default *_loss); with --target-column, "
+                            "the target names to keep (default: all)")
+        g.add_argument("--run-column", default=None, help="column of run ids (default: one run per size and mixture)")
+        g.add_argument("--target-column", default=None, metavar="NAME",
+                       help="long table: one row per (run, checkpoint, target), the target's name in this column")
+        g.add_argument("--loss-column", default=None, metavar="NAME",
+                       help="long table: the column of losses (default loss)")
+        g.add_argument("--dedup", action="store_true", help="drop duplicated checkpoints")
+        g.add_argument("--renormalize", action="store_true", help="rescale weight rows to sum to 1")
 
     r = sub.add_parser("reproduce", help="the paper's SlimPajama protocol on the bundled data",
                        description="Fit the additive, joint, simple and full laws to the 8 SlimPajama targets "
@@ -268,10 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "model size, tokens, targets (glob or list).")
     f.add_argument("data", help="CSV or Parquet file")
     f.add_argument("--law", default="additive", choices=ALL_LAWS)
-    f.add_argument("--weights", default="weight_*", help="weight columns: glob or comma list (default weight_*)")
-    f.add_argument("--n-column", default="model_size", help="model-size column (default model_size)")
-    f.add_argument("--d-column", default="n_tokens", help="token column (default n_tokens)")
-    f.add_argument("--targets", default="*_loss", help="target columns: glob or comma list (default *_loss)")
+    data_columns(f)
     f.add_argument("--target", default=None, help="fit only these targets (comma list of names)")
     f.add_argument("--n-starts", type=int, default=64)
     f.add_argument("--seed", type=int, default=0)
@@ -280,8 +457,6 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--bound", action="append", metavar="NAME=LO:HI", help="override a bound (repeatable)")
     f.add_argument("--no-n-term", action="store_true", help="drop the model-size term (one model size)")
     f.add_argument("--no-d-term", action="store_true", help="drop the token term (one token count)")
-    f.add_argument("--dedup", action="store_true", help="drop duplicated checkpoints")
-    f.add_argument("--renormalize", action="store_true", help="rescale weight rows to sum to 1")
     f.add_argument("--out", help="write the fits as JSON to this file")
     f.add_argument("--params", action="store_true", help="print the fitted parameters")
     common(f)
@@ -307,15 +482,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--eval-sizes", help="model sizes to evaluate on (size protocol), comma list")
     c.add_argument("--n-fit", type=int, help="mixtures to fit on (mixtures protocol)")
     c.add_argument("--fit-fraction", type=float, default=0.5, help="tokens protocol: fraction of each run")
-    c.add_argument("--weights", default="weight_*")
-    c.add_argument("--n-column", default="model_size")
-    c.add_argument("--d-column", default="n_tokens")
-    c.add_argument("--targets", default="*_loss")
+    data_columns(c)
     c.add_argument("--target", default=None, help="only these targets (comma list)")
     c.add_argument("--n-starts", type=int, default=32)
     c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--dedup", action="store_true")
-    c.add_argument("--renormalize", action="store_true")
     common(c)
     c.set_defaults(func=cmd_compare)
 

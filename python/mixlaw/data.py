@@ -14,6 +14,7 @@ import csv
 import fnmatch
 import gzip
 import io
+import math
 import os
 import re
 import types
@@ -492,15 +493,21 @@ def _glob_to_regex(pattern: str) -> re.Pattern:
     return re.compile("".join(parts) + r"\Z", re.DOTALL)
 
 
-def _resolve_columns(spec: ColumnSpec, columns: Sequence[str], arg: str) -> list[tuple[str, str]]:
-    """Resolve a glob / list / mapping into ``[(column, derived name), ...]``."""
+def _resolve_columns(
+    spec: ColumnSpec, columns: Sequence[str], arg: str, kind: str = "column"
+) -> list[tuple[str, str]]:
+    """Resolve a glob / list / mapping into ``[(column, derived name), ...]``.
+
+    ``kind`` is the word for what is matched in error messages ("column", or "target name"
+    for the values of a long table's target column).
+    """
     if spec is None:
         return []
     avail = ", ".join(columns)
     if isinstance(spec, str):
         if _WILDCARD.search(spec) is None:
             if spec not in columns:
-                raise ValueError(f"{arg}: no column {spec!r}; available columns: {avail}")
+                raise ValueError(f"{arg}: no {kind} {spec!r}; available {kind}s: {avail}")
             return [(spec, spec)]
         rx = _glob_to_regex(spec)
         out = []
@@ -510,7 +517,7 @@ def _resolve_columns(spec: ColumnSpec, columns: Sequence[str], arg: str) -> list
                 name = "".join(m.groups()) if m else c
                 out.append((c, name or c))
         if not out:
-            raise ValueError(f"{arg}: pattern {spec!r} matches no column; available columns: {avail}")
+            raise ValueError(f"{arg}: pattern {spec!r} matches no {kind}; available {kind}s: {avail}")
         names = [nm for _, nm in out]
         if len(set(names)) != len(names):
             raise ValueError(f"{arg}: pattern {spec!r} gives duplicated names {names}")
@@ -528,7 +535,7 @@ def _resolve_columns(spec: ColumnSpec, columns: Sequence[str], arg: str) -> list
         if not isinstance(c, str) or not isinstance(nm, str) or not nm:
             raise ValueError(f"{arg}: column and domain/target names must be strings, got {c!r}")
         if c not in columns:
-            raise ValueError(f"{arg}: no column {c!r}; available columns: {avail}")
+            raise ValueError(f"{arg}: no {kind} {c!r}; available {kind}s: {avail}")
     names = [nm for _, nm in pairs]
     if len(set(names)) != len(names):
         raise ValueError(f"{arg}: duplicated names {names}")
@@ -641,18 +648,37 @@ def _open_source(source: Any) -> tuple[list[str], Callable[[str], Any], Callable
     )
 
 
+class _DefaultTargets(str):
+    """The default ``targets`` of :func:`load_runs`: ``"*_loss"`` for a wide table, every
+    target name for a long one. A distinct type, so that an explicit ``"*_loss"`` keeps its
+    glob meaning in a long table."""
+
+    __slots__ = ()
+
+
+_DEFAULT_TARGETS = _DefaultTargets("*_loss")
+
+
 def load_runs(
     source: Any,
     *,
     weights: ColumnSpec = "weight_*",
     N: str = "model_size",
     D: str = "n_tokens",
-    targets: ColumnSpec = "*_loss",
+    targets: ColumnSpec = _DEFAULT_TARGETS,
     run: str | None = None,
     dedup: bool = False,
     renormalize: bool = False,
+    target_column: str | None = None,
+    loss_column: str | None = None,
 ) -> Runs:
     """Load training-run records from a table.
+
+    Two layouts are read. *Wide* (the default): one row per checkpoint, one loss column per
+    target. *Long* (``target_column`` given): one row per (run, checkpoint, target), with
+    the target's name in ``target_column`` and its loss in ``loss_column``; the rows are
+    pivoted into the same table, one record per (run, ``D``) and one loss per target, with
+    NaN where a target has no row.
 
     Parameters
     ----------
@@ -670,10 +696,14 @@ def load_runs(
         Columns holding the model size and the token count.
     targets : str, list of str, mapping or None
         Target-loss columns, resolved like ``weights`` (``"*_loss"``: ``arxiv_loss``
-        -> ``"arxiv"``). Empty cells become NaN.
+        -> ``"arxiv"``). Empty cells become NaN. In a long table, the same kinds of
+        selection apply to the target *names* found in ``target_column`` (``"val_*"``:
+        ``val_c4`` -> ``"c4"``), and the default keeps every target under its own name.
     run : str, optional
         Column of integer run ids. By default records with the same ``N`` and the same
-        mixture row belong to the same run.
+        mixture row belong to the same run. In a long table the ids may be any labels
+        (e.g. strings, numbered 0, 1, ... in order of first appearance; integer ids are
+        kept), and every row of a run must have the same ``N`` and weights.
     dedup : bool
         Drop duplicated checkpoints: within a run, a record whose token count is within
         a relative 1e-3 of the previous record (in order of ``D``) and whose target
@@ -686,6 +716,14 @@ def load_runs(
     renormalize : bool
         Divide each weight row by its sum (public tables round weights). Otherwise a
         row off the simplex by more than 1e-6 raises ``ValueError``.
+    target_column : str, optional
+        Long table: the column naming the target of each row. Records are the distinct
+        (run, ``D``) pairs in order of first appearance; a target missing at a checkpoint
+        is NaN there (and dropped for that target only, as in a wide table). Rows of
+        targets not selected by ``targets`` are ignored.
+    loss_column : str, optional
+        Long table: the column of losses (default ``"loss"``). Empty cells are missing
+        values. Only valid together with ``target_column``.
 
     Returns
     -------
@@ -696,12 +734,33 @@ def load_runs(
     ValueError
         Unknown column (message names the argument and lists the columns); empty or
         non-numeric cell in ``N``, ``D``, ``run`` or a weight column (message gives the
-        row and column); invalid values (see :class:`Runs`).
+        row and column); invalid values (see :class:`Runs`). Long tables: an empty
+        target name (``target_column``), two rows giving the same (run, ``D``, target)
+        different losses (``loss_column``, both rows named), rows of one run with
+        different ``N`` or weights (``N`` / ``weights``, both rows named).
     ImportError
         Parquet source without pyarrow installed.
+
+    Examples
+    --------
+    A long table with columns ``run, params, tokens, w_web, w_code, metric, value``::
+
+        runs = load_runs("evals.csv", target_column="metric", loss_column="value",
+                         run="run", N="params", D="tokens", weights="w_*")
     """
     header, get, row_note = _open_source(source)
     avail = ", ".join(header)
+    if target_column is not None or loss_column is not None:
+        if target_column is None:
+            raise ValueError("loss_column: only used with target_column (a long table)")
+        runs = _load_long(
+            header, get, row_note, weights=weights, N=N, D=D, targets=targets, run=run,
+            renormalize=renormalize, target_column=target_column,
+            loss_column="loss" if loss_column is None else loss_column,
+        )
+        return runs.select(~_duplicate_checkpoints(runs)) if dedup else runs
+    if isinstance(targets, _DefaultTargets):
+        targets = str(targets)
     for arg, col in (("N", N), ("D", D), ("run", run)):
         if col is not None and col not in header:
             raise ValueError(f"{arg}: no column {col!r}; available columns: {avail}")
@@ -737,6 +796,155 @@ def load_runs(
     if dedup:
         runs = runs.select(~_duplicate_checkpoints(runs))
     return runs
+
+
+def _labels(values: Any, column: str, arg: str, row_note: Callable[[int], str]) -> list:
+    """Cells of a label column (target names, run ids) as hashable Python values.
+
+    Integral floats become ints (a DataFrame hands integer ids over as floats), strings
+    are stripped; a missing cell raises ``ValueError`` naming ``arg`` and the row.
+    """
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ValueError(f"{arg}: column {column!r} is not 1-D (shape {arr.shape})")
+    out = []
+    for i, cell in enumerate(arr.tolist()):
+        if isinstance(cell, str):
+            cell = cell.strip()
+        elif isinstance(cell, float) and math.isfinite(cell) and cell == round(cell):
+            cell = int(cell)
+        if cell is None or cell == "" or (isinstance(cell, float) and math.isnan(cell)) or str(cell) in (
+            "<NA>", "NaT", "nan"
+        ):
+            raise ValueError(f"{arg}: column {column!r}, {row_note(i)}: empty or missing value")
+        out.append(cell)
+    return out
+
+
+def _load_long(
+    header: list[str],
+    get: Callable[[str], Any],
+    row_note: Callable[[int], str],
+    *,
+    weights: ColumnSpec,
+    N: str,
+    D: str,
+    targets: ColumnSpec,
+    run: str | None,
+    renormalize: bool,
+    target_column: str,
+    loss_column: str,
+) -> Runs:
+    """Pivot a long table (one row per run, checkpoint and target) into a :class:`Runs`."""
+    avail = ", ".join(header)
+    for arg, c in (("N", N), ("D", D), ("run", run), ("target_column", target_column),
+                   ("loss_column", loss_column)):
+        if c is not None and c not in header:
+            raise ValueError(f"{arg}: no column {c!r}; available columns: {avail}")
+    if target_column == loss_column:
+        raise ValueError(f"loss_column: must differ from target_column ({target_column!r})")
+    special = {N, D, run, target_column, loss_column}
+    wcols = _resolve_columns(weights, [h for h in header if h not in special], "weights")
+
+    def col(c: str, arg: str, missing: bool) -> np.ndarray:
+        return _parse_cells(get(c), c, arg, allow_missing=missing, row_note=row_note)
+
+    names = _labels(get(target_column), target_column, "target_column", row_note)
+    n = len(names)
+
+    def checked(c: str, arg: str, missing: bool) -> np.ndarray:
+        v = col(c, arg, missing)
+        if v.shape[0] != n:
+            raise ValueError(
+                f"{arg}: column {c!r} has {v.shape[0]} rows, column {target_column!r} has {n}"
+            )
+        return v
+
+    N_ = checked(N, "N", False)
+    D_ = checked(D, "D", False)
+    H = np.empty((n, len(wcols)), dtype=np.float64)
+    for j, (c, _) in enumerate(wcols):
+        H[:, j] = checked(c, "weights", False)
+    loss = checked(loss_column, "loss_column", True)
+    bad = np.flatnonzero(np.isinf(loss))
+    if bad.size:
+        raise ValueError(
+            f"loss_column: column {loss_column!r}, {row_note(bad[0])}: {float(loss[bad[0]])!r} is not "
+            "finite; leave the cell empty for a missing value"
+        )
+
+    # Runs: given labels, or (N, mixture) pairs as in a wide table.
+    run_labels: list | None = None
+    if run is not None:
+        run_labels = _labels(get(run), run, "run", row_note)
+        if len(run_labels) != n:
+            raise ValueError(f"run: column {run!r} has {len(run_labels)} rows, column "
+                             f"{target_column!r} has {n}")
+        index: dict = {}
+        run_id = np.array([index.setdefault(r, len(index)) for r in run_labels], dtype=np.int64)
+        # ids are numbered by first appearance, so first[id] is the first row of run id
+        f = np.unique(run_id, return_index=True)[1][run_id]
+        for arg, differs in (("N", N_ != N_[f]), ("weights", (H != H[f]).any(axis=1))):
+            rows = np.flatnonzero(differs)
+            if rows.size:
+                i = int(rows[0])
+                raise ValueError(
+                    f"{arg}: {row_note(i)} and {row_note(int(f[i]))} belong to the same run "
+                    f"{run_labels[i]!r} but have different "
+                    f"{'model sizes' if arg == 'N' else 'mixture weights'}"
+                )
+    else:
+        run_id = _first_appearance_ids(np.column_stack([N_, H]))[0]
+
+    # Targets: every name (default) or a selection, resolved like column names.
+    distinct = list(dict.fromkeys(str(t) for t in names))
+    if isinstance(targets, _DefaultTargets):
+        tsel = [(t, t) for t in distinct]
+    else:
+        tsel = _resolve_columns(targets, distinct, "targets", kind="target name")
+    tindex = {c: j for j, (c, _) in enumerate(tsel)}
+    tcol = np.array([tindex.get(str(t), -1) for t in names], dtype=np.int64)
+    rows = np.flatnonzero(tcol >= 0)
+
+    # Records: distinct (run, D) among the selected rows, in order of first appearance.
+    rec, first_rows = _first_appearance_ids(np.column_stack([run_id[rows], D_[rows]]))
+    Y = np.full((first_rows.size, len(tsel)), np.nan)
+    source_row = np.full(Y.shape, -1, dtype=np.int64)
+    for r, i in zip(rec.tolist(), rows.tolist()):
+        v = loss[i]
+        if np.isnan(v):
+            continue
+        j = tcol[i]
+        prev = source_row[r, j]
+        if prev >= 0 and Y[r, j] != v:
+            lab = run_labels[i] if run_labels is not None else int(run_id[i])
+            raise ValueError(
+                f"loss_column: {row_note(int(prev))} and {row_note(i)} give run {lab!r}, "
+                f"D={D_[i]:g}, target {str(names[i])!r} different losses ({float(Y[r, j])!r} and {float(v)!r})"
+            )
+        if prev < 0:
+            Y[r, j], source_row[r, j] = v, i
+
+    pick = rows[first_rows]
+    Hs = np.ascontiguousarray(H[pick])
+    if renormalize and wcols:
+        s = Hs.sum(axis=1)
+        bad = np.flatnonzero(~(s > 0) | ~np.isfinite(s))
+        if bad.size:
+            raise ValueError(
+                f"weights: {row_note(int(pick[bad[0]]))} sums to {s[bad[0]]!r}, cannot renormalize"
+            )
+        Hs /= s[:, None]
+    if run_labels is not None and all(isinstance(run_labels[i], int) for i in pick.tolist()):
+        run_out = np.array([run_labels[i] for i in pick.tolist()], dtype=np.int64)
+    else:
+        run_out = run_id[pick]
+    return Runs(
+        N_[pick], D_[pick], Hs,
+        domains=[nm for _, nm in wcols],
+        targets={nm: Y[:, j] for j, (_, nm) in enumerate(tsel)},
+        run=run_out,
+    )
 
 
 def _duplicate_checkpoints(runs: Runs, *, rtol: float = DEDUP_RTOL) -> np.ndarray:
