@@ -119,7 +119,7 @@ LOAD_ARG = {"N_bad": ("N",), "D_bad": ("D",), "H_nan": ("weights",), "H_neg": ("
             "unknown_weights": ("weights",), "unknown_targets": ("targets",)}
 
 
-@settings(FUZZ, max_examples=600)
+@settings(FUZZ, max_examples=1000)
 @given(n=st.integers(0, 12), k=st.integers(0, 5), seed=st.integers(0, 2**32 - 1),
        layouts=st.lists(st.sampled_from(LAYOUTS_1D), min_size=4, max_size=4),
        brk=st.sampled_from(LOAD_BREAKS), renorm=st.booleans())
@@ -207,7 +207,7 @@ PRED_ARG = {"N_bad": ("N",), "D_bad": ("D",), "H_nan": ("H",), "H_neg": ("H",), 
             "params_missing": ("params",), "law_name": ("name",), "law_k": ("k",), "threads": ("threads",)}
 
 
-@settings(FUZZ, max_examples=600)
+@settings(FUZZ, max_examples=1000)
 @given(form=st.sampled_from(FORMS), k=st.sampled_from([1, 2, 3, 5, 8, 33]), n=st.integers(0, 40),
        seed=st.integers(0, 2**32 - 1), layouts=st.lists(st.sampled_from(LAYOUTS_1D), min_size=2, max_size=2),
        hlayout=st.sampled_from(LAYOUTS_2D), brk=st.sampled_from(PRED_BREAKS), by_name=st.booleans(),
@@ -339,7 +339,7 @@ FIT_ARG = {"law": ("name", "law"), "targets": ("targets",), "bounds_lohi": ("bou
            "max_iter": ("max_iter",)}
 
 
-@settings(FUZZ, max_examples=300)
+@settings(FUZZ, max_examples=500)
 @given(law_name=st.sampled_from(["chinchilla", "additive", "simple", "joint"]), k=st.integers(1, 3),
        seed=st.integers(0, 2**32 - 1), brk=st.sampled_from(FIT_BREAKS),
        loss=st.sampled_from(["huber", "mse"]), residual=st.sampled_from(["raw", "log"]),
@@ -425,7 +425,7 @@ MIX_ARG = {"N_bad": ("N", "D"), "D_bad": ("D",), "N_empty": ("N",), "N_shape": (
            "method": ("method",), "fits_empty": ("fits",), "fits_type": ("fits",), "threads": ("threads",)}
 
 
-@settings(FUZZ, max_examples=400)
+@settings(FUZZ, max_examples=600)
 @given(law_name=st.sampled_from(["additive", "joint", "simple"]), k=st.integers(1, 6), n_targets=st.integers(1, 3),
        seed=st.integers(0, 2**32 - 1), batched=st.booleans(), brk=st.sampled_from(MIX_BREAKS),
        method=st.sampled_from(["mirror", "projected"]), with_bounds=st.booleans())
@@ -567,7 +567,7 @@ def argv(draw):
     return out
 
 
-@settings(FUZZ, max_examples=300)
+@settings(FUZZ, max_examples=400)
 @given(args=argv())
 def test_fuzz_cli(args):
     out, err = io.StringIO(), io.StringIO()

@@ -22,8 +22,8 @@ Results are bit-identical for any thread count. In multiprocessing workers use t
 "spawn" or "forkserver" start method (or ``threads=1``): forking a process after OpenMP
 has started its threads is unsafe with GNU OpenMP.
 
-Ctrl-C stops a running fit: starts not yet begun are skipped and KeyboardInterrupt is
-raised as soon as the running ones end.
+Ctrl-C stops a running fit: starts not yet begun are skipped, running ones stop at their
+next solver iteration (or basin hop), and KeyboardInterrupt is raised (within ~0.1 s).
 """
 from __future__ import annotations
 
