@@ -316,7 +316,7 @@ def test_to_dict_round_trip():
 def test_renormalize():
     src = {"model_size": [1e8, 1e8], "n_tokens": [1e9, 2e9], "weight_a": [0.33, 0.5],
            "weight_b": [0.66, 0.5], "a_loss": [1.0, 1.0]}
-    with pytest.raises(ValueError, match=r"^H: row 0 sums to 0\.99"):
+    with pytest.raises(ValueError, match=r"^weights: row 0 sums to 0\.99.*renormalize=True"):
         load_runs(src)
     r = load_runs(src, renormalize=True)
     np.testing.assert_allclose(r.H[0], [1 / 3, 2 / 3])
@@ -465,7 +465,7 @@ def test_load_bad_cells(tmp_path):
         "1e8,1e9,0.5,,1\n": r"^weights: column 'weight_b', row 0 .*empty",
         "1e8,1e9,0.5,0.5,bad\n": r"^targets: column 'a_loss', row 0",
         "1e8,1e9,0.5,0.5\n": r"^source: .*line 2 has 4 fields",
-        "1e8,1e9,0.6,0.5,1\n": r"^H: row 0 sums to 1\.1",
+        "1e8,1e9,0.6,0.5,1\n": r"^weights: row 0 sums to 1\.1",
     }
     for i, (body, pattern) in enumerate(cases.items()):
         p = tmp_path / f"bad{i}.csv"

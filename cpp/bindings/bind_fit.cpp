@@ -1,5 +1,7 @@
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 
 #include "common.hpp"
@@ -61,12 +63,16 @@ darray vector_arg(const py::handle& obj, std::size_t n, const char* name) {
 }
 
 // Runs `work` on a helper thread with the GIL released, checking for KeyboardInterrupt
-// (and other signals) every 20 ms; on a signal the cancel flag stops units not yet
-// started and the Python exception is raised once the worker has finished.
+// (and other signals) every 20 ms; on a signal the cancel flag stops the running solves
+// at their next iteration and units not yet started, and the Python exception is raised
+// once the worker has finished. The wait ends as soon as the worker is done (a short fit
+// costs no polling delay).
 template <class Work>
 void run_interruptible(CancelFlag& cancel, Work&& work) {
   std::exception_ptr error;
-  std::atomic<bool> done{false};
+  std::mutex mutex;
+  std::condition_variable cv;
+  bool done = false;
   bool interrupted = false;
   {
     py::gil_scoped_release release;
@@ -76,10 +82,15 @@ void run_interruptible(CancelFlag& cancel, Work&& work) {
       } catch (...) {
         error = std::current_exception();
       }
-      done.store(true);
+      std::lock_guard<std::mutex> lock(mutex);
+      done = true;
+      cv.notify_one();
     });
-    while (!done.load()) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mutex);
+        if (cv.wait_for(lock, std::chrono::milliseconds(20), [&] { return done; })) break;
+      }
       if (!interrupted) {
         py::gil_scoped_acquire acquire;
         if (PyErr_CheckSignals() != 0) {

@@ -17,6 +17,8 @@ std::vector<std::vector<SolveResult>> fit_tasks(const std::vector<FitTask>& task
       units.emplace_back(t, s);
     }
   }
+  SolverOptions unit_opt = opt;
+  unit_opt.cancel = cancel;  // running solves stop at their next iteration
   parallel_for(
       units.size(), threads,
       [&](std::size_t u) {
@@ -24,7 +26,7 @@ std::vector<std::vector<SolveResult>> fit_tasks(const std::vector<FitTask>& task
         const int s = units[u].second;
         const std::size_t P = task.box.lo.size();
         const auto t0 = std::chrono::steady_clock::now();
-        SolveResult r = global_solve(*task.problem, task.box, task.starts + static_cast<std::size_t>(s) * P, opt,
+        SolveResult r = global_solve(*task.problem, task.box, task.starts + static_cast<std::size_t>(s) * P, unit_opt,
                                      mix_seed(task.seed, static_cast<std::uint64_t>(s)));
         r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         out[units[u].first][static_cast<std::size_t>(s)] = std::move(r);

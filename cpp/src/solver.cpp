@@ -11,6 +11,8 @@ namespace {
 
 constexpr double inf = std::numeric_limits<double>::infinity();
 
+bool cancelled(const SolverOptions& opt) { return opt.cancel != nullptr && opt.cancel->is_set(); }
+
 // The z <-> theta map and its box.
 struct Space {
   std::size_t P;
@@ -119,6 +121,10 @@ SolveResult solve_lm(const FitProblem& pb, const Space& sp, const double* theta0
   std::vector<double> A, rhs;
   res.status = status_max_iter;
   for (res.nit = 0; res.nit < opt.max_iter;) {
+    if (cancelled(opt)) {
+      res.status = status_cancelled;
+      break;
+    }
     ++res.nit;
     freev.clear();
     for (std::size_t p = 0; p < P; ++p)
@@ -239,6 +245,10 @@ SolveResult solve_lbfgs(const FitProblem& pb, const Space& sp, const double* the
   std::vector<char> freem(P);
   res.status = status_max_iter;
   for (res.nit = 0; res.nit < opt.max_iter;) {
+    if (cancelled(opt)) {
+      res.status = status_cancelled;
+      break;
+    }
     ++res.nit;
     double gmax = 0.0;
     for (std::size_t p = 0; p < P; ++p) {
@@ -362,7 +372,7 @@ SolveResult solve_lbfgs(const FitProblem& pb, const Space& sp, const double* the
 
 const char* status_message(int status) {
   switch (status) {
-    case status_cancelled: return "cancelled before this start ran";
+    case status_cancelled: return "cancelled (interrupted before or while this start ran)";
     case status_not_finite: return "objective is not finite at the start point";
     case status_max_iter: return "maximum number of iterations reached";
     case status_ftol: return "converged: relative decrease of the objective below ftol";
@@ -388,6 +398,10 @@ SolveResult global_solve(const FitProblem& pb, const Box& box, const double* the
   int nit = best.nit, nfev = best.nfev, njev = best.njev;
   std::vector<double> z(sp.P), trial(sp.P);
   for (int hop = 0; hop < opt.hops; ++hop) {
+    if (cancelled(opt)) {
+      best.status = status_cancelled;
+      break;
+    }
     sp.to_z(current.theta.data(), z.data());
     for (std::size_t p = 0; p < sp.P; ++p) z[p] = sp.clip(p, z[p] + opt.hop_step * (2.0 * rng.uniform() - 1.0));
     sp.to_theta(z.data(), trial.data());

@@ -197,6 +197,13 @@ def _reproduce_plots(plot_dir: str, fits: dict, train: Any, test: Any, avg: Any,
     _progress(args.quiet, f"wrote {len(written)} plots to {plot_dir}")
 
 
+def _number(text: str, option: str, value: str, form: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{option}: expected {form} with numbers, got {value!r}") from None
+
+
 def _parse_list(value: Optional[str]) -> Optional[list[str]]:
     return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
 
@@ -239,7 +246,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         for b in args.bound:
             name, _, rng = b.partition("=")
             lo, _, hi = rng.partition(":")
-            bounds[name] = (float(lo), float(hi))
+            bounds[name] = (_number(lo, "--bound", b, "NAME=LO:HI"), _number(hi, "--bound", b, "NAME=LO:HI"))
     fits = fit(runs, args.law, targets=_parse_list(args.target), n_starts=args.n_starts, seed=args.seed,
                loss=args.loss, residual=args.residual, bounds=bounds, threads=args.threads,
                n_term=not args.no_n_term, d_term=not args.no_d_term)
@@ -269,7 +276,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         weights = {}
         for item in args.weights.split(","):
             name, _, w = item.partition("=")
-            weights[name.strip()] = float(w) if w else 1.0
+            weights[name.strip()] = _number(w, "--weights", args.weights, "TARGET=W,...") if w else 1.0
     r = optimize_mixture(fits, N=args.N, D=args.D, weights=weights, method=args.method, threads=args.threads)
     if plot_dir is not None:
         _optimize_plots(plot_dir, fits, r, weights, args)

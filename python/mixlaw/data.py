@@ -792,7 +792,15 @@ def load_runs(
     tg = {name: checked(c, "targets", True) for c, name in tcols}
     run_ = checked(run, "run", False) if run is not None else None
 
-    runs = Runs(N_, D_, H, domains=[nm for _, nm in wcols], targets=tg, run=run_)
+    try:
+        runs = Runs(N_, D_, H, domains=[nm for _, nm in wcols], targets=tg, run=run_)
+    except ValueError as exc:
+        # Runs names its own argument H; here the weights come from the `weights` columns.
+        msg = str(exc)
+        if not msg.startswith("H: "):
+            raise
+        hint = " (renormalize=True rescales each row to sum to 1)" if "sums to" in msg else ""
+        raise ValueError(f"weights: {msg[3:]}{hint}") from None
     if dedup:
         runs = runs.select(~_duplicate_checkpoints(runs))
     return runs

@@ -22,8 +22,8 @@ Results are bit-identical for any thread count. In multiprocessing workers use t
 "spawn" or "forkserver" start method (or ``threads=1``): forking a process after OpenMP
 has started its threads is unsafe with GNU OpenMP.
 
-Ctrl-C stops a running fit: starts not yet begun are skipped and KeyboardInterrupt is
-raised as soon as the running ones end.
+Ctrl-C stops a running fit: starts not yet begun are skipped, running ones stop at their
+next solver iteration (or basin hop), and KeyboardInterrupt is raised (within ~0.1 s).
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ import fnmatch
 import json
 import math
 import time
+import warnings
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,9 +44,14 @@ from .laws import NESTED_IN, Law, embed
 from .laws import law as make_law
 from .metrics import metrics as compute_metrics
 
-__all__ = ["Fit", "Fits", "fit", "load_fits"]
+__all__ = ["Fit", "Fits", "fit", "load_fits", "IdentifiabilityWarning"]
 
 BoundsLike = Mapping[str, "tuple[float, float]"]
+
+
+class IdentifiabilityWarning(UserWarning):
+    """The data cannot determine some parameters of the law: the fit runs, but those
+    parameters are arbitrary (the message says which, and what to do)."""
 
 
 @dataclass(frozen=True)
@@ -257,6 +263,13 @@ def load_fits(source: Any) -> Fits:
     return Fits({d["target"]: Fit.from_dict(d) for d in data["fits"]})
 
 
+def _float_array(value: Any, arg: str) -> np.ndarray:
+    try:
+        return np.asarray(value, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{arg}: cannot convert to a float array ({exc})") from None
+
+
 def _frozen(a: np.ndarray) -> np.ndarray:
     a = np.array(a, copy=True)
     a.setflags(write=False)
@@ -304,19 +317,53 @@ def random_starts(law: Law, n_starts: int, rng: np.random.Generator, lo: np.ndar
     return out
 
 
+#: Mixture weights closer than this count as the same mixture (rounding in the inputs).
+_MIXTURE_ATOL = 1e-9
+
+
 def _identifiability(law: Law, N: np.ndarray, D: np.ndarray, H: np.ndarray, target: str) -> None:
+    if N.size < law.n_params:
+        raise ValueError(f"runs: target {target!r} has {N.size} records, fewer than the {law.n_params} "
+                         f"parameters of {law!r}; add runs or fit a law with fewer parameters")
     if law.n_term and np.unique(N).size < 2:
         raise ValueError(f"law: every record of target {target!r} has the same N ({N[0]:g}), so the model-size "
                          "term is not identifiable; fit with n_term=False")
     if law.d_term and np.unique(D).size < 2:
         raise ValueError(f"law: every record of target {target!r} has the same D ({D[0]:g}), so the token term "
                          "is not identifiable; fit with d_term=False")
-    if law.k and law.name != "chinchilla" and np.unique(H, axis=0).shape[0] < 2:
+    if law.k and law.name != "chinchilla" and float(np.max(np.ptp(H, axis=0))) <= _MIXTURE_ATOL:
         raise ValueError(f"law: every record of target {target!r} has the same mixture, so the mixture term "
                          "is not identifiable; use the chinchilla law")
-    if N.size < law.n_params:
-        raise ValueError(f"runs: target {target!r} has {N.size} records, fewer than the {law.n_params} "
-                         f"parameters of {law!r}")
+
+
+def _degenerate_warnings(law: Law, H: np.ndarray, y: np.ndarray, target: str, domains: Sequence[str] = ()) -> None:
+    """Warn (:class:`IdentifiabilityWarning`) when the data leave parameters arbitrary
+    although the fit itself is well defined: constant losses, or mixtures that do not
+    vary every domain independently."""
+    if y.size and float(np.max(y) - np.min(y)) <= 1e-12 * max(float(np.max(np.abs(y))), 1e-300):
+        warnings.warn(f"targets: every loss of target {target!r} equals {float(y[0]):g}, so only E is "
+                      f"identifiable and the other parameters of {law!r} are arbitrary; check the target "
+                      "column (a constant loss usually means a broken evaluation)",
+                      IdentifiabilityWarning, stacklevel=4)
+        return
+    k = law.k
+    if not k or law.name == "chinchilla" or k < 2:
+        return
+    M = np.unique(np.asarray(H, dtype=float) + 0.0, axis=0)
+    if M.shape[0] < 2:
+        return  # a single mixture is refused by _identifiability
+    sv = np.linalg.svd(M[1:] - M[0], compute_uv=False)
+    rank = int(np.sum(sv > _MIXTURE_ATOL))
+    if rank >= k - 1:
+        return
+    names = list(domains) if len(domains) == k else [f"d{i}" for i in range(k)]
+    fixed = [names[i] for i in range(k) if np.ptp(M[:, i]) == 0]
+    detail = f"; the weight of {fixed} never varies" if fixed else ""
+    warnings.warn(f"runs: the {M.shape[0]} distinct mixtures of target {target!r} span only a {rank}-dimensional "
+                  f"affine set of the {k - 1}-dimensional simplex{detail}, so the per-domain parameters of "
+                  f"{law!r} are not separately identifiable (the fit is one of many equally good ones); add runs "
+                  f"whose mixtures vary the domains independently (at least {k} affinely independent mixtures), "
+                  "or merge or drop domains", IdentifiabilityWarning, stacklevel=4)
 
 
 def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, str, Sequence[str]] = None,
@@ -411,7 +458,7 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
     L = laws[0]
     w_all = None
     if weights is not None:
-        w_all = np.asarray(weights, dtype=float)
+        w_all = _float_array(weights, "weights")
         if w_all.shape != (len(runs),):
             raise ValueError(f"weights: expected shape ({len(runs)},), got {w_all.shape}")
         if not np.all(np.isfinite(w_all)) or np.any(w_all < 0):
@@ -426,7 +473,7 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
                    bounds={n: [float(lo[L.index(n)]), float(hi[L.index(n)])] for n in sorted(touched)})
 
     # Per-target data, identifiability checks and starts.
-    explicit = None if starts is None else np.asarray(starts, dtype=float)
+    explicit = None if starts is None else _float_array(starts, "starts")
     if explicit is not None and explicit.ndim not in (2, 3):
         raise ValueError("starts: expected an (S, P) or (T, S, P) array")
     if explicit is not None and explicit.shape[-1] != L.n_params:
@@ -518,6 +565,7 @@ def _prepare_job(runs: Any, L: Law, target: str, *, n_starts: int, seed: int, lo
         present = np.isfinite(np.asarray(runs.targets[target], dtype=float))
         w = weights[present]
     _identifiability(L, N, D, H, target)
+    _degenerate_warnings(L, H, y, target, tuple(getattr(runs, "domains", ())))
     if residual == "log" and np.any(y <= 0):
         raise ValueError(f"residual: log residuals need positive losses; target {target!r} has values <= 0")
     rec = _core.Records(N, D, H if L.k else None)

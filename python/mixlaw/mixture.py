@@ -128,6 +128,14 @@ def _as_fits(fits: Any) -> list[Fit]:
     return out
 
 
+def _floats(value: Any, arg: str) -> np.ndarray:
+    """``value`` as a float array; a ValueError naming ``arg`` when it is not numeric."""
+    try:
+        return np.asarray(value, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{arg}: expected numbers ({exc})") from None
+
+
 def _per_domain(value: Any, domains: tuple, k: int, arg: str, default: float) -> np.ndarray:
     if value is None:
         return np.full(k, default)
@@ -137,9 +145,9 @@ def _per_domain(value: Any, domains: tuple, k: int, arg: str, default: float) ->
             raise ValueError(f"{arg}: unknown domain(s) {unknown}; domains: {list(domains)}")
         out = np.full(k, default)
         for d, v in value.items():
-            out[domains.index(d)] = float(v)
+            out[domains.index(d)] = _floats(v, arg)
         return out
-    arr = np.asarray(value, dtype=float)
+    arr = _floats(value, arg)
     if arr.ndim == 0:
         return np.full(k, float(arr))
     if arr.shape != (k,):
@@ -226,8 +234,10 @@ def optimize_mixture(fits: Any, *, N: Any, D: Any, weights: Any = None, bounds: 
         raise ValueError("fits: duplicate target names")
     scalar = np.ndim(N) == 0 and np.ndim(D) == 0
     try:
-        Nb, Db = np.broadcast_arrays(np.asarray(N, dtype=float), np.asarray(D, dtype=float))
-    except ValueError:
+        Nb, Db = np.broadcast_arrays(_floats(N, "N"), _floats(D, "D"))
+    except ValueError as exc:
+        if str(exc).startswith(("N:", "D:")):
+            raise
         raise ValueError("N, D: shapes do not broadcast") from None
     Nb, Db = np.ascontiguousarray(Nb.ravel()), np.ascontiguousarray(Db.ravel())
     if Nb.size == 0:
@@ -243,10 +253,10 @@ def optimize_mixture(fits: Any, *, N: Any, D: Any, weights: Any = None, bounds: 
         unknown = [t for t in weights if t not in targets]
         if unknown:
             raise ValueError(f"weights: unknown target(s) {unknown}; targets: {list(targets)}")
-        w = np.array([float(weights.get(t, 0.0)) for t in targets])
+        w = _floats([weights.get(t, 0.0) for t in targets], "weights")
         W = np.tile(w, (P, 1))
     else:
-        w = np.asarray(weights, dtype=float)
+        w = _floats(weights, "weights")
         if w.shape == (T,):
             W = np.tile(w, (P, 1))
         elif w.shape == (P, T):

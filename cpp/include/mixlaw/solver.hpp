@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "mixlaw/objective.hpp"
+#include "mixlaw/parallel.hpp"
 
 namespace mixlaw {
 
@@ -38,6 +39,9 @@ struct SolverOptions {
   int hops = 0;
   double hop_step = 0.5;
   double hop_temperature = 0.05;
+  // Polled once per iteration and per hop (one relaxed atomic load): when set, the solve
+  // stops at once with status_cancelled (Ctrl-C; the caller discards the results).
+  const CancelFlag* cancel = nullptr;
 };
 
 enum Status : int {
