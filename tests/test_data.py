@@ -607,7 +607,7 @@ def test_long_table_duplicates_empty_losses_and_dedup():
 def test_long_table_renormalize():
     src = {"N": [1e8, 1e8], "D": [1e9, 1e9], "wa": [1.0, 1.0], "wb": [3.0, 3.0], "t": ["x", "y"],
            "loss": [1.0, 2.0]}
-    with pytest.raises(ValueError, match=r"^H: row 0 sums to 4"):
+    with pytest.raises(ValueError, match=r"^weights: row 0 sums to 4.*renormalize=True"):
         load_runs(src, target_column="t", N="N", D="D", weights="w*")
     runs = load_runs(src, target_column="t", N="N", D="D", weights="w*", renormalize=True)
     assert len(runs) == 1 and list(runs.H[0]) == [0.25, 0.75]
@@ -688,3 +688,4 @@ def test_metrics_validation(pred, y, pattern):
 def test_mre_zero_target():
     with pytest.raises(ValueError, match=r"^y: element 0 is 0"):
         metrics.mre([1.0], [0.0])
+

@@ -792,18 +792,23 @@ def load_runs(
     tg = {name: checked(c, "targets", True) for c, name in tcols}
     run_ = checked(run, "run", False) if run is not None else None
 
+    runs = _runs_from_columns(N_, D_, H, domains=[nm for _, nm in wcols], targets=tg, run=run_)
+    if dedup:
+        runs = runs.select(~_duplicate_checkpoints(runs))
+    return runs
+
+
+def _runs_from_columns(N: np.ndarray, D: np.ndarray, H: np.ndarray, **kwargs: Any) -> Runs:
+    """:class:`Runs` of loaded columns. Runs names its own argument H; here the weights
+    come from the ``weights`` columns, so errors name that argument."""
     try:
-        runs = Runs(N_, D_, H, domains=[nm for _, nm in wcols], targets=tg, run=run_)
+        return Runs(N, D, H, **kwargs)
     except ValueError as exc:
-        # Runs names its own argument H; here the weights come from the `weights` columns.
         msg = str(exc)
         if not msg.startswith("H: "):
             raise
         hint = " (renormalize=True rescales each row to sum to 1)" if "sums to" in msg else ""
         raise ValueError(f"weights: {msg[3:]}{hint}") from None
-    if dedup:
-        runs = runs.select(~_duplicate_checkpoints(runs))
-    return runs
 
 
 def _labels(values: Any, column: str, arg: str, row_note: Callable[[int], str]) -> list:
@@ -947,7 +952,7 @@ def _load_long(
         run_out = np.array([run_labels[i] for i in pick.tolist()], dtype=np.int64)
     else:
         run_out = run_id[pick]
-    return Runs(
+    return _runs_from_columns(
         N_[pick], D_[pick], Hs,
         domains=[nm for _, nm in wcols],
         targets={nm: Y[:, j] for j, (_, nm) in enumerate(tsel)},

@@ -231,8 +231,8 @@ class BootstrapResult:
         return lo, hi
 
     def mixture_interval(self, *, N: float, D: float, weights: Any = None, **options: Any) -> dict:
-        """Percentile interval of the optimal mixture: every resample's fitted laws are
-        optimised in one parallel call. Returns ``{domain: (low, high)}`` and the point
+        """Percentile interval of the optimal mixture: the mixture is re-optimised for
+        every resample's fitted laws (one small solve each). Returns ``{domain: (low, high)}`` and the point
         estimate under key ``"estimate"``."""
         from .fit import Fit
         from .mixture import optimize_mixture
