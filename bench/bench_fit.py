@@ -12,6 +12,7 @@ Run:  python bench/bench_fit.py --law additive [--starts 64] [--repeats 3] [--no
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import numpy as np
@@ -62,6 +63,8 @@ def main() -> None:
         if not args.no_lbfgsb:
             lb = fit_lbfgsb(model, y, starts[ti], bounds)
             lb_time += lb["seconds"]
+        print(f"  {t}: least_squares {ls['seconds']:.1f} s" + (f", L-BFGS-B {lb['seconds']:.1f} s" if lb else ""),
+              file=sys.stderr, flush=True)
         f = ours[1][1][t]
         mre = lambda x: float(np.mean(np.abs(model.predict_jacobian(x, jac=False)[0] - y) / y) * 100)
         rows.append((t, f.fun, ls["fun"], lb["fun"] if lb else np.nan, f.train["mre"], mre(ls["x"]),

@@ -446,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(train 310M-1.235B, evaluate 2.718B), print train/eval MRE next to the "
                                    "paper, and the optimal mixtures for the average loss and for OpenHermes.")
     r.add_argument("--n-starts", type=int, default=64, help="random starts per target (default 64)")
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--seed", type=int, default=0, help="seed of the random starts (results are reproducible for a given seed and any --threads)")
     common(r)
     r.set_defaults(func=cmd_reproduce)
 
@@ -457,10 +457,13 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--law", default="additive", choices=ALL_LAWS)
     data_columns(f)
     f.add_argument("--target", default=None, help="fit only these targets (comma list of names)")
-    f.add_argument("--n-starts", type=int, default=64)
-    f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--loss", default="huber", choices=("huber", "mse"))
-    f.add_argument("--residual", default="raw", choices=("raw", "log"))
+    f.add_argument("--n-starts", type=int, default=64,
+                   help="random starts per target (default 64); more if fits report non-convergence")
+    f.add_argument("--seed", type=int, default=0, help="seed of the random starts (results are reproducible for a given seed and any --threads)")
+    f.add_argument("--loss", default="huber", choices=("huber", "mse"),
+                   help="huber (default, robust to a few bad checkpoints, as the paper) or mse")
+    f.add_argument("--residual", default="raw", choices=("raw", "log"),
+                   help="fit residuals of the loss (raw, default) or of its logarithm (log)")
     f.add_argument("--bound", action="append", metavar="NAME=LO:HI", help="override a bound (repeatable)")
     f.add_argument("--no-n-term", action="store_true", help="drop the model-size term (one model size)")
     f.add_argument("--no-d-term", action="store_true", help="drop the token term (one token count)")
@@ -474,7 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--N", type=float, required=True, help="model size (parameters)")
     o.add_argument("--D", type=float, required=True, help="training tokens")
     o.add_argument("--weights", help="target importance, e.g. 'c4=1,openhermes=2' (default: equal)")
-    o.add_argument("--method", default="mirror", choices=("mirror", "projected"))
+    o.add_argument("--method", default="mirror", choices=("mirror", "projected"),
+                   help="mirror descent (default, the paper's exponentiated gradient) or projected gradient")
     common(o)
     o.set_defaults(func=cmd_optimize)
 
@@ -491,8 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--fit-fraction", type=float, default=0.5, help="tokens protocol: fraction of each run")
     data_columns(c)
     c.add_argument("--target", default=None, help="only these targets (comma list)")
-    c.add_argument("--n-starts", type=int, default=32)
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--n-starts", type=int, default=32, help="random starts per fit (default 32)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the random starts (results are reproducible for a given seed and any --threads)")
     common(c)
     c.set_defaults(func=cmd_compare)
 
