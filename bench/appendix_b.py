@@ -74,7 +74,9 @@ def main(argv=None) -> int:
     means = table.groupby("law", sort=False)[["train_mre", "eval_mre"]].mean()
     print(f"{'mean':<14}" + "".join(f"{means.loc[lab].train_mre:6.3f} / {means.loc[lab].eval_mre:6.3f}".rjust(width + 4)
                                     for lab in laws))
-    print("\nfailed fits:", int((~table["success"]).sum()), "of", len(table))
+    failed = table[~table["success"]]
+    by_law = ", ".join(f"{lab} {n}" for lab, n in failed.groupby("law", sort=False).size().items())
+    print(f"\nfits not converged (reported in status): {len(failed)} of {len(table)}" + (f" ({by_law})" if by_law else ""))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(json.loads(table.drop(columns=["params"]).to_json(orient="records")), fh, indent=1)
