@@ -133,3 +133,16 @@ def test_fewer_mixtures_than_domains_warn_in_held_out_mixture_splits():
     keep = (np.abs(runs.H[:, None, :] - five[None]).max(axis=2) == 0).any(axis=1)
     with pytest.warns(IdentifiabilityWarning, match="not separately identifiable"):
         mixlaw.fit(runs.select(keep), "additive", targets="c4", n_starts=1)
+
+
+def test_bimix_warns_only_about_its_own_domain():
+    # bimix uses only the target domain's weight: mixtures on a line are fine for it as long
+    # as that weight varies ...
+    a, b = np.array([0.7, 0.2, 0.1]), np.array([0.1, 0.3, 0.6])
+    line = [t * a + (1 - t) * b for t in (0.0, 0.3, 0.6, 1.0)]
+    law = mixlaw.law("bimix", 3, target_domain=0)
+    fit_quietly(make_runs(line), law)
+    # ... and a constant target-domain weight is reported even when the mixtures span the simplex.
+    fixed = [[0.2, 0.7, 0.1], [0.2, 0.1, 0.7], [0.2, 0.4, 0.4], [0.2, 0.5, 0.3]]
+    with pytest.warns(IdentifiabilityWarning, match=r"weight of domain 'd0' never varies.*bimix"):
+        mixlaw.fit(make_runs(fixed), law, n_starts=2)

@@ -78,7 +78,7 @@ def test_bootstrap_is_thread_invariant_and_gives_mixture_intervals(runs):
     lo, hi = a.predict_interval("c4", N=np.array([2.7e9]), D=np.array([5e10]), H=train.H[:1])
     assert lo[0] <= hi[0]
     mix = a.mixture_interval(N=2.7e9, D=5e10)
-    assert set(mix) == set(train.domains) | {"estimate"}
+    assert set(mix) == set(train.domains) | {"estimate", "level"} and mix["level"] == a.level
     for d in train.domains:
         assert 0 <= mix[d][0] <= mix[d][1] <= 1
     with pytest.raises(ValueError, match="n_boot"):

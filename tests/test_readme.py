@@ -75,7 +75,7 @@ def test_readme_python_examples_run(readme_dir):
             best = ns["best"]
             assert abs(sum(best.h.values()) - 1) < 1e-9 and 0.05 - 1e-12 <= best.h["code"] <= 0.5 + 1e-12
             interval = ns["boot"].mixture_interval(N=7e9, D=1.4e11)
-            assert set(interval) == {"web", "code", "books", "estimate"}
+            assert set(interval) == {"web", "code", "books", "estimate", "level"}
             checked += 1
     assert ran >= 6 and checked == 1
     assert (readme_dir / "grid.jsonl").stat().st_size > 0

@@ -317,7 +317,8 @@ def _protocol(args: argparse.Namespace) -> Any:
     from . import evaluate
 
     if args.protocol == "size":
-        ev = tuple(float(v) for v in args.eval_sizes.split(",")) if args.eval_sizes else None
+        ev = (tuple(_number(v, "--eval-sizes", args.eval_sizes, "a comma list of model sizes")
+                    for v in args.eval_sizes.split(",")) if args.eval_sizes else None)
         return evaluate.SizeSplit(eval_sizes=ev)
     if args.protocol == "mixtures":
         if args.n_fit is None:
@@ -512,7 +513,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
+    except (ValueError, TypeError, OSError, ImportError) as exc:  # OSError: unreadable data, unwritable --out/--plot
         print(f"mixlaw {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -811,11 +811,13 @@ def _runs_from_columns(N: np.ndarray, D: np.ndarray, H: np.ndarray, **kwargs: An
         raise ValueError(f"weights: {msg[3:]}{hint}") from None
 
 
-def _labels(values: Any, column: str, arg: str, row_note: Callable[[int], str]) -> list:
+def _labels(values: Any, column: str, arg: str, row_note: Callable[[int], str], *, ids: bool = False) -> list:
     """Cells of a label column (target names, run ids) as hashable Python values.
 
     Integral floats become ints (a DataFrame hands integer ids over as floats), strings
-    are stripped; a missing cell raises ``ValueError`` naming ``arg`` and the row.
+    are stripped; with ``ids`` (run ids), strings that spell a whole number become ints
+    too, so a CSV file and the same table as a DataFrame give the same ids ("7" and
+    "7.0" are one run). A missing cell raises ``ValueError`` naming ``arg`` and the row.
     """
     arr = np.asarray(values)
     if arr.ndim != 1:
@@ -824,6 +826,14 @@ def _labels(values: Any, column: str, arg: str, row_note: Callable[[int], str]) 
     for i, cell in enumerate(arr.tolist()):
         if isinstance(cell, str):
             cell = cell.strip()
+            if ids and cell:
+                try:
+                    v = float(cell)
+                except ValueError:
+                    pass
+                else:
+                    if math.isfinite(v) and v == round(v):
+                        cell = int(v)
         elif isinstance(cell, float) and math.isfinite(cell) and cell == round(cell):
             cell = int(cell)
         if cell is None or cell == "" or (isinstance(cell, float) and math.isnan(cell)) or str(cell) in (
@@ -889,7 +899,7 @@ def _load_long(
     # Runs: given labels, or (N, mixture) pairs as in a wide table.
     run_labels: list | None = None
     if run is not None:
-        run_labels = _labels(get(run), run, "run", row_note)
+        run_labels = _labels(get(run), run, "run", row_note, ids=True)
         if len(run_labels) != n:
             raise ValueError(f"run: column {run!r} has {len(run_labels)} rows, column "
                              f"{target_column!r} has {n}")
@@ -915,6 +925,9 @@ def _load_long(
         tsel = [(t, t) for t in distinct]
     else:
         tsel = _resolve_columns(targets, distinct, "targets", kind="target name")
+    if not tsel:
+        raise ValueError(f"targets: selects none of the target names in column {target_column!r} "
+                         f"({', '.join(distinct)})")
     tindex = {c: j for j, (c, _) in enumerate(tsel)}
     tcol = np.array([tindex.get(str(t), -1) for t in names], dtype=np.int64)
     rows = np.flatnonzero(tcol >= 0)

@@ -232,8 +232,8 @@ class BootstrapResult:
 
     def mixture_interval(self, *, N: float, D: float, weights: Any = None, **options: Any) -> dict:
         """Percentile interval of the optimal mixture: the mixture is re-optimised for
-        every resample's fitted laws (one small solve each). Returns ``{domain: (low, high)}`` and the point
-        estimate under key ``"estimate"``."""
+        every resample's fitted laws (one small solve each). Returns ``{domain: (low, high)}``, the point
+        estimate under key ``"estimate"`` and the coverage under ``"level"``."""
         from .fit import Fit
         from .mixture import optimize_mixture
 
@@ -261,6 +261,7 @@ class BootstrapResult:
         domains = list(est.h)
         out = {d: (float(a), float(b)) for d, a, b in zip(domains, lo, hi)}
         out["estimate"] = est.h
+        out["level"] = self.level
         return out
 
 
@@ -282,17 +283,23 @@ def bootstrap(runs: Runs, law: Union[str, Law] = "additive", *, targets: Union[N
     if n_starts < 1:
         raise ValueError("n_starts: must be >= 1")
     base = fit(runs, law, targets=targets, n_starts=n_starts, seed=seed, threads=threads, **fit_options)
-    L = base.law
     opts = next(iter(base.values())).options
     run_ids = np.unique(runs.run)
     rng = np.random.default_rng([seed, 2])
     resamples = [rng.choice(run_ids, run_ids.size, replace=True) for _ in range(n_boot)]
     rows_of = {r: np.flatnonzero(runs.run == r) for r in run_ids}
 
-    problems, starts, seeds, keys = [], [], [], []
+    def law_bounds(L: Law) -> tuple[np.ndarray, np.ndarray]:
+        lo, hi = L.lower.copy(), L.upper.copy()
+        for n, (a, c) in (opts.get("bounds") or {}).items():
+            lo[L.index(n)], hi[L.index(n)] = a, c
+        return lo, hi
+
+    problems, starts, seeds, keys, lows, highs = [], [], [], [], [], []
     for t in base:
         L = base[t].law  # per target: bimix describes each target through its own domain
         y_all = np.asarray(runs.targets[t], dtype=float)
+        lo, hi = law_bounds(L)
         for b, sample in enumerate(resamples):
             idx = np.concatenate([rows_of[r] for r in sample])
             idx = idx[np.isfinite(y_all[idx])]
@@ -304,15 +311,10 @@ def bootstrap(runs: Runs, law: Union[str, Law] = "additive", *, targets: Union[N
             starts.append(np.ascontiguousarray(np.vstack([base[t].x[None, :], extra])))
             seeds.append(_target_seed(seed, t) + b + 1)
             keys.append((t, b))
-    lo, hi = L.lower, L.upper
-    bounds = opts.get("bounds") or {}
-    if bounds:
-        lo, hi = lo.copy(), hi.copy()
-        for n, (a, c) in bounds.items():
-            lo[L.index(n)], hi[L.index(n)] = a, c
-    res = _core.fit_many(problems, starts, [lo] * len(problems), [hi] * len(problems), seeds, threads=threads,
-                         **_solver_options(opts))
-    samples = {t: np.full((n_boot, L.n_params), np.nan) for t in base}
+            lows.append(lo)
+            highs.append(hi)
+    res = _core.fit_many(problems, starts, lows, highs, seeds, threads=threads, **_solver_options(opts))
+    samples = {t: np.full((n_boot, base[t].law.n_params), np.nan) for t in base}
     for (t, b), r in zip(keys, res):
         fun = np.where(np.isfinite(r["fun"]), r["fun"], np.inf)
         i = int(np.argmin(fun))

@@ -347,6 +347,14 @@ def _degenerate_warnings(law: Law, H: np.ndarray, y: np.ndarray, target: str, do
                       IdentifiabilityWarning, stacklevel=4)
         return
     k = law.k
+    if law.name == "bimix":  # only the target domain's weight enters the law
+        t = law.target_domain
+        if t is not None and H.shape[0] and float(np.ptp(np.asarray(H, dtype=float)[:, t])) <= _MIXTURE_ATOL:
+            dom = domains[t] if len(domains) == k else f"d{t}"
+            warnings.warn(f"runs: the weight of domain {dom!r} never varies in the records of target {target!r}, "
+                          f"so the bimix law's C and gamma are not separately identifiable from E; add runs with "
+                          "different weights on that domain", IdentifiabilityWarning, stacklevel=4)
+        return
     if not k or law.name == "chinchilla" or k < 2:
         return
     M = np.unique(np.asarray(H, dtype=float) + 0.0, axis=0)

@@ -145,7 +145,10 @@ def _per_domain(value: Any, domains: tuple, k: int, arg: str, default: float) ->
             raise ValueError(f"{arg}: unknown domain(s) {unknown}; domains: {list(domains)}")
         out = np.full(k, default)
         for d, v in value.items():
-            out[domains.index(d)] = _floats(v, arg)
+            x = _floats(v, arg)
+            if x.ndim != 0:
+                raise ValueError(f"{arg}: {d!r}: expected one number, got shape {x.shape}")
+            out[domains.index(d)] = float(x)
         return out
     arr = _floats(value, arg)
     if arr.ndim == 0:

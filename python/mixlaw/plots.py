@@ -423,7 +423,7 @@ def mixture_path(fits: Any, *, N: Any = None, D: Any = None, compute: Any = None
     -------
     matplotlib Axes
     """
-    from .mixture import MixtureGrid, optimize_mixture
+    from .mixture import MixtureGrid, _floats, optimize_mixture
 
     if x not in _X_LABELS:
         raise ValueError(f"x: expected one of {', '.join(_X_LABELS)}, got {x!r}")
@@ -432,6 +432,9 @@ def mixture_path(fits: Any, *, N: Any = None, D: Any = None, compute: Any = None
     if isinstance(fits, MixtureGrid):
         if N is not None or D is not None or compute is not None:
             raise ValueError("N, D, compute: not used when fits is a solved MixtureGrid")
+        if weights is not None or options:
+            raise ValueError("weights, options: not used when fits is a solved MixtureGrid (pass them to "
+                             "optimize_mixture, or pass the fits here)")
         grid = fits
     else:
         if compute is not None:
@@ -439,15 +442,19 @@ def mixture_path(fits: Any, *, N: Any = None, D: Any = None, compute: Any = None
                 raise ValueError("compute: give either compute or N and D, not both")
             if not (isinstance(tokens_per_param, numbers.Real) and tokens_per_param > 0):
                 raise ValueError("tokens_per_param: must be a number > 0")
-            C = np.atleast_1d(np.asarray(compute, dtype=float))
+            C = np.atleast_1d(_floats(compute, "compute"))
             if C.ndim != 1 or C.size < 2 or not np.all(np.isfinite(C)) or np.any(C <= 0):
                 raise ValueError("compute: expected at least two finite budgets > 0")
             N = np.sqrt(C / (6.0 * tokens_per_param))
             D = tokens_per_param * N
         elif N is None or D is None:
             raise ValueError("N, D: give the path as N and D arrays, or give compute")
-        Nb, Db = np.broadcast_arrays(np.atleast_1d(np.asarray(N, dtype=float)),
-                                     np.atleast_1d(np.asarray(D, dtype=float)))
+        try:
+            Nb, Db = np.broadcast_arrays(np.atleast_1d(_floats(N, "N")), np.atleast_1d(_floats(D, "D")))
+        except ValueError as exc:
+            if str(exc).startswith(("N:", "D:")):
+                raise
+            raise ValueError("N, D: shapes do not broadcast") from None
         if Nb.size < 2:
             raise ValueError("N, D: a path needs at least two budgets")
         grid = optimize_mixture(fits, N=Nb.ravel(), D=Db.ravel(), weights=weights, **options)
