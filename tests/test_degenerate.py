@@ -146,3 +146,13 @@ def test_bimix_warns_only_about_its_own_domain():
     fixed = [[0.2, 0.7, 0.1], [0.2, 0.1, 0.7], [0.2, 0.4, 0.4], [0.2, 0.5, 0.3]]
     with pytest.warns(IdentifiabilityWarning, match=r"weight of domain 'd0' never varies.*bimix"):
         mixlaw.fit(make_runs(fixed), law, n_starts=2)
+
+
+def test_warnings_point_at_the_callers_line():
+    a, b = np.array([0.7, 0.2, 0.1]), np.array([0.1, 0.3, 0.6])
+    runs = make_runs([t * a + (1 - t) * b for t in (0.0, 0.3, 0.6, 1.0)])
+    for call in (lambda: mixlaw.fit(runs, "joint", n_starts=1),  # nested: warns from the inner additive fit too
+                 lambda: mixlaw.compare(runs, ["additive"], mixlaw.evaluate.SizeSplit(), n_starts=1)):
+        with pytest.warns(IdentifiabilityWarning) as record:
+            call()
+        assert {w.filename for w in record} == {__file__}

@@ -30,6 +30,8 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
+import os
+import sys
 import time
 import warnings
 import zlib
@@ -336,6 +338,16 @@ def _identifiability(law: Law, N: np.ndarray, D: np.ndarray, H: np.ndarray, targ
                          "is not identifiable; use the chinchilla law")
 
 
+def _user_stacklevel() -> int:
+    """``stacklevel`` for ``warnings.warn`` called here that points at the first frame outside
+    the mixlaw package (the user's call), however deep inside mixlaw the warning arises."""
+    pkg = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == pkg:
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def _degenerate_warnings(law: Law, H: np.ndarray, y: np.ndarray, target: str, domains: Sequence[str] = ()) -> None:
     """Warn (:class:`IdentifiabilityWarning`) when the data leave parameters arbitrary
     although the fit itself is well defined: constant losses, or mixtures that do not
@@ -344,7 +356,7 @@ def _degenerate_warnings(law: Law, H: np.ndarray, y: np.ndarray, target: str, do
         warnings.warn(f"targets: every loss of target {target!r} equals {float(y[0]):g}, so only E is "
                       f"identifiable and the other parameters of {law!r} are arbitrary; check the target "
                       "column (a constant loss usually means a broken evaluation)",
-                      IdentifiabilityWarning, stacklevel=4)
+                      IdentifiabilityWarning, stacklevel=_user_stacklevel())
         return
     k = law.k
     if law.name == "bimix":  # only the target domain's weight enters the law
@@ -353,7 +365,7 @@ def _degenerate_warnings(law: Law, H: np.ndarray, y: np.ndarray, target: str, do
             dom = domains[t] if len(domains) == k else f"d{t}"
             warnings.warn(f"runs: the weight of domain {dom!r} never varies in the records of target {target!r}, "
                           f"so the bimix law's C and gamma are not separately identifiable from E; add runs with "
-                          "different weights on that domain", IdentifiabilityWarning, stacklevel=4)
+                          "different weights on that domain", IdentifiabilityWarning, stacklevel=_user_stacklevel())
         return
     if not k or law.name == "chinchilla" or k < 2:
         return
@@ -371,7 +383,7 @@ def _degenerate_warnings(law: Law, H: np.ndarray, y: np.ndarray, target: str, do
                   f"affine set of the {k - 1}-dimensional simplex{detail}, so the per-domain parameters of "
                   f"{law!r} are not separately identifiable (the fit is one of many equally good ones); add runs "
                   f"whose mixtures vary the domains independently (at least {k} affinely independent mixtures), "
-                  "or merge or drop domains", IdentifiabilityWarning, stacklevel=4)
+                  "or merge or drop domains", IdentifiabilityWarning, stacklevel=_user_stacklevel())
 
 
 def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, str, Sequence[str]] = None,

@@ -38,7 +38,7 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 
 from . import _core
-from .fit import Fits, _assemble_fit, _prepare_job, _resolve_bounds, _solver_options
+from .fit import Fits, _assemble_fit, _prepare_job, _resolve_bounds, _solver_options, _user_stacklevel
 from .laws import NESTED_IN, Law, embed
 from .laws import law as make_law
 
@@ -131,7 +131,7 @@ def _make_cells(runs: Any, law_list: Sequence[tuple[str, Any]], target_list: Seq
                       if L.for_target(t, domains) is None})
     if skipped:
         warnings.warn(f"laws: bimix describes a target through its own training domain; no bimix cells for "
-                      f"target(s) {skipped}, which are not domains", stacklevel=3)
+                      f"target(s) {skipped}, which are not domains", stacklevel=_user_stacklevel())
     cells: list[Cell] = []
     groups: list[list[int]] = []
     for p in protocol_list:
