@@ -121,6 +121,8 @@ void finite_gradient(std::vector<double>& g) {
     if (!std::isfinite(v)) v = v < 0 ? lo - span : hi + span;
 }
 
+constexpr double mixture_weight_floor = 1e-300;
+
 MixtureResult solve_one(Evaluator& F, const MixtureProblem& pb, std::vector<double> h, const MixtureOptions& opt) {
   const int k = F.k;
   const bool mirror = opt.method == MixtureMethod::mirror;
@@ -170,8 +172,16 @@ MixtureResult solve_one(Evaluator& F, const MixtureProblem& pb, std::vector<doub
         }
         const double c = kl_project_capped_simplex(v.data(), pb.lo.data(), pb.hi.data(), k, h_new.data());
         const double lc = std::log(c);
-        for (int i = 0; i < k; ++i)
+        for (int i = 0; i < k; ++i) {
           lh_new[i] = h_new[i] == c * v[i] ? lc + lv[i] : (h_new[i] > 0 ? std::log(h_new[i]) : 0.0);
+          // Repeated shrinking can underflow a weight to exactly 0, where a law with
+          // gamma_i < 1 has slope -inf and the certificate becomes infinite although the
+          // weight's optimum is merely below double range: keep it at a tiny normal number.
+          if (h_new[i] < mixture_weight_floor && pb.hi[i] >= mixture_weight_floor) {
+            h_new[i] = mixture_weight_floor;
+            lh_new[i] = std::log(mixture_weight_floor);
+          }
+        }
       } else {
         for (int i = 0; i < k; ++i) v[i] = h[i] - eta * g_used[i];
         project_capped_simplex(v.data(), lo_in.data(), pb.hi.data(), k, h_new.data());

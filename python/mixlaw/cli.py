@@ -362,19 +362,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def _compare_and_plot(plot_dir: str, runs: Any, laws: list, protocol: Any, args: argparse.Namespace) -> list:
     """:func:`mixlaw.compare`'s table, from the same batched job, keeping each cell's
     fitted parameters to draw observed against predicted loss per (split, law)."""
+    from . import evaluate
     from .fit import Fit
-    from .grid_search import _make_cells, _resolve_laws, run_cells
 
-    targets = _parse_list(args.target) or list(runs.target_names)
-    unknown = [t for t in targets if t not in runs.target_names]
-    if unknown:
-        raise ValueError(f"--target: unknown target(s) {unknown}; available: {list(runs.target_names)}")
-    law_list = _resolve_laws(laws, runs.k)
-    splits = protocol.splits(runs)
-    cells, _ = _make_cells(runs, law_list, targets, [protocol])
-    rows = run_cells(runs, cells, {}, n_starts=args.n_starts, seed=args.seed, threads=args.threads)
+    law_list, cells, rows = evaluate._compare_cells(
+        runs, laws, protocol, targets=_parse_list(args.target), n_starts=args.n_starts, seed=args.seed, nest=True,
+        threads=args.threads, fit_options={})
     written: list = []
-    for s, (split_name, fit_runs, eval_runs) in enumerate(splits):
+    for s, (split_name, fit_runs, eval_runs) in enumerate(protocol.splits(runs)):
         for label, _ in law_list:
             fits = {}
             for c, r in zip(cells, rows):
@@ -383,16 +378,13 @@ def _compare_and_plot(plot_dir: str, runs: Any, laws: list, protocol: Any, args:
                                          success=r["success"], status=r["status"], message="", nit=r["nit"], nfev=0,
                                          njev=0, starts_fun=np.zeros(0), starts_status=np.zeros(0, dtype=int),
                                          n_records=r["n_fit"], train={"mre": r["train_mre"], "r2": r["train_r2"]},
-                                         domains=tuple(runs.domains))
+                                         domains=tuple(runs.domains))  # only what the plot reads
             if not fits:
                 continue
             fig = _observed_panels(fits, fit_runs, eval_runs, f"{label} law, split {split_name}")
             _write_plot(fig, plot_dir, "observed_vs_predicted", split_name, label, written=written)
     _progress(args.quiet, f"wrote {len(written)} plots to {plot_dir}")
-    return [{"split": r["split"], "law": r["law"], "target": r["target"], "n_params": r["n_params"],
-             "train_mre": r["train_mre"], "train_r2": r["train_r2"], "eval_mre": r["eval_mre"],
-             "eval_r2": r["eval_r2"], "n_fit": r["n_fit"], "n_eval": r["n_eval"], "objective": r["objective"],
-             "converged": r["success"], "fit_seconds": r["fit_seconds"]} for r in rows]
+    return evaluate.compare_table(rows)
 
 
 def cmd_laws(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
@@ -170,6 +170,16 @@ def compare(runs: Runs, laws: Sequence[Union[str, Law]], protocol: Protocol, *,
     parallel call (see :func:`mixlaw.grid` for larger searches); ``fit_options`` are
     those of :func:`mixlaw.fit`.
     """
+    _, cells, rows = _compare_cells(runs, laws, protocol, targets=targets, n_starts=n_starts, seed=seed, nest=nest,
+                                    threads=threads, fit_options=fit_options)
+    return compare_table(rows)
+
+
+def _compare_cells(runs: Runs, laws: Sequence[Union[str, Law]], protocol: Protocol, *,
+                   targets: Union[None, str, Sequence[str]], n_starts: int, seed: int, nest: bool,
+                   threads: Optional[int], fit_options: Mapping[str, Any]) -> tuple[list, list, list]:
+    """The batched job behind :func:`compare`: (laws with labels, cells, result rows), so that
+    callers that also need each cell's parameters (the CLI's plots) run the same path."""
     from .grid_search import _make_cells, _resolve_laws, run_cells
 
     if not hasattr(protocol, "splits"):
@@ -181,6 +191,11 @@ def compare(runs: Runs, laws: Sequence[Union[str, Law]], protocol: Protocol, *,
         raise ValueError(f"targets: unknown target(s) {unknown}; available: {list(runs.target_names)}")
     cells, _ = _make_cells(runs, law_list, target_list, [protocol])
     rows = run_cells(runs, cells, fit_options, n_starts=n_starts, seed=seed, nest=nest, threads=threads)
+    return law_list, cells, rows
+
+
+def compare_table(rows: Sequence[Mapping[str, Any]]) -> Table:
+    """:func:`compare`'s columns of grid result rows."""
     return Table({"split": r["split"], "law": r["law"], "target": r["target"], "n_params": r["n_params"],
                   "train_mre": r["train_mre"], "train_r2": r["train_r2"], "eval_mre": r["eval_mre"],
                   "eval_r2": r["eval_r2"], "n_fit": r["n_fit"], "n_eval": r["n_eval"], "objective": r["objective"],
