@@ -19,7 +19,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from . import __version__, datasets, protocols
-from .data import _fmt_size, load_runs
+from .data import _fmt_size, _has_losses, load_runs
 from .fit import Fits, fit, load_fits
 from .laws import ALL_LAWS, Law
 from .mixture import optimize_mixture
@@ -41,6 +41,7 @@ PAPER_MIXTURE = {  # Table 15 (github 8.8: see SPEC 6.1), in %
                    "wikipedia": 0.0},
 }
 LAW_ORDER = ("additive", "joint", "simple", "full")
+SEED_HELP = "seed of the random starts (results are reproducible for a given seed and any --threads)"
 
 
 def _plot_dir(args: argparse.Namespace) -> Optional[str]:
@@ -74,8 +75,7 @@ def _observed_panels(fits: Any, fit_runs: Any, eval_runs: Any, title: str) -> An
 
     fig, axes = plots.subplots(len(fits), ncols=4, panel=(4.2, 4.2))
     for ax, f in zip(axes, fits.values() if hasattr(fits, "values") else fits):
-        ev = eval_runs if eval_runs is not None and f.target in eval_runs.target_names and \
-            np.isfinite(np.asarray(eval_runs.targets[f.target], dtype=float)).any() else None
+        ev = eval_runs if _has_losses(eval_runs, f.target) else None
         plots.observed_vs_predicted(f, fit_runs, ev, ax=ax)
     fig.suptitle(title, fontsize=11)
     return fig
@@ -360,25 +360,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _compare_and_plot(plot_dir: str, runs: Any, laws: list, protocol: Any, args: argparse.Namespace) -> list:
-    """:func:`mixlaw.compare`'s table, from the same batched job, keeping each cell's
-    fitted parameters to draw observed against predicted loss per (split, law)."""
+    """:func:`mixlaw.compare`'s table, from the same batched job, keeping each cell's fit
+    to draw observed against predicted loss per (split, law)."""
     from . import evaluate
-    from .fit import Fit
 
-    law_list, cells, rows = evaluate._compare_cells(
+    law_list, cells, rows, cell_fits = evaluate._compare_cells(
         runs, laws, protocol, targets=_parse_list(args.target), n_starts=args.n_starts, seed=args.seed, nest=True,
         threads=args.threads, fit_options={})
     written: list = []
     for s, (split_name, fit_runs, eval_runs) in enumerate(protocol.splits(runs)):
         for label, _ in law_list:
-            fits = {}
-            for c, r in zip(cells, rows):
-                if c.split == s and c.law_label == label:
-                    fits[c.target] = Fit(law=c.law, target=c.target, x=c.law.params(r["params"]), fun=r["objective"],
-                                         success=r["success"], status=r["status"], message="", nit=r["nit"], nfev=0,
-                                         njev=0, starts_fun=np.zeros(0), starts_status=np.zeros(0, dtype=int),
-                                         n_records=r["n_fit"], train={"mre": r["train_mre"], "r2": r["train_r2"]},
-                                         domains=tuple(runs.domains))  # only what the plot reads
+            fits = {c.target: f for c, f in zip(cells, cell_fits) if c.split == s and c.law_label == label}
             if not fits:
                 continue
             fig = _observed_panels(fits, fit_runs, eval_runs, f"{label} law, split {split_name}")
@@ -439,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(train 310M-1.235B, evaluate 2.718B), print train/eval MRE next to the "
                                    "paper, and the optimal mixtures for the average loss and for OpenHermes.")
     r.add_argument("--n-starts", type=int, default=64, help="random starts per target (default 64)")
-    r.add_argument("--seed", type=int, default=0, help="seed of the random starts (results are reproducible for a given seed and any --threads)")
+    r.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     common(r)
     r.set_defaults(func=cmd_reproduce)
 
@@ -452,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--target", default=None, help="fit only these targets (comma list of names)")
     f.add_argument("--n-starts", type=int, default=64,
                    help="random starts per target (default 64); more if fits report non-convergence")
-    f.add_argument("--seed", type=int, default=0, help="seed of the random starts (results are reproducible for a given seed and any --threads)")
+    f.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     f.add_argument("--loss", default="huber", choices=("huber", "mse"),
                    help="huber (default, robust to a few bad checkpoints, as the paper) or mse")
     f.add_argument("--residual", default="raw", choices=("raw", "log"),
@@ -489,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_columns(c)
     c.add_argument("--target", default=None, help="only these targets (comma list)")
     c.add_argument("--n-starts", type=int, default=32, help="random starts per fit (default 32)")
-    c.add_argument("--seed", type=int, default=0, help="seed of the random starts (results are reproducible for a given seed and any --threads)")
+    c.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     common(c)
     c.set_defaults(func=cmd_compare)
 

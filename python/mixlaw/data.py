@@ -749,7 +749,6 @@ def load_runs(
                          run="run", N="params", D="tokens", weights="w_*")
     """
     header, get, row_note = _open_source(source)
-    avail = ", ".join(header)
     if target_column is not None or loss_column is not None:
         if target_column is None:
             raise ValueError("loss_column: only used with target_column (a long table)")
@@ -758,44 +757,61 @@ def load_runs(
             renormalize=renormalize, target_column=target_column,
             loss_column="loss" if loss_column is None else loss_column,
         )
-        return runs.select(~_duplicate_checkpoints(runs)) if dedup else runs
-    if isinstance(targets, _DefaultTargets):
-        targets = str(targets)
-    for arg, col in (("N", N), ("D", D), ("run", run)):
-        if col is not None and col not in header:
-            raise ValueError(f"{arg}: no column {col!r}; available columns: {avail}")
+    else:
+        runs = _load_wide(header, get, row_note, weights=weights, N=N, D=D,
+                          targets=str(targets) if isinstance(targets, _DefaultTargets) else targets,
+                          run=run, renormalize=renormalize)
+    return runs.select(~_duplicate_checkpoints(runs)) if dedup else runs
+
+
+def _require_columns(header: list[str], columns: Sequence[tuple[str, str | None]]) -> None:
+    """Each ``(argument, column)`` names an existing column (None: not used)."""
+    for arg, c in columns:
+        if c is not None and c not in header:
+            raise ValueError(f"{arg}: no column {c!r}; available columns: {', '.join(header)}")
+
+
+def _column_reader(get: Callable[[str], Any], row_note: Callable[[int], str], n: int,
+                   ref: str) -> Callable[[str, str, bool], np.ndarray]:
+    """``read(column, arg, allow_missing)``: the parsed cells of a column, which must have
+    ``n`` rows like column ``ref``."""
+    def read(c: str, arg: str, missing: bool) -> np.ndarray:
+        v = _parse_cells(get(c), c, arg, allow_missing=missing, row_note=row_note)
+        if v.shape[0] != n:
+            raise ValueError(f"{arg}: column {c!r} has {v.shape[0]} rows, column {ref!r} has {n}")
+        return v
+    return read
+
+
+def _renormalized(H: np.ndarray, row_note: Callable[[int], str], rows: np.ndarray | None = None) -> np.ndarray:
+    """``H`` with every row divided by its sum; ``rows[i]`` is the source row of ``H[i]``
+    (default ``i``) for the error when a row cannot be rescaled."""
+    s = H.sum(axis=1)
+    bad = np.flatnonzero(~(s > 0) | ~np.isfinite(s))
+    if bad.size:
+        i = int(bad[0] if rows is None else rows[bad[0]])
+        raise ValueError(f"weights: {row_note(i)} sums to {s[bad[0]]!r}, cannot renormalize")
+    return H / s[:, None]
+
+
+def _load_wide(header: list[str], get: Callable[[str], Any], row_note: Callable[[int], str], *,
+               weights: ColumnSpec, N: str, D: str, targets: ColumnSpec, run: str | None,
+               renormalize: bool) -> Runs:
+    """One row per checkpoint, one loss column per target."""
+    _require_columns(header, (("N", N), ("D", D), ("run", run)))
     wcols = _resolve_columns(weights, header, "weights")
     tcols = _resolve_columns(targets, header, "targets")
-
-    def col(c: str, arg: str, missing: bool) -> np.ndarray:
-        return _parse_cells(get(c), c, arg, allow_missing=missing, row_note=row_note)
-
-    N_ = col(N, "N", False)
-    n = N_.shape[0]
-
-    def checked(c: str, arg: str, missing: bool) -> np.ndarray:
-        v = col(c, arg, missing)
-        if v.shape[0] != n:
-            raise ValueError(f"{arg}: column {c!r} has {v.shape[0]} rows, column {N!r} has {n}")
-        return v
-
-    D_ = checked(D, "D", False)
-    H = np.empty((n, len(wcols)), dtype=np.float64)
+    N_ = _parse_cells(get(N), N, "N", allow_missing=False, row_note=row_note)
+    read = _column_reader(get, row_note, N_.shape[0], N)
+    D_ = read(D, "D", False)
+    H = np.empty((N_.shape[0], len(wcols)), dtype=np.float64)
     for j, (c, _) in enumerate(wcols):
-        H[:, j] = checked(c, "weights", False)
+        H[:, j] = read(c, "weights", False)
     if renormalize and wcols:
-        s = H.sum(axis=1)
-        bad = np.flatnonzero(~(s > 0) | ~np.isfinite(s))
-        if bad.size:
-            raise ValueError(f"weights: {row_note(bad[0])} sums to {s[bad[0]]!r}, cannot renormalize")
-        H /= s[:, None]
-    tg = {name: checked(c, "targets", True) for c, name in tcols}
-    run_ = checked(run, "run", False) if run is not None else None
-
-    runs = _runs_from_columns(N_, D_, H, domains=[nm for _, nm in wcols], targets=tg, run=run_)
-    if dedup:
-        runs = runs.select(~_duplicate_checkpoints(runs))
-    return runs
+        H = _renormalized(H, row_note)
+    tg = {name: read(c, "targets", True) for c, name in tcols}
+    run_ = read(run, "run", False) if run is not None else None
+    return _runs_from_columns(N_, D_, H, domains=[nm for _, nm in wcols], targets=tg, run=run_)
 
 
 def _runs_from_columns(N: np.ndarray, D: np.ndarray, H: np.ndarray, **kwargs: Any) -> Runs:
@@ -859,36 +875,22 @@ def _load_long(
     loss_column: str,
 ) -> Runs:
     """Pivot a long table (one row per run, checkpoint and target) into a :class:`Runs`."""
-    avail = ", ".join(header)
-    for arg, c in (("N", N), ("D", D), ("run", run), ("target_column", target_column),
-                   ("loss_column", loss_column)):
-        if c is not None and c not in header:
-            raise ValueError(f"{arg}: no column {c!r}; available columns: {avail}")
+    _require_columns(header, (("N", N), ("D", D), ("run", run), ("target_column", target_column),
+                              ("loss_column", loss_column)))
     if target_column == loss_column:
         raise ValueError(f"loss_column: must differ from target_column ({target_column!r})")
     special = {N, D, run, target_column, loss_column}
     wcols = _resolve_columns(weights, [h for h in header if h not in special], "weights")
 
-    def col(c: str, arg: str, missing: bool) -> np.ndarray:
-        return _parse_cells(get(c), c, arg, allow_missing=missing, row_note=row_note)
-
     names = _labels(get(target_column), target_column, "target_column", row_note)
     n = len(names)
-
-    def checked(c: str, arg: str, missing: bool) -> np.ndarray:
-        v = col(c, arg, missing)
-        if v.shape[0] != n:
-            raise ValueError(
-                f"{arg}: column {c!r} has {v.shape[0]} rows, column {target_column!r} has {n}"
-            )
-        return v
-
-    N_ = checked(N, "N", False)
-    D_ = checked(D, "D", False)
+    read = _column_reader(get, row_note, n, target_column)
+    N_ = read(N, "N", False)
+    D_ = read(D, "D", False)
     H = np.empty((n, len(wcols)), dtype=np.float64)
     for j, (c, _) in enumerate(wcols):
-        H[:, j] = checked(c, "weights", False)
-    loss = checked(loss_column, "loss_column", True)
+        H[:, j] = read(c, "weights", False)
+    loss = read(loss_column, "loss_column", True)
     bad = np.flatnonzero(np.isinf(loss))
     if bad.size:
         raise ValueError(
@@ -954,13 +956,7 @@ def _load_long(
     pick = rows[first_rows]
     Hs = np.ascontiguousarray(H[pick])
     if renormalize and wcols:
-        s = Hs.sum(axis=1)
-        bad = np.flatnonzero(~(s > 0) | ~np.isfinite(s))
-        if bad.size:
-            raise ValueError(
-                f"weights: {row_note(int(pick[bad[0]]))} sums to {s[bad[0]]!r}, cannot renormalize"
-            )
-        Hs /= s[:, None]
+        Hs = _renormalized(Hs, row_note, pick)
     if run_labels is not None and all(isinstance(run_labels[i], int) for i in pick.tolist()):
         run_out = np.array([run_labels[i] for i in pick.tolist()], dtype=np.int64)
     else:
@@ -971,6 +967,12 @@ def _load_long(
         targets={nm: Y[:, j] for j, (_, nm) in enumerate(tsel)},
         run=run_out,
     )
+
+
+def _has_losses(runs: Runs | None, target: str) -> bool:
+    """Whether ``runs`` has at least one finite loss of ``target`` (something to score)."""
+    return runs is not None and len(runs) > 0 and target in runs.target_names and \
+        bool(np.isfinite(np.asarray(runs.targets[target], dtype=float)).any())
 
 
 def _duplicate_checkpoints(runs: Runs, *, rtol: float = DEDUP_RTOL) -> np.ndarray:

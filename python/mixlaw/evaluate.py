@@ -170,17 +170,18 @@ def compare(runs: Runs, laws: Sequence[Union[str, Law]], protocol: Protocol, *,
     parallel call (see :func:`mixlaw.grid` for larger searches); ``fit_options`` are
     those of :func:`mixlaw.fit`.
     """
-    _, cells, rows = _compare_cells(runs, laws, protocol, targets=targets, n_starts=n_starts, seed=seed, nest=nest,
+    _, _, rows, _ = _compare_cells(runs, laws, protocol, targets=targets, n_starts=n_starts, seed=seed, nest=nest,
                                     threads=threads, fit_options=fit_options)
     return compare_table(rows)
 
 
 def _compare_cells(runs: Runs, laws: Sequence[Union[str, Law]], protocol: Protocol, *,
                    targets: Union[None, str, Sequence[str]], n_starts: int, seed: int, nest: bool,
-                   threads: Optional[int], fit_options: Mapping[str, Any]) -> tuple[list, list, list]:
-    """The batched job behind :func:`compare`: (laws with labels, cells, result rows), so that
-    callers that also need each cell's parameters (the CLI's plots) run the same path."""
-    from .grid_search import _make_cells, _resolve_laws, run_cells
+                   threads: Optional[int], fit_options: Mapping[str, Any]) -> tuple[list, list, list, list]:
+    """The batched job behind :func:`compare`: (laws with labels, cells, result rows, the
+    :class:`Fit` of each cell), so that callers that also need the fits (the CLI's plots)
+    run the same path."""
+    from .grid_search import _make_cells, _resolve_laws, _run_cells
 
     if not hasattr(protocol, "splits"):
         raise TypeError("protocol: expected a protocol object (SizeSplit, HeldOutMixtures, ...)")
@@ -190,8 +191,8 @@ def _compare_cells(runs: Runs, laws: Sequence[Union[str, Law]], protocol: Protoc
     if unknown:
         raise ValueError(f"targets: unknown target(s) {unknown}; available: {list(runs.target_names)}")
     cells, _ = _make_cells(runs, law_list, target_list, [protocol])
-    rows = run_cells(runs, cells, fit_options, n_starts=n_starts, seed=seed, nest=nest, threads=threads)
-    return law_list, cells, rows
+    rows, fits = _run_cells(runs, cells, fit_options, n_starts=n_starts, seed=seed, nest=nest, threads=threads)
+    return law_list, cells, rows, fits
 
 
 def compare_table(rows: Sequence[Mapping[str, Any]]) -> Table:

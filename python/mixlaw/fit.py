@@ -23,7 +23,7 @@ Results are bit-identical for any thread count. In multiprocessing workers use t
 has started its threads is unsafe with GNU OpenMP.
 
 Ctrl-C stops a running fit: starts not yet begun are skipped, running ones stop at their
-next solver iteration (or basin hop), and KeyboardInterrupt is raised (within ~0.1 s).
+next solver iteration (or basin hop), and KeyboardInterrupt is raised (within tens of ms).
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from . import _core
-from .laws import NESTED_IN, Law, embed
+from .laws import NESTED_IN, Law, _bimix_for_target, embed
 from .laws import law as make_law
 from .metrics import metrics as compute_metrics
 
@@ -265,11 +265,12 @@ def load_fits(source: Any) -> Fits:
     return Fits({d["target"]: Fit.from_dict(d) for d in data["fits"]})
 
 
-def _float_array(value: Any, arg: str) -> np.ndarray:
+def _floats(value: Any, arg: str) -> np.ndarray:
+    """``value`` as a float array; a ValueError naming ``arg`` when it is not numeric."""
     try:
         return np.asarray(value, dtype=float)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{arg}: cannot convert to a float array ({exc})") from None
+        raise ValueError(f"{arg}: expected numbers ({exc})") from None
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -478,7 +479,7 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
     L = laws[0]
     w_all = None
     if weights is not None:
-        w_all = _float_array(weights, "weights")
+        w_all = _floats(weights, "weights")
         if w_all.shape != (len(runs),):
             raise ValueError(f"weights: expected shape ({len(runs)},), got {w_all.shape}")
         if not np.all(np.isfinite(w_all)) or np.any(w_all < 0):
@@ -493,7 +494,7 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
                    bounds={n: [float(lo[L.index(n)]), float(hi[L.index(n)])] for n in sorted(touched)})
 
     # Per-target data, identifiability checks and starts.
-    explicit = None if starts is None else _float_array(starts, "starts")
+    explicit = None if starts is None else _floats(starts, "starts")
     if explicit is not None and explicit.ndim not in (2, 3):
         raise ValueError("starts: expected an (S, P) or (T, S, P) array")
     if explicit is not None and explicit.shape[-1] != L.n_params:
@@ -546,19 +547,15 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
 def _target_laws(runs: Any, law: Union[str, Law], targets: Sequence[str], k: int, **options: Any) -> list[Law]:
     """The law of each target. They are all ``law``, except that ``"bimix"`` given by name
     describes each target through its own training domain (the domain of the same name)."""
-    if isinstance(law, Law):
-        if law.name != "chinchilla" and law.k != k:
-            raise ValueError(f"law: {law!r} has {law.k} domains but runs have {k}")
-        return [law] * len(targets)
-    if law == "bimix":
+    if isinstance(law, str) and law == "bimix":
         domains = list(getattr(runs, "domains", ()))
         foreign = [t for t in targets if t not in domains]
         if foreign:
             raise ValueError(f"law: the bimix law describes a target that is one of the training domains "
                              f"{domains}; target(s) {foreign} are not (pick targets among the domains, or pass "
                              "mixlaw.law('bimix', k, target_domain=i) to choose the domain yourself)")
-        return [make_law("bimix", k, target_domain=domains.index(t), **options) for t in targets]
-    L = make_law(law, k if law != "chinchilla" else None, **options)
+        return [_bimix_for_target(t, domains, k, **options) for t in targets]
+    L = law if isinstance(law, Law) else make_law(law, k if law != "chinchilla" else None, **options)
     if L.name != "chinchilla" and L.k != k:
         raise ValueError(f"law: {L!r} has {L.k} domains but runs have {k}")
     return [L] * len(targets)

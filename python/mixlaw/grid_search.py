@@ -38,8 +38,9 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 
 from . import _core
-from .fit import Fits, _assemble_fit, _prepare_job, _resolve_bounds, _solver_options, _user_stacklevel
-from .laws import NESTED_IN, Law, embed
+from .data import _has_losses
+from .fit import Fit, Fits, _assemble_fit, _prepare_job, _resolve_bounds, _solver_options, _user_stacklevel
+from .laws import NESTED_IN, Law, _bimix_for_target, embed
 from .laws import law as make_law
 
 __all__ = ["grid", "Cell", "run_cells"]
@@ -117,9 +118,7 @@ class _BimixByTarget:
     name: str = "bimix"
 
     def for_target(self, target: str, domains: Sequence[str]) -> Optional[Law]:
-        if target not in domains:
-            return None
-        return make_law("bimix", self.k, target_domain=list(domains).index(target), **self.options)
+        return _bimix_for_target(target, domains, self.k, **self.options)
 
 
 def _make_cells(runs: Any, law_list: Sequence[tuple[str, Any]], target_list: Sequence[str],
@@ -183,6 +182,16 @@ def run_cells(runs: Any, cells: Sequence[Cell], fit_options: Mapping[str, Any], 
     This is the unit of work a grid sends to an executor; it is a plain module-level
     function of picklable arguments. Returns one row dict per cell, in cell order.
     """
+    return _run_cells(runs, cells, fit_options, n_starts=n_starts, seed=seed, nest=nest, budgets=budgets,
+                      mixture_weights=mixture_weights, threads=threads)[0]
+
+
+def _run_cells(runs: Any, cells: Sequence[Cell], fit_options: Mapping[str, Any], *, n_starts: int, seed: int,
+               nest: bool, budgets: Optional[Sequence[tuple[float, float]]] = None,
+               mixture_weights: Optional[Mapping[str, float]] = None,
+               threads: Optional[int] = None) -> tuple[list[dict], list[Fit]]:
+    """:func:`run_cells`, also returning the :class:`Fit` of every cell (for callers that
+    plot or reuse them)."""
     t_job = time.perf_counter()
     _check_fit_options(fit_options)
     options = dict(_FIT_DEFAULTS)
@@ -248,13 +257,12 @@ def run_cells(runs: Any, cells: Sequence[Cell], fit_options: Mapping[str, Any], 
             fitted[(ukey[0], ukey[1], ukey[2], t)] = _assemble_fit(
                 L, t, r, job.records, dict(fit_opts, nested_start=nest and L.name in NESTED_IN), tuple(domains))
 
-    rows = []
+    rows, cell_fits = [], []
     for c in cells:
         split_name, fit_runs, eval_runs = split_of(c.protocol, c.split)
         f = fitted[(_protocol_label(c.protocol), c.split, _law_key(c.law), c.target)]
-        has_eval = len(eval_runs) > 0 and c.target in eval_runs.target_names and \
-            np.isfinite(np.asarray(eval_runs.targets[c.target], dtype=float)).any()
-        ev = f.score(eval_runs) if has_eval else {"mre": math.nan, "r2": math.nan, "n": 0}
+        cell_fits.append(f)
+        ev = f.score(eval_runs) if _has_losses(eval_runs, c.target) else {"mre": math.nan, "r2": math.nan, "n": 0}
         row = {"law": c.law_label, "target": c.target, "protocol": type(c.protocol).__name__,
                "protocol_spec": _protocol_label(c.protocol), "seed": getattr(c.protocol, "seed", None),
                "split": split_name, "n_params": c.law.n_params, "n_fit": f.n_records, "n_eval": ev["n"],
@@ -268,7 +276,7 @@ def run_cells(runs: Any, cells: Sequence[Cell], fit_options: Mapping[str, Any], 
     job_seconds = time.perf_counter() - t_job
     for row in rows:
         row["job_seconds"] = job_seconds
-    return rows
+    return rows, cell_fits
 
 
 def _check_fit_options(fit_options: Mapping[str, Any]) -> None:

@@ -65,7 +65,7 @@ GIL is released while the core runs, so Python threads may call these concurrent
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Optional, Union
 
 import numpy as np
@@ -311,6 +311,13 @@ def law(name: Union[str, Law], k: Optional[int] = None, **options: Any) -> Law:
     if isinstance(name, Law):
         return name
     return Law(name, k, **options)
+
+
+def _bimix_for_target(target: str, domains: Sequence[str], k: int, **options: Any) -> Optional[Law]:
+    """The bimix law describing ``target`` through the training domain of the same name
+    (None when the target is not one of ``domains``)."""
+    domains = list(domains)
+    return law("bimix", k, target_domain=domains.index(target), **options) if target in domains else None
 
 
 def embed(params: ParamsLike, source: Law, target: Law) -> np.ndarray:

@@ -30,7 +30,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from . import _core
-from .fit import Fit, Fits
+from .fit import Fit, Fits, _floats
 
 __all__ = ["MixtureResult", "MixtureGrid", "optimize_mixture", "optimal_allocation"]
 
@@ -128,12 +128,14 @@ def _as_fits(fits: Any) -> list[Fit]:
     return out
 
 
-def _floats(value: Any, arg: str) -> np.ndarray:
-    """``value`` as a float array; a ValueError naming ``arg`` when it is not numeric."""
+def _budgets(N: Any, D: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``N`` and ``D`` as float arrays broadcast together (errors name the arguments)."""
     try:
-        return np.asarray(value, dtype=float)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{arg}: expected numbers ({exc})") from None
+        return np.broadcast_arrays(_floats(N, "N"), _floats(D, "D"))
+    except ValueError as exc:
+        if str(exc).startswith(("N:", "D:")):
+            raise
+        raise ValueError("N, D: shapes do not broadcast") from None
 
 
 def _per_domain(value: Any, domains: tuple, k: int, arg: str, default: float) -> np.ndarray:
@@ -236,12 +238,7 @@ def optimize_mixture(fits: Any, *, N: Any, D: Any, weights: Any = None, bounds: 
     if len(set(targets)) != len(targets):
         raise ValueError("fits: duplicate target names")
     scalar = np.ndim(N) == 0 and np.ndim(D) == 0
-    try:
-        Nb, Db = np.broadcast_arrays(_floats(N, "N"), _floats(D, "D"))
-    except ValueError as exc:
-        if str(exc).startswith(("N:", "D:")):
-            raise
-        raise ValueError("N, D: shapes do not broadcast") from None
+    Nb, Db = _budgets(N, D)
     Nb, Db = np.ascontiguousarray(Nb.ravel()), np.ascontiguousarray(Db.ravel())
     if Nb.size == 0:
         raise ValueError("N: no budget given")

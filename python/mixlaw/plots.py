@@ -423,7 +423,8 @@ def mixture_path(fits: Any, *, N: Any = None, D: Any = None, compute: Any = None
     -------
     matplotlib Axes
     """
-    from .mixture import MixtureGrid, _floats, optimize_mixture
+    from .fit import _floats
+    from .mixture import MixtureGrid, _budgets, optimize_mixture
 
     if x not in _X_LABELS:
         raise ValueError(f"x: expected one of {', '.join(_X_LABELS)}, got {x!r}")
@@ -449,12 +450,7 @@ def mixture_path(fits: Any, *, N: Any = None, D: Any = None, compute: Any = None
             D = tokens_per_param * N
         elif N is None or D is None:
             raise ValueError("N, D: give the path as N and D arrays, or give compute")
-        try:
-            Nb, Db = np.broadcast_arrays(np.atleast_1d(_floats(N, "N")), np.atleast_1d(_floats(D, "D")))
-        except ValueError as exc:
-            if str(exc).startswith(("N:", "D:")):
-                raise
-            raise ValueError("N, D: shapes do not broadcast") from None
+        Nb, Db = (np.atleast_1d(a) for a in _budgets(N, D))
         if Nb.size < 2:
             raise ValueError("N, D: a path needs at least two budgets")
         grid = optimize_mixture(fits, N=Nb.ravel(), D=Db.ravel(), weights=weights, **options)
