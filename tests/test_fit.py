@@ -94,6 +94,16 @@ def test_full_not_worse_than_joint(paper_split):
     assert full.fun <= joint.fun * (1 + 1e-12)
 
 
+def test_issue3_joint_starts_reach_the_negative_power_minima(paper_fits):
+    # The best joint-law minimum of github has gA, gB < 0 (E near 0): from 64 random
+    # starts scipy's least_squares reached 5.341263e-06 (bench/README.md). With random
+    # starts of gA, gB drawn in [0.5, 1.5] only, mixlaw ended at 5.557e-06 (+4%): a local
+    # solver rarely crosses gA = 0, where the CA_i directions are flat.
+    f = paper_fits["joint"]["github"]
+    assert f.params["gA"] < 0 and f.params["gB"] < 0
+    assert f.fun <= 5.341263e-06 * (1 + 1e-4)
+
+
 def test_eval_metrics_on_held_out_size(paper_fits, paper_split):
     _, test = paper_split
     m = paper_fits["additive"]["c4"].score(test)

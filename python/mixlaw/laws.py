@@ -57,7 +57,10 @@ values and parameter derivatives stay finite there.
 Default bounds (overridable by name when fitting): E in [0, inf); A, B, C_i, CA_i, CB_i,
 Calpha_i, Cbeta_i in [0, inf) and moved in log space by optimisers; alpha, beta in
 [0, 2]; gamma_i in [0, 5]; the simple law's gamma in [0, 10]; gA, gB, galpha, gbeta in
-[-5, 5].
+[-5, 5]. Random starts are drawn in each parameter's init range (``Law.init_lower``,
+``Law.init_upper``); for gA, gB, galpha, gbeta it is [-1, 1.5], both signs: on the
+SlimPajama targets most of the best joint-law minima have gA, gB < 0 (with some CA_i,
+CB_i near 0), and local solvers rarely cross gA = 0, where the CA_i directions are flat.
 
 Threads: every evaluation takes ``threads=None`` (the OpenMP default, which honours
 ``OMP_NUM_THREADS``) or a positive count; results are bit-identical for any count. The
