@@ -48,3 +48,47 @@ def test_gauss_newton_matrix_matches_numpy(name, options, loss):
         scale = np.sqrt(np.outer(np.diag(B_ref), np.diag(B_ref))) + 1e-300
         np.testing.assert_allclose(B / scale, B_ref / scale, rtol=0, atol=1e-11)
         np.testing.assert_array_equal(B, B.T)
+
+
+@pytest.mark.parametrize("name,options", LAWS)
+@pytest.mark.parametrize("loss,curvature,residual", [("huber", "exact", "raw"), ("huber", "irls", "raw"),
+                                                     ("mse", "exact", "raw"), ("huber", "exact", "log")])
+def test_gauss_newton_on_run_shaped_records(name, options, loss, curvature, residual):
+    # Real tables repeat N within a mixture (one run per size, many checkpoints) and D across
+    # runs: the Gauss-Newton fast path sums over such (mixture, N) segments. Records are
+    # shuffled so that a segment's records are not contiguous in the input.
+    rng = np.random.default_rng(11)
+    k = 1 if name == "chinchilla" else 4
+    law = mixlaw.law(name, k if name != "chinchilla" else None, **options)
+    sizes, tokens = np.array([1e8, 3e8, 1e9]), np.geomspace(2e9, 4e10, 6)
+    mixes = rng.dirichlet(np.ones(k), 5) if law.k else [None]
+    rows = [(n, d, h) for h in mixes for n in sizes for d in tokens[rng.random(tokens.size) < 0.8]]
+    rows = [rows[i] for i in rng.permutation(len(rows))]
+    N = np.array([r[0] for r in rows])
+    D = np.array([r[1] for r in rows])
+    H = np.array([r[2] for r in rows]) if law.k else None
+    theta = rng.uniform(law.init_lower, law.init_upper)
+    pred, J = law.jacobian(theta, N, D, H)
+    # noise of about delta on the residual's scale: about half the records fall outside the band
+    y = pred + rng.normal(0, 1.5e-3, N.size) * (pred if residual == "log" else 1.0)
+    c = rng.uniform(0.5, 2.0, y.size)
+    w = c / c.sum()
+    rec = _core.Records(N, D, H)
+    f, g, B = _core.objective(law._core, rec, y, c, theta, loss=loss, delta=1e-3, residual=residual, mean=True,
+                              gauss_newton=True, curvature=curvature)
+    if residual == "log":
+        r, drdL = np.log(pred) - np.log(y), 1 / pred
+    else:
+        r, drdL = pred - y, np.ones_like(pred)
+    inside = np.abs(r) <= 1e-3 if loss == "huber" else np.ones_like(r, dtype=bool)
+    assert 0 < inside.sum() < r.size or loss == "mse"
+    rho = np.where(inside, 0.5 * r * r, 1e-3 * (np.abs(r) - 0.5e-3))
+    psi = np.where(inside, r, 1e-3 * np.sign(r))
+    curv = np.where(inside, 1.0, 1e-3 / np.abs(r) if curvature == "irls" else 0.0)
+    Jr = J * drdL[:, None]
+    B_ref = Jr.T @ (Jr * (w * curv)[:, None])
+    assert f == pytest.approx(np.sum(w * rho), rel=1e-12)
+    np.testing.assert_allclose(g, Jr.T @ (w * psi), rtol=1e-10, atol=1e-12 * np.abs(Jr.T @ (w * np.abs(psi))).max())
+    scale = np.sqrt(np.outer(np.diag(B_ref), np.diag(B_ref))) + 1e-300
+    np.testing.assert_allclose(B / scale, B_ref / scale, rtol=0, atol=1e-11)
+    np.testing.assert_array_equal(B, B.T)

@@ -112,8 +112,8 @@ void bind_fit(py::module_& m) {
       "objective",
       [](const Plan& plan, const Records& rec, const py::object& y, const py::object& weights,
          const py::object& params, const std::string& loss, double delta, const std::string& residual, bool mean,
-         bool gauss_newton) {
-        const ObjectiveSpec spec = objective_spec(loss, delta, residual);
+         bool gauss_newton, const std::string& curvature) {
+        const ObjectiveSpec spec = objective_spec(loss, delta, residual, curvature);
         HeldProblem h = hold_problem(plan, rec, y, weights, mean, spec);
         darray t = vector_arg(params, static_cast<std::size_t>(plan.n_params), "params");
         const auto P = static_cast<py::ssize_t>(plan.n_params);
@@ -128,7 +128,7 @@ void bind_fit(py::module_& m) {
       },
       py::arg("law"), py::arg("records"), py::arg("y"), py::arg("weights"), py::arg("params"),
       py::arg("loss") = "huber", py::arg("delta") = 1e-3, py::arg("residual") = "raw", py::arg("mean") = true,
-      py::arg("gauss_newton") = false,
+      py::arg("gauss_newton") = false, py::arg("curvature") = "exact",
       "Objective value and gradient (and the Gauss-Newton matrix) for one target.");
 
   m.def(

@@ -74,23 +74,26 @@ struct GradVisitor {
   }
 };
 
-// Gradient and B = sum_j c_j omega_j J_j J_j^T, with J_j = sum_slots u_j[q] * (slot q's
-// parameter gradient at mixture m). Per mixture, Q = sum_j c_j omega_j v_j v_j^T over the
-// 6 slots is accumulated first and expanded into parameter space once.
-struct GaussNewtonVisitor {
+// Expands one mixture's slot-space sums into parameter space: grad += sum_q gs[q] v_q and
+// B += sum_{q,r} Q[q][r] v_q v_r^T, where v_q is slot q's parameter gradient at the mixture
+// (1 for a global parameter, the feature's k-long gradient for a mixture feature). Only the
+// lower triangle Q[q][r], r <= q, is read. For a pair of global parameters v_q = v_r = 1 at
+// every mixture, so their sums are collected over all mixtures and written once by finish().
+struct SlotExpansion {
   const FitProblem& pb;
   double* grad;
   double* B;
   int P;
-  double f = 0.0;
-  double gs[n_slots] = {0, 0, 0, 0, 0, 0};
-  double Q[n_slots][n_slots] = {};
   int first[n_slots];  // first parameter index of a slot whose parameters are contiguous, else -1
+  bool param[n_slots];
+  double Qp[n_slots][n_slots] = {};
+  double gp[n_slots] = {0, 0, 0, 0, 0, 0};
 
-  GaussNewtonVisitor(const FitProblem& pb_, double* grad_, double* B_, int P_) : pb(pb_), grad(grad_), B(B_), P(P_) {
+  SlotExpansion(const FitProblem& pb_, double* grad_, double* B_, int P_) : pb(pb_), grad(grad_), B(B_), P(P_) {
     for (int q = 0; q < n_slots; ++q) {
       const Source& src = pb.plan->src[q];
       first[q] = -1;
+      param[q] = src.type == Source::param;
       if (src.type == Source::param) {
         first[q] = src.index;
       } else if (src.type == Source::feature) {
@@ -102,6 +105,93 @@ struct GaussNewtonVisitor {
     }
   }
 
+  // Parameter indices and values of slot q's gradient at this mixture.
+  void slot_vector(int q, const MixtureWork& mw, const int*& idx, const double*& val, std::size_t& len,
+                   const double* one) const {
+    const Source& src = pb.plan->src[q];
+    if (src.type == Source::param) {
+      idx = &src.index;
+      val = one;
+      len = 1;
+    } else if (src.type == Source::feature) {
+      const auto& fp = pb.plan->feature_params[src.index];
+      idx = fp.data();
+      val = mw.dphi.data() + mw.dphi_off[src.index];
+      len = fp.size();
+    } else {
+      len = 0;
+    }
+  }
+
+  void operator()(const double (&Q)[n_slots][n_slots], const double (&gs)[n_slots], const MixtureWork& mw) {
+    static const double one = 1.0;
+    const int* iq = nullptr;
+    const double* vq = nullptr;
+    std::size_t nq = 0;
+    const int* ir = nullptr;
+    const double* vr = nullptr;
+    std::size_t nr = 0;
+    for (int q = 0; q < n_slots; ++q) {
+      slot_vector(q, mw, iq, vq, nq, &one);
+      if (param[q]) gp[q] += gs[q];
+      else
+        for (std::size_t a = 0; a < nq; ++a) grad[iq[a]] += gs[q] * vq[a];
+      for (int r = 0; r <= q; ++r) {
+        if (param[q] && param[r]) {
+          Qp[q][r] += Q[q][r];
+          continue;
+        }
+        // Each slot owns distinct parameters, so block (q, r) of B is written only here; the
+        // (r, q) block is filled by symmetrising once per call (see objective_gauss_newton).
+        // A diagonal block is written as its lower triangle with the diagonal at half weight.
+        const double Qqr = Q[q][r];
+        if (Qqr == 0.0) continue;
+        slot_vector(r, mw, ir, vr, nr, &one);
+        const bool diag = r == q;
+        if (first[q] >= 0 && first[r] >= 0) {  // dense rank-1 update (vectorises)
+          for (std::size_t a = 0; a < nq; ++a) {
+            const double x = Qqr * vq[a];
+            double* row = B + (static_cast<std::size_t>(first[q]) + a) * P + first[r];
+            const std::size_t bend = diag ? a : nr;
+            for (std::size_t b = 0; b < bend; ++b) row[b] += x * vr[b];
+            if (diag) row[a] += 0.5 * x * vq[a];
+          }
+        } else {
+          for (std::size_t a = 0; a < nq; ++a) {
+            const double x = Qqr * vq[a];
+            double* row = B + static_cast<std::size_t>(iq[a]) * P;
+            const std::size_t bend = diag ? a : nr;
+            for (std::size_t b = 0; b < bend; ++b) row[ir[b]] += x * vr[b];
+            if (diag) row[iq[a]] += 0.5 * x * vq[a];
+          }
+        }
+      }
+    }
+  }
+  // Writes the global-parameter pairs collected over the mixtures (same conventions).
+  void finish() {
+    for (int q = 0; q < n_slots; ++q) {
+      if (!param[q]) continue;
+      const int i = pb.plan->src[q].index;
+      grad[i] += gp[q];
+      for (int r = 0; r <= q; ++r)
+        if (param[r]) B[static_cast<std::size_t>(i) * P + pb.plan->src[r].index] += (r == q ? 0.5 : 1.0) * Qp[q][r];
+    }
+  }
+};
+
+// Gradient and B = sum_j c_j omega_j J_j J_j^T, with J_j = sum_slots u_j[q] * (slot q's
+// parameter gradient at mixture m). Per mixture, Q = sum_j c_j omega_j v_j v_j^T over the
+// 6 slots is accumulated first and expanded into parameter space once. (The general path,
+// for log residuals and per-mixture exponents; see gauss_newton_segments for the common one.)
+struct GaussNewtonVisitor {
+  const FitProblem& pb;
+  SlotExpansion expand;
+  double f = 0.0;
+  double gs[n_slots] = {0, 0, 0, 0, 0, 0};
+  double Q[n_slots][n_slots] = {};
+
+  GaussNewtonVisitor(const FitProblem& pb_, double* grad_, double* B_, int P_) : pb(pb_), expand(pb_, grad_, B_, P_) {}
   // Records are buffered (slot values u in structure-of-arrays form, prediction L) and
   // reduced a chunk at a time: the per-slot sums then run as vectorisable loops over
   // records with their accumulators in registers, instead of 27 read-modify-writes of
@@ -193,62 +283,9 @@ struct GaussNewtonVisitor {
       }
     }
   }
-  // Parameter indices and values of slot q's gradient at this mixture.
-  void slot_vector(int q, const MixtureWork& mw, const int*& idx, const double*& val, std::size_t& len,
-                   const double* one) const {
-    const Source& src = pb.plan->src[q];
-    if (src.type == Source::param) {
-      idx = &src.index;
-      val = one;
-      len = 1;
-    } else if (src.type == Source::feature) {
-      const auto& fp = pb.plan->feature_params[src.index];
-      idx = fp.data();
-      val = mw.dphi.data() + mw.dphi_off[src.index];
-      len = fp.size();
-    } else {
-      len = 0;
-    }
-  }
   void end_mixture(std::size_t, const MixtureWork& mw) {
     flush();
-    static const double one = 1.0;
-    const int* iq;
-    const double* vq;
-    std::size_t nq;
-    const int* ir;
-    const double* vr;
-    std::size_t nr;
-    for (int q = 0; q < n_slots; ++q) {
-      slot_vector(q, mw, iq, vq, nq, &one);
-      for (std::size_t a = 0; a < nq; ++a) grad[iq[a]] += gs[q] * vq[a];
-      for (int r = 0; r <= q; ++r) {
-        // Each slot owns distinct parameters, so block (q, r) of B is written only here; the
-        // (r, q) block is filled by symmetrising once per call (see objective_gauss_newton).
-        // A diagonal block is written as its lower triangle with the diagonal at half weight.
-        const double Qqr = Q[q][r];
-        if (Qqr == 0.0) continue;
-        slot_vector(r, mw, ir, vr, nr, &one);
-        const bool diag = r == q;
-        if (first[q] >= 0 && first[r] >= 0) {  // dense rank-1 update (vectorises)
-          for (std::size_t a = 0; a < nq; ++a) {
-            const double x = Qqr * vq[a];
-            double* row = B + (static_cast<std::size_t>(first[q]) + a) * P + first[r];
-            const std::size_t bend = diag ? a : nr;
-            for (std::size_t b = 0; b < bend; ++b) row[b] += x * vr[b];
-            if (diag) row[a] += 0.5 * x * vq[a];
-          }
-        } else {
-          for (std::size_t a = 0; a < nq; ++a) {
-            const double x = Qqr * vq[a];
-            double* row = B + static_cast<std::size_t>(iq[a]) * P;
-            const std::size_t bend = diag ? a : nr;
-            for (std::size_t b = 0; b < bend; ++b) row[ir[b]] += x * vr[b];
-            if (diag) row[iq[a]] += 0.5 * x * vq[a];
-          }
-        }
-      }
-    }
+    expand(Q, gs, mw);
   }
 };
 
@@ -257,6 +294,159 @@ void walk(const FitProblem& pb, const double* theta, Visitor& vis) {
   const detail::CallConstants cc = detail::call_constants(*pb.plan, theta, *pb.rec);
   MixtureWork w(*pb.plan);
   detail::for_each_record<ParamGrad, false>(*pb.plan, theta, *pb.rec, cc, 0, pb.rec->n_mix, w, vis);
+}
+
+// The Gauss-Newton fast path (see FitProblem): raw residuals, exponents global (or absent).
+void build_segments(FitProblem& pb) {
+  const Plan& plan = *pb.plan;
+  const Records& rec = *pb.rec;
+  pb.segmented = !pb.spec.log_residual && plan.src[slot_bN].type != Source::feature &&
+                 plan.src[slot_bD].type != Source::feature;
+  if (!pb.segmented) return;
+  const bool hasN = plan.src[slot_aN].type != Source::none;
+  std::vector<std::size_t> perm;
+  pb.mix_seg.assign(1, 0);
+  pb.sd.reserve(rec.n);
+  pb.sy.reserve(rec.n);
+  pb.sc.reserve(rec.n);
+  pb.seg_start.assign(1, 0);
+  for (std::size_t m = 0; m < rec.n_mix; ++m) {
+    perm.clear();
+    for (std::size_t s = rec.mix_start[m]; s < rec.mix_start[m + 1]; ++s) perm.push_back(s);
+    if (hasN)
+      std::stable_sort(perm.begin(), perm.end(),
+                       [&](std::size_t a, std::size_t b) { return rec.n_idx[a] < rec.n_idx[b]; });
+    for (std::size_t i = 0; i < perm.size(); ++i) {
+      const std::size_t s = perm[i];
+      const std::int32_t n = hasN ? rec.n_idx[s] : 0;
+      if (i == 0 || n != pb.seg_n.back()) {  // a new segment starts here
+        if (i > 0) pb.seg_start.push_back(pb.sd.size());
+        pb.seg_n.push_back(n);
+      }
+      pb.sd.push_back(rec.d_idx[s]);
+      pb.sy.push_back(pb.y[s]);
+      pb.sc.push_back(pb.c[s]);
+    }
+    if (!perm.empty()) pb.seg_start.push_back(pb.sd.size());
+    pb.mix_seg.push_back(pb.seg_n.size());
+  }
+}
+
+// The nine sums of one segment (and its objective): w = c omega, a = c psi, D = eD, X = xD eD.
+struct SegmentSums {
+  double f = 0, w = 0, a = 0, wD = 0, wX = 0, wDD = 0, wDX = 0, wXX = 0, aD = 0, aX = 0;
+};
+
+// Irls: curvature owd/|r| outside the Huber band; otherwise 0 there (the default), which
+// spares a division per record.
+template <bool Irls>
+inline void segment_sums(SegmentSums& out, double base, double aD, double delta, double owd, const std::int32_t* sd,
+                         const double* sy, const double* sc, const double* eD, const double* xeD, std::size_t s0,
+                         std::size_t s1) {
+  double f = 0, Sw = 0, Sa = 0, SwD = 0, SwX = 0, SwDD = 0, SwDX = 0, SwXX = 0, SaD = 0, SaX = 0;
+#pragma omp simd reduction(+ : f, Sw, Sa, SwD, SwX, SwDD, SwDX, SwXX, SaD, SaX)
+  for (std::size_t s = s0; s < s1; ++s) {
+    const double e = eD[sd[s]], xe = xeD[sd[s]];
+    const double r = base + aD * e - sy[s];
+    const double a = std::fabs(r);
+    const bool in = a <= delta;  // branch-free Huber, as in GaussNewtonVisitor::flush
+    const double rho = in ? 0.5 * r * r : delta * (a - 0.5 * delta);
+    const double psi = in ? r : std::copysign(delta, r);
+    const double om = in ? 1.0 : (Irls ? owd / a : 0.0);
+    const double ab = sc[s] * psi, wb = sc[s] * om;
+    f += sc[s] * rho;
+    Sw += wb;
+    Sa += ab;
+    SwD += wb * e;
+    SwX += wb * xe;
+    SwDD += wb * e * e;
+    SwDX += wb * e * xe;
+    SwXX += wb * xe * xe;
+    SaD += ab * e;
+    SaX += ab * xe;
+  }
+  out = {f, Sw, Sa, SwD, SwX, SwDD, SwDX, SwXX, SaD, SaX};
+}
+
+// Value, gradient and Gauss-Newton matrix on the segments. With the exponents global,
+// u = dL/d(slot) is (1, 1, eN, -aN xN eN, eD, -aD xD eD) where eN, xN are constant within
+// a segment: the slot sums Q = sum c omega u u^T and gs = sum c psi u then follow from nine
+// sums over the segment's records (of 1, eD, xD eD and their products), one vectorisable
+// loop, instead of 27 products per record.
+double gauss_newton_segments(const FitProblem& pb, const double* theta, double* grad, double* B) {
+  const Plan& plan = *pb.plan;
+  const Records& rec = *pb.rec;
+  const int P = plan.n_params;
+  const detail::CallConstants cc = detail::call_constants(plan, theta, rec);
+  const Source sM = plan.src[slot_M], saN = plan.src[slot_aN], saD = plan.src[slot_aD];
+  const bool hasE = plan.src[slot_E].type != Source::none, hasM = sM.type != Source::none;
+  const bool hasN = saN.type != Source::none, hasD = saD.type != Source::none;
+  // Per distinct N and D: the term's value e and x e (x = log of the rescaled size).
+  std::vector<double> eN(rec.uniq_lnN.size(), 0.0), xeN(eN.size(), 0.0);
+  std::vector<double> eD(rec.uniq_lnD.size(), 0.0), xeD(eD.size(), 0.0);
+  if (hasN)
+    for (std::size_t i = 0; i < eN.size(); ++i) {
+      eN[i] = cc.eN_uniq[i];
+      xeN[i] = (rec.uniq_lnN[i] - cc.ln_n_scale) * eN[i];
+    }
+  if (hasD)
+    for (std::size_t i = 0; i < eD.size(); ++i) {
+      eD[i] = cc.eD_uniq[i];
+      xeD[i] = (rec.uniq_lnD[i] - cc.ln_d_scale) * eD[i];
+    }
+  const bool huber = pb.spec.loss == LossKind::huber;
+  const double delta = huber ? pb.spec.delta : std::numeric_limits<double>::infinity();
+  const double ow = pb.spec.outside_weight;
+  const std::int32_t* sd = pb.sd.data();
+  const double* sy = pb.sy.data();
+  const double* sc = pb.sc.data();
+  const double* peD = eD.data();
+  const double* pxD = xeD.data();
+
+  SlotExpansion expand(pb, grad, B, P);
+  MixtureWork mw(plan);
+  double f = 0.0;
+  for (std::size_t m = 0; m < rec.n_mix; ++m) {
+    if (rec.k > 0) detail::mixture_features<true, false>(plan, theta, rec, m, mw);
+    const double M = detail::source_value(sM, theta, mw);
+    const double aN = detail::source_value(saN, theta, mw), aD = detail::source_value(saD, theta, mw);
+    double Q[n_slots][n_slots] = {};
+    double gs[n_slots] = {0, 0, 0, 0, 0, 0};
+    for (std::size_t g = pb.mix_seg[m]; g < pb.mix_seg[m + 1]; ++g) {
+      const std::int32_t n = pb.seg_n[g];
+      const double fN = hasN ? eN[n] : 0.0, gN = hasN ? -aN * xeN[n] : 0.0;
+      const double base = cc.E + M + aN * fN;
+      SegmentSums ss;
+      if (ow == 0.0)
+        segment_sums<false>(ss, base, aD, delta, 0.0, sd, sy, sc, peD, pxD, pb.seg_start[g], pb.seg_start[g + 1]);
+      else
+        segment_sums<true>(ss, base, aD, delta, ow * delta, sd, sy, sc, peD, pxD, pb.seg_start[g],
+                           pb.seg_start[g + 1]);
+      const double fs = ss.f, Sw = ss.w, Sa = ss.a, SwD = ss.wD, SwX = ss.wX, SwDD = ss.wDD, SwDX = ss.wDX,
+                   SwXX = ss.wXX, SaD = ss.aD, SaX = ss.aX;
+      f += fs;
+      // Slots E, M, aN, bN are constant in the segment (cv); aD is e and bD is -aD x e.
+      const double cv[4] = {hasE ? 1.0 : 0.0, hasM ? 1.0 : 0.0, fN, gN};
+      for (int q = 0; q < 4; ++q) {
+        gs[q] += cv[q] * Sa;
+        for (int r = 0; r <= q; ++r) Q[q][r] += cv[q] * cv[r] * Sw;
+      }
+      if (hasD) {
+        for (int q = 0; q < 4; ++q) {
+          Q[slot_aD][q] += cv[q] * SwD;
+          Q[slot_bD][q] -= aD * cv[q] * SwX;
+        }
+        Q[slot_aD][slot_aD] += SwDD;
+        Q[slot_bD][slot_aD] -= aD * SwDX;
+        Q[slot_bD][slot_bD] += aD * aD * SwXX;
+        gs[slot_aD] += SaD;
+        gs[slot_bD] -= aD * SaX;
+      }
+    }
+    expand(Q, gs, mw);
+  }
+  expand.finish();
+  return f;
 }
 
 }  // namespace
@@ -287,6 +477,7 @@ FitProblem make_problem(const Plan& plan, const Records& rec, const double* y, c
   if (!(total > 0)) throw std::invalid_argument("weights: must not all be zero");
   if (mean)
     for (double& c : pb.c) c /= total;
+  build_segments(pb);
   return pb;
 }
 
@@ -307,15 +498,22 @@ double objective_gauss_newton(const FitProblem& pb, const double* theta, double*
   const int P = pb.plan->n_params;
   std::fill(grad, grad + P, 0.0);
   std::fill(B, B + static_cast<std::size_t>(P) * P, 0.0);
-  GaussNewtonVisitor v{pb, grad, B, P};
-  walk<true>(pb, theta, v);
+  double f;
+  if (pb.segmented) {
+    f = gauss_newton_segments(pb, theta, grad, B);
+  } else {
+    GaussNewtonVisitor v{pb, grad, B, P};
+    walk<true>(pb, theta, v);
+    v.expand.finish();
+    f = v.f;
+  }
   for (int p = 0; p < P; ++p)
     for (int q = 0; q <= p; ++q) {
       const double s = B[static_cast<std::size_t>(p) * P + q] + B[static_cast<std::size_t>(q) * P + p];
       B[static_cast<std::size_t>(p) * P + q] = s;
       B[static_cast<std::size_t>(q) * P + p] = s;
     }
-  return v.f;
+  return f;
 }
 
 void residuals(const FitProblem& pb, const double* theta, double* out) {

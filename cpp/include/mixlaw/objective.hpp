@@ -6,10 +6,14 @@
 // paper's mean). Besides value and gradient it assembles the Gauss-Newton matrix
 // B = J^T diag(c_j omega_j) J with curvature weights omega_j (exact rho'' or IRLS, see
 // ObjectiveSpec); B is built per distinct mixture from a 6x6 slot matrix, so its cost is
-// O(records * 36 + mixtures * P^2) instead of O(records * P^2).
+// O(records * 36 + mixtures * P^2) instead of O(records * P^2). When the exponents are global
+// parameters (every law but `full`) and residuals raw, the slot matrix comes from 9 sums per
+// record over (mixture, model size) segments (FitProblem): about 1.4x faster per
+// Levenberg-Marquardt iteration on the SlimPajama additive fits.
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 #include "mixlaw/law.hpp"
@@ -36,6 +40,18 @@ struct FitProblem {
   std::vector<double> y;  // targets in grouped record order
   std::vector<double> c;  // record weights in grouped order
   ObjectiveSpec spec;
+
+  // Segments for the Gauss-Newton fast path: the records of one mixture and one model
+  // size (one training run, typically), contiguous in "segment order" (grouped order,
+  // stably sorted by model size within each mixture). Within a segment the model-size
+  // term is one number, so the 6x6 slot sums reduce to 9 sums over token counts.
+  // Built when the law's exponents are global parameters and residuals are raw.
+  bool segmented = false;
+  std::vector<std::size_t> mix_seg;    // n_mix + 1: segments of mixture m
+  std::vector<std::size_t> seg_start;  // n_seg + 1: records of segment g in segment order
+  std::vector<std::int32_t> seg_n;     // n_idx of segment g
+  std::vector<std::int32_t> sd;        // d_idx per record, segment order
+  std::vector<double> sy, sc;          // y and c, segment order
 };
 
 // y and weights (nullable: all 1) in original record order; `mean` divides the weights
