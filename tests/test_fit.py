@@ -104,6 +104,27 @@ def test_issue3_joint_starts_reach_the_negative_power_minima(paper_fits):
     assert f.fun <= 5.341263e-06 * (1 + 1e-4)
 
 
+# A random start of the joint law on arxiv (bench_fit.py's start 39, in Law.param_names order)
+# from which the solver once ran C_4 to 4e55 and C_6 to 2e24 in a few long log-space steps and
+# stopped there, flat, at 3.8e-05; least_squares from the same start reaches 7.4e-06.
+ARXIV_JOINT_START_39 = [
+    5.79767218e-01, 6.74305160e-01, 1.68451051e-01, 6.88713835e+00, 2.78580676e-01, 3.53334414e+00,
+    1.55030810e-01, 1.40916275e-01, 2.18988436e-01, 8.51731138e+00, 7.86903906e-01, 8.75261016e-01,
+    3.82184233e-01, 8.84138623e-01, 1.20613942e+00, 6.42614882e-02, 4.46177143e-01, 4.91610562e+00,
+    4.65790004e+00, 7.75809269e-01, 1.34862251e+00, 2.02475469e+00, 6.42179095e-01, 3.36478113e+00,
+    -9.96385416e-01, 1.31036291e-01, 8.60137937e+01, 1.38227951e-01, 3.26257097e+00, 3.35329740e+01,
+    1.16635597e+01, 5.45256261e-01, 4.04299959e-01]
+
+
+def test_issue3_log_space_steps_do_not_run_to_degenerate_coefficients(paper_split):
+    train, _ = paper_split
+    law = mixlaw.law("joint", train.k)
+    f = mixlaw.fit(train, law, targets=["arxiv"], starts=np.array([ARXIV_JOINT_START_39]), threads=1)["arxiv"]
+    coefs = [v for n, v in f.params.items() if n.startswith("C")]
+    assert max(coefs) < 1e6
+    assert f.fun < 1e-5
+
+
 def test_eval_metrics_on_held_out_size(paper_fits, paper_split):
     _, test = paper_split
     m = paper_fits["additive"]["c4"].score(test)

@@ -155,9 +155,13 @@ SolveResult solve_lm(const FitProblem& pb, const Space& sp, const double* theta0
         cholesky_solve(A, nF, rhs);
         std::fill(step.begin(), step.end(), 0.0);
         z_new = z;
-        double longest = 0.0;
-        for (std::size_t a = 0; a < nF; ++a) longest = std::max(longest, std::fabs(rhs[a]));
+        double longest = 0.0, longest_log = 0.0;
+        for (std::size_t a = 0; a < nF; ++a) {
+          longest = std::max(longest, std::fabs(rhs[a]));
+          if (sp.logp[freev[a]]) longest_log = std::max(longest_log, std::fabs(rhs[a]));
+        }
         if (longest > radius) shrink = radius / longest;
+        if (longest_log * shrink > opt.max_log_step) shrink = opt.max_log_step / longest_log;
         for (std::size_t a = 0; a < nF; ++a) {
           const std::size_t p = freev[a];
           z_new[p] = sp.clip(p, z[p] + shrink * rhs[a]);

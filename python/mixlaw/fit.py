@@ -435,7 +435,9 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
     max_step :
         Initial trust radius of a Levenberg-Marquardt step in the solver's coordinates (log
         of a positive parameter, else the parameter): longer steps are shortened along their
-        direction; the radius doubles while shortened steps keep succeeding.
+        direction; the radius doubles while shortened steps keep succeeding. A log-scaled
+        coordinate moves by at most 16 per step (a factor 9e6) whatever the radius: longer
+        steps only led to degenerate coefficients (1e24 and beyond) where the fit stalls.
     starts : array (S, P) or (T, S, P), optional
         Explicit starts (parameter space) used instead of random ones.
     nest : bool or Fits
