@@ -84,6 +84,9 @@ def interrupt_latency(repeats: int, **fit_kw) -> list[float]:
     runs = mixlaw.datasets.slimpajama()
     train, _ = mixlaw.protocols.slimpajama_paper_split(runs)
     out = []
+    # A shell's background job starts with SIGINT ignored, and Python then installs no
+    # handler: restore the default one so the signal becomes a KeyboardInterrupt.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for _ in range(repeats):
         sent: list = []
 

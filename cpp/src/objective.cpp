@@ -349,7 +349,7 @@ inline void segment_sums(SegmentSums& out, double base, double aD, double delta,
     const double e = eD[sd[s]], xe = xeD[sd[s]];
     const double r = base + aD * e - sy[s];
     const double a = std::fabs(r);
-    const bool in = a <= delta;  // branch-free Huber, as in GaussNewtonVisitor::flush
+    const bool in = a <= delta;  // the same Huber arithmetic as GaussNewtonVisitor::flush
     const double rho = in ? 0.5 * r * r : delta * (a - 0.5 * delta);
     const double psi = in ? r : std::copysign(delta, r);
     const double om = in ? 1.0 : (Irls ? owd / a : 0.0);
@@ -371,8 +371,10 @@ inline void segment_sums(SegmentSums& out, double base, double aD, double delta,
 // Value, gradient and Gauss-Newton matrix on the segments. With the exponents global,
 // u = dL/d(slot) is (1, 1, eN, -aN xN eN, eD, -aD xD eD) where eN, xN are constant within
 // a segment: the slot sums Q = sum c omega u u^T and gs = sum c psi u then follow from nine
-// sums over the segment's records (of 1, eD, xD eD and their products), one vectorisable
-// loop, instead of 27 products per record.
+// sums over the segment's records (of 1, eD, xD eD and their products), one loop with its
+// accumulators in registers, instead of 27 products per record. (Segments are short, about
+// 9 checkpoints of one run, so GCC keeps the loop scalar on the SSE2 baseline; a clamp-based
+// branch-free body measured only 3% faster.)
 double gauss_newton_segments(const FitProblem& pb, const double* theta, double* grad, double* B) {
   const Plan& plan = *pb.plan;
   const Records& rec = *pb.rec;
