@@ -15,6 +15,20 @@ using detail::MixtureWork;
 
 // Residual, loss, its derivative psi = rho'(r) and IRLS weight omega = rho'(r)/r, plus the
 // factor dr/dL (1, or 1/L for log residuals).
+// Huber on a raw residual, branch-free (selects, no jumps) so that loops over records can
+// vectorise: rho, psi and the curvature om, which outside the band is owd / |r| (IRLS,
+// owd = outside_weight * delta) or, without Irls, 0. MSE is delta = inf.
+struct HuberTerms {
+  double rho, psi, om;
+};
+template <bool Irls>
+inline HuberTerms huber_raw(double r, double delta, double owd) {
+  const double a = std::fabs(r);
+  const bool in = a <= delta;
+  return {in ? 0.5 * r * r : delta * (a - 0.5 * delta), in ? r : std::copysign(delta, r),
+          in ? 1.0 : (Irls ? owd / a : 0.0)};
+}
+
 struct Pointwise {
   double r, rho, psi, omega, drdL;
 };
@@ -231,18 +245,13 @@ struct GaussNewtonVisitor {
     } else {  // raw residuals: branch-free Huber so the loop vectorises
       const bool huber = pb.spec.loss == LossKind::huber;
       const double delta = huber ? pb.spec.delta : std::numeric_limits<double>::infinity();
-      const double ow = pb.spec.outside_weight;
+      const double owd = pb.spec.outside_weight * delta;
 #pragma omp simd reduction(+ : fsum)
       for (int i = 0; i < n; ++i) {
-        const double r = Lb[i] - y[i];
-        const double a = std::fabs(r);
-        const bool in = a <= delta;
-        const double rho = in ? 0.5 * r * r : delta * (a - 0.5 * delta);
-        const double psi = in ? r : std::copysign(delta, r);
-        const double om = in ? 1.0 : ow * delta / a;
-        fsum += c[i] * rho;
-        ab[i] = c[i] * psi;
-        wb[i] = c[i] * om;
+        const HuberTerms h = huber_raw<true>(Lb[i] - y[i], delta, owd);
+        fsum += c[i] * h.rho;
+        ab[i] = c[i] * h.psi;
+        wb[i] = c[i] * h.om;
       }
     }
     f += fsum;
@@ -338,7 +347,7 @@ struct SegmentSums {
 };
 
 // Irls: curvature owd/|r| outside the Huber band; otherwise 0 there (the default), which
-// spares a division per record.
+// spares a division per record (see huber_raw).
 template <bool Irls>
 inline void segment_sums(SegmentSums& out, double base, double aD, double delta, double owd, const std::int32_t* sd,
                          const double* sy, const double* sc, const double* eD, const double* xeD, std::size_t s0,
@@ -347,14 +356,9 @@ inline void segment_sums(SegmentSums& out, double base, double aD, double delta,
 #pragma omp simd reduction(+ : f, Sw, Sa, SwD, SwX, SwDD, SwDX, SwXX, SaD, SaX)
   for (std::size_t s = s0; s < s1; ++s) {
     const double e = eD[sd[s]], xe = xeD[sd[s]];
-    const double r = base + aD * e - sy[s];
-    const double a = std::fabs(r);
-    const bool in = a <= delta;  // the same Huber arithmetic as GaussNewtonVisitor::flush
-    const double rho = in ? 0.5 * r * r : delta * (a - 0.5 * delta);
-    const double psi = in ? r : std::copysign(delta, r);
-    const double om = in ? 1.0 : (Irls ? owd / a : 0.0);
-    const double ab = sc[s] * psi, wb = sc[s] * om;
-    f += sc[s] * rho;
+    const HuberTerms h = huber_raw<Irls>(base + aD * e - sy[s], delta, owd);
+    const double ab = sc[s] * h.psi, wb = sc[s] * h.om;
+    f += sc[s] * h.rho;
     Sw += wb;
     Sa += ab;
     SwD += wb * e;
