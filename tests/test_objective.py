@@ -27,6 +27,23 @@ def random_case(name, options, k, rng, n=80):
     return law, N, D, H, theta, y, pred, J
 
 
+def assert_matches_numpy_gauss_newton(f, g, B, r, Jr, w, loss, curvature="exact"):
+    """f, g and B of `_core.objective(..., gauss_newton=True)` against NumPy: residuals r,
+    their Jacobian Jr, normalised weights w, Huber(1e-3) or MSE."""
+    inside = np.abs(r) <= 1e-3 if loss == "huber" else np.ones_like(r, dtype=bool)
+    rho = np.where(inside, 0.5 * r * r, 1e-3 * (np.abs(r) - 0.5e-3))
+    psi = np.where(inside, r, 1e-3 * np.sign(r))
+    # exact rho'' (0 outside the band, the default) or the IRLS weight delta / |r|
+    curv = np.where(inside, 1.0, 1e-3 / np.abs(r) if curvature == "irls" else 0.0)
+    B_ref = Jr.T @ (Jr * (w * curv)[:, None])
+    assert f == pytest.approx(np.sum(w * rho), rel=1e-12)
+    np.testing.assert_allclose(g, Jr.T @ (w * psi), rtol=1e-10, atol=1e-12 * np.abs(Jr.T @ (w * np.abs(psi))).max())
+    scale = np.sqrt(np.outer(np.diag(B_ref), np.diag(B_ref))) + 1e-300
+    np.testing.assert_allclose(B / scale, B_ref / scale, rtol=0, atol=1e-11)
+    np.testing.assert_array_equal(B, B.T)
+    return inside
+
+
 @pytest.mark.parametrize("name,options", LAWS)
 @pytest.mark.parametrize("loss", ["huber", "mse"])
 def test_gauss_newton_matrix_matches_numpy(name, options, loss):
@@ -36,18 +53,7 @@ def test_gauss_newton_matrix_matches_numpy(name, options, loss):
         c = rng.uniform(0.5, 2.0, y.size)
         rec = _core.Records(N, D, H)
         f, g, B = _core.objective(law._core, rec, y, c, theta, loss=loss, delta=1e-3, mean=True, gauss_newton=True)
-        w = c / c.sum()
-        r = pred - y
-        inside = np.abs(r) <= 1e-3 if loss == "huber" else np.ones_like(r, dtype=bool)
-        rho = np.where(inside, 0.5 * r * r, 1e-3 * (np.abs(r) - 0.5e-3))
-        psi = np.where(inside, r, 1e-3 * np.sign(r))
-        curv = np.where(inside, 1.0, 0.0)  # exact rho'' (the default curvature)
-        B_ref = J.T @ (J * (w * curv)[:, None])
-        assert f == pytest.approx(np.sum(w * rho), rel=1e-12)
-        np.testing.assert_allclose(g, J.T @ (w * psi), rtol=1e-10, atol=1e-12 * np.abs(J.T @ (w * np.abs(psi))).max())
-        scale = np.sqrt(np.outer(np.diag(B_ref), np.diag(B_ref))) + 1e-300
-        np.testing.assert_allclose(B / scale, B_ref / scale, rtol=0, atol=1e-11)
-        np.testing.assert_array_equal(B, B.T)
+        assert_matches_numpy_gauss_newton(f, g, B, pred - y, J, c / c.sum(), loss)
 
 
 @pytest.mark.parametrize("name,options", LAWS)
@@ -72,7 +78,6 @@ def test_gauss_newton_on_run_shaped_records(name, options, loss, curvature, resi
     # noise of about delta on the residual's scale: about half the records fall outside the band
     y = pred + rng.normal(0, 1.5e-3, N.size) * (pred if residual == "log" else 1.0)
     c = rng.uniform(0.5, 2.0, y.size)
-    w = c / c.sum()
     rec = _core.Records(N, D, H)
     f, g, B = _core.objective(law._core, rec, y, c, theta, loss=loss, delta=1e-3, residual=residual, mean=True,
                               gauss_newton=True, curvature=curvature)
@@ -80,15 +85,5 @@ def test_gauss_newton_on_run_shaped_records(name, options, loss, curvature, resi
         r, drdL = np.log(pred) - np.log(y), 1 / pred
     else:
         r, drdL = pred - y, np.ones_like(pred)
-    inside = np.abs(r) <= 1e-3 if loss == "huber" else np.ones_like(r, dtype=bool)
+    inside = assert_matches_numpy_gauss_newton(f, g, B, r, J * drdL[:, None], c / c.sum(), loss, curvature)
     assert 0 < inside.sum() < r.size or loss == "mse"
-    rho = np.where(inside, 0.5 * r * r, 1e-3 * (np.abs(r) - 0.5e-3))
-    psi = np.where(inside, r, 1e-3 * np.sign(r))
-    curv = np.where(inside, 1.0, 1e-3 / np.abs(r) if curvature == "irls" else 0.0)
-    Jr = J * drdL[:, None]
-    B_ref = Jr.T @ (Jr * (w * curv)[:, None])
-    assert f == pytest.approx(np.sum(w * rho), rel=1e-12)
-    np.testing.assert_allclose(g, Jr.T @ (w * psi), rtol=1e-10, atol=1e-12 * np.abs(Jr.T @ (w * np.abs(psi))).max())
-    scale = np.sqrt(np.outer(np.diag(B_ref), np.diag(B_ref))) + 1e-300
-    np.testing.assert_allclose(B / scale, B_ref / scale, rtol=0, atol=1e-11)
-    np.testing.assert_array_equal(B, B.T)
