@@ -5,11 +5,12 @@ as many distinct mixtures as needed to reach the record count (records = 40 x mi
 0.1% noise. One target, 8 starts, threads=1; wall time of mixlaw.fit (median of 3) and
 the per-iteration cost.
 
-Run:  python bench/bench_scaling.py [--quick]
+Run:  python bench/bench_scaling.py [--quick] [--detail]
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import time
 
 import numpy as np
@@ -37,7 +38,10 @@ def synthetic(n_records: int, k: int, rng: np.random.Generator) -> "mixlaw.Runs"
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smaller grid")
+    ap.add_argument("--detail", action="store_true", help="also print every start's iterations and status")
     args = ap.parse_args()
+    if args.detail:
+        _capture_starts()
     rng = np.random.default_rng(0)
     records = [1_000, 10_000, 100_000] if args.quick else [1_000, 10_000, 100_000, 1_000_000]
     domains = [3, 16, 64] if args.quick else [3, 16, 64, 256]
@@ -58,6 +62,25 @@ def report(runs, k: int) -> None:
     t = float(np.median(ts))
     print(f"{len(runs):8d} {k:4d} {np.unique(runs.H, axis=0).shape[0]:8d} {f.law.n_params:7d} {t:8.3f} "
           f"{t / 8 * 1e3:14.1f}   {f.nit:10d}")
+    if _starts:
+        r = _starts["sim"]
+        print(f"    per start: iterations {r['nit'].tolist()}, status {r['status'].tolist()}, "
+              f"objective / best {np.round(r['fun'] / np.nanmin(r['fun']), 4).tolist()}")
+
+
+_starts: dict = {}
+
+
+def _capture_starts() -> None:
+    # Per-start results are not part of a Fit; keep the raw result of the last fit.
+    fit_module = importlib.import_module("mixlaw.fit")
+    assemble = fit_module._assemble_fit
+
+    def keep(law, target, r, *args, **kwargs):
+        _starts[target] = r
+        return assemble(law, target, r, *args, **kwargs)
+
+    fit_module._assemble_fit = keep
 
 
 if __name__ == "__main__":
