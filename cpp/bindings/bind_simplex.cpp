@@ -81,7 +81,7 @@ void bind_simplex(py::module_& m) {
 
   m.def(
       "mixture_objective",
-      [](const py::list& fitted, double N, double D, const py::object& weights, const py::object& h) {
+      [](const py::list& fitted, double N, double D, const py::object& weights, const py::object& h, bool generic) {
         HeldLaws held = hold_laws(fitted);
         const auto T = static_cast<py::ssize_t>(held.laws.size());
         darray w = vec(weights, "weights", T), ha = vec(h, "h", held.k);
@@ -90,10 +90,13 @@ void bind_simplex(py::module_& m) {
         pb.D = D;
         pb.weights.assign(w.data(), w.data() + T);
         darray g(held.k), per(T);
-        const double f = mixture_objective(held.laws, pb, ha.data(), g.mutable_data(), per.mutable_data());
+        const double f =
+            mixture_objective(held.laws, pb, ha.data(), g.mutable_data(), per.mutable_data(), generic);
         return py::make_tuple(f, g, per);
       },
-      py::arg("fits"), py::arg("N"), py::arg("D"), py::arg("weights"), py::arg("h"));
+      py::arg("fits"), py::arg("N"), py::arg("D"), py::arg("weights"), py::arg("h"), py::arg("generic") = false,
+      "F(h) = sum_t w_t L_t(N, D, h), dF/dh and the L_t. generic=True: the generic formulas instead of the "
+      "solver's fast path (for tests).");
 
   m.def(
       "optimize_mixtures",

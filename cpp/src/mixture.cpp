@@ -3,11 +3,13 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <stdexcept>
 
 #include "mixlaw/evaluate.hpp"
 #include "mixlaw/random.hpp"
 #include "mixlaw/simplex.hpp"
+#include "mixlaw/vmath.hpp"
 
 namespace mixlaw {
 namespace {
@@ -44,33 +46,33 @@ struct PointVisitor {
   void end_mixture(std::size_t, const detail::MixtureWork&) {}
 };
 
-struct Evaluator {
+// The generic evaluator: every law through the formulas of evaluate.hpp, on the targets
+// listed in `targets` (F and grad only see those; per_law is written for them).
+struct GenericEvaluator {
   const std::vector<FittedLaw>& laws;
   const MixtureProblem& pb;
   int k;
+  std::vector<int> targets;
   Records rec;
-  std::vector<detail::MixtureWork> work;
+  std::vector<detail::MixtureWork> work;         // per law (only listed ones are used)
   std::vector<detail::CallConstants> constants;  // N and D are fixed: computed once
-  int nfev = 0;
 
-  Evaluator(const std::vector<FittedLaw>& l, const MixtureProblem& p, int kk)
-      : laws(l), pb(p), k(kk), rec(single_record(kk, p.N, p.D)) {
+  GenericEvaluator(const std::vector<FittedLaw>& l, const MixtureProblem& p, int kk, std::vector<int> ts)
+      : laws(l), pb(p), k(kk), targets(std::move(ts)), rec(single_record(kk, p.N, p.D)) {
     for (const auto& fl : laws) {
       work.emplace_back(*fl.plan);
       constants.push_back(detail::call_constants(*fl.plan, fl.theta, rec));
     }
   }
 
+  // Adds sum_t w_t L_t to F and its h-gradient to grad (which the caller has zeroed).
   // logh (optional): log h where h > 0, when the caller already knows it.
-  double operator()(const double* h, double* grad, double* per_law = nullptr, const double* logh = nullptr) {
-    ++nfev;
+  void add(const double* h, double& F, double* grad, double* per_law, const double* logh) {
     for (int i = 0; i < k; ++i) {
       rec.mix_h[i] = h[i];
       rec.mix_logh[i] = h[i] > 0 ? (logh ? logh[i] : std::log(h[i])) : 0.0;
     }
-    if (grad) std::fill(grad, grad + k, 0.0);
-    double F = 0.0;
-    for (std::size_t t = 0; t < laws.size(); ++t) {
+    for (int t : targets) {
       const Plan& plan = *laws[t].plan;
       const detail::CallConstants& cc = constants[t];
       PointVisitor vis;
@@ -93,6 +95,264 @@ struct Evaluator {
         }
       }
     }
+  }
+};
+
+// Whether the fast evaluator handles law `plan`: the exponents b_N, b_D are global
+// parameters (so N'^-b_N and D'^-b_D are per-problem constants), M is 1/sum C h^gamma,
+// (sum C h)^(+-g) or a constant, and a_N, a_D are (sum C h)^g or constants. That covers
+// chinchilla, additive, joint and simple; full, dml_*, bimix and linear go the generic way.
+bool fast_law(const Plan& plan) {
+  auto kind = [&](Slot a) {
+    const Source& s = plan.src[a];
+    return s.type == Source::feature ? plan.features[s.index].kind : -1;
+  };
+  for (Slot a : {slot_E, slot_bN, slot_bD})
+    if (plan.src[a].type == Source::feature) return false;
+  if (plan.src[slot_M].type == Source::feature && kind(slot_M) != Feature::inv_power_sum &&
+      kind(slot_M) != Feature::linear_power)
+    return false;
+  for (Slot a : {slot_aN, slot_aD})
+    if (plan.src[a].type == Source::feature && kind(a) != Feature::linear_power) return false;
+  return true;
+}
+
+// F(h) = sum_t w_t L_t and its h-gradient for one problem. The fitted laws are "compiled"
+// once per problem into flat arrays: the rows (C_i, gamma_i) of every 1/sum C h^gamma term,
+// the rows C_i of every (sum C h)^e term with its per-problem factor (1, N'^-b_N or D'^-b_D),
+// so that an evaluation is a few loops over (term x domain) and batched exp/log (vmath.hpp)
+// with no allocation. Targets of weight 0 are left out unless per-law losses are wanted.
+// Other laws use the generic evaluator; any non-finite result is recomputed by it, so
+// infinities and NaN have exactly the generic semantics.
+struct Evaluator {
+  const std::vector<FittedLaw>& laws;
+  const MixtureProblem& pb;
+  int k;
+  int nfev = 0;
+  bool all_targets;                            // per_law may be asked for
+  std::unique_ptr<GenericEvaluator> slow;      // the targets without a fast path, if any
+  std::unique_ptr<GenericEvaluator> fallback;  // every target, built on first need
+  std::vector<double> slow_grad;
+
+  struct Target {
+    int t;
+    double w;
+    double base;  // E + M when M is a constant
+    double cN, cD;  // N'^-b_N, D'^-b_D (0 where the term is absent)
+    bool hasN, hasD;
+    // Where M, a_N, a_D come from: -1 constant (value in vM, vN, vD), else the index of
+    // an inverse-power row (M only) or of a power term.
+    int iM = -1, iN = -1, iD = -1;
+    bool M_ips = false;
+    double vM = 0.0, vN = 0.0, vD = 0.0;
+  };
+  std::vector<Target> tg;
+  int R = 0, J = 0;                // inverse-power rows, power terms
+  // All per-problem arrays, carved out of one block. Matrices are stored domain-major
+  // (element (i, r) at i * R + r) so that the loops over the rows vectorise.
+  std::vector<double> buf;
+  double *G, *C, *Cg, *X, *T;  // k*R: gamma, C, C gamma, gamma log h, h^gamma
+  double *rw, *inv, *a;        // R: the row's target weight; 1 / sum C h^gamma; gradient factor
+  double *PC;                  // k*J: the power terms' C
+  double *pe, *pc, *U, *LU, *PHI;  // J: exponent, w_t * factor, sum C h, (e) log u, value, ...
+  double *lh;                  // k
+
+  Evaluator(const std::vector<FittedLaw>& l, const MixtureProblem& p, int kk, bool all = false)
+      : laws(l), pb(p), k(kk), all_targets(all) {
+    std::vector<int> slow_targets;
+    const double lnN = std::log(p.N), lnD = std::log(p.D);
+    for (int t = 0; t < static_cast<int>(laws.size()); ++t) {
+      const Plan& plan = *laws[t].plan;
+      if (!all && pb.weights[t] == 0.0) continue;
+      if (!fast_law(plan)) {
+        slow_targets.push_back(t);
+        continue;
+      }
+      const double* th = laws[t].theta;
+      Target x;
+      x.t = t;
+      x.w = pb.weights[t];
+      x.base = plan.src[slot_E].type == Source::param ? th[plan.src[slot_E].index] : 0.0;
+      x.hasN = plan.src[slot_aN].type != Source::none;
+      x.hasD = plan.src[slot_aD].type != Source::none;
+      // As call_constants / for_each_record compute them.
+      auto factor = [&](Slot b, double ln, double scale) {
+        const double e = plan.src[b].type == Source::param ? th[plan.src[b].index] : 0.0;
+        return std::exp(-e * (ln - std::log(scale)));
+      };
+      x.cN = x.hasN ? factor(slot_bN, lnN, plan.spec.n_scale) : 0.0;
+      x.cD = x.hasD ? factor(slot_bD, lnD, plan.spec.d_scale) : 0.0;
+      auto place = [&](Slot a, int& idx, double& v) {
+        const Source& s = plan.src[a];
+        if (s.type == Source::param) v = th[s.index];
+        if (s.type != Source::feature) return;
+        const Feature& f = plan.features[s.index];
+        if (f.kind == Feature::inv_power_sum) {
+          idx = R++;
+          x.M_ips = true;
+        } else {
+          idx = J++;
+        }
+      };
+      place(slot_M, x.iM, x.vM);
+      place(slot_aN, x.iN, x.vN);
+      place(slot_aD, x.iD, x.vD);
+      tg.push_back(x);
+    }
+    if (!slow_targets.empty()) slow = std::make_unique<GenericEvaluator>(l, p, kk, std::move(slow_targets));
+    const std::size_t RK = static_cast<std::size_t>(R) * k, JK = static_cast<std::size_t>(J) * k;
+    buf.assign(5 * RK + 3 * static_cast<std::size_t>(R) + JK + 5 * static_cast<std::size_t>(J) +
+                   static_cast<std::size_t>(k),
+               0.0);
+    double* b = buf.data();
+    auto take = [&](std::size_t n) {
+      double* q = b;
+      b += n;
+      return q;
+    };
+    G = take(RK), C = take(RK), Cg = take(RK), X = take(RK), T = take(RK);
+    rw = take(R), inv = take(R), a = take(R);
+    PC = take(JK), pe = take(J), pc = take(J), U = take(J), LU = take(J), PHI = take(J);
+    lh = take(k);
+    for (const Target& x : tg) {
+      const Plan& plan = *laws[x.t].plan;
+      const double* th = laws[x.t].theta;
+      auto fill = [&](Slot a, int idx, double factor) {
+        if (idx < 0) return;
+        const Feature& f = plan.features[plan.src[a].index];
+        if (a == slot_M && x.M_ips) {
+          for (int i = 0; i < k; ++i) {
+            G[i * R + idx] = th[f.g_off + i];
+            C[i * R + idx] = th[f.c_off + i];
+            Cg[i * R + idx] = th[f.c_off + i] * th[f.g_off + i];
+          }
+          rw[idx] = x.w;
+        } else {
+          for (int i = 0; i < k; ++i) PC[i * J + idx] = th[f.c_off + i];
+          pe[idx] = f.sign * th[f.g_off];
+          pc[idx] = x.w * factor;  // generic: skipped when the slot's factor is 0
+        }
+      };
+      fill(slot_M, x.iM, 1.0);
+      fill(slot_aN, x.iN, x.cN);
+      fill(slot_aD, x.iD, x.cD);
+    }
+  }
+
+  // The fast path; returns F (grad, per_law as in operator()).
+  double fast(const double* h, double* grad, double* per_law, const double* logh) {
+    const int k = this->k, R = this->R, J = this->J;
+    double* __restrict lh = this->lh;
+    bool positive = true;
+    for (int i = 0; i < k; ++i) {
+      positive &= h[i] > 0;
+      lh[i] = h[i] > 0 ? (logh ? logh[i] : std::log(h[i])) : 0.0;
+    }
+    if (R > 0) {
+      const double* __restrict G = this->G;
+      const double* __restrict C = this->C;
+      double* __restrict X = this->X;
+      double* __restrict T = this->T;
+      double* __restrict inv = this->inv;
+      // h^gamma for every inverse-power row; a zero weight contributes nothing.
+      for (int i = 0; i < k; ++i)
+        for (int r = 0; r < R; ++r) X[i * R + r] = G[i * R + r] * lh[i];
+      vexp(X, T, R * k);
+      if (!positive)
+        for (int i = 0; i < k; ++i)
+          if (!(h[i] > 0))
+            for (int r = 0; r < R; ++r) T[i * R + r] = 0.0;
+      for (int r = 0; r < R; ++r) inv[r] = 0.0;
+      for (int i = 0; i < k; ++i)  // sum over i in order, as mixture_features
+        for (int r = 0; r < R; ++r) inv[r] += C[i * R + r] * T[i * R + r];
+      for (int r = 0; r < R; ++r) inv[r] = 1.0 / inv[r];
+    }
+    if (J > 0) {  // (sum C h)^e for every power term
+      const double* __restrict PC = this->PC;
+      const double* __restrict pe = this->pe;
+      double* __restrict U = this->U;
+      double* __restrict LU = this->LU;
+      double* __restrict PHI = this->PHI;
+      for (int j = 0; j < J; ++j) U[j] = 0.0;
+      for (int i = 0; i < k; ++i)
+        for (int j = 0; j < J; ++j) U[j] += PC[i * J + j] * h[i];
+      vlog(U, LU, J);
+      for (int j = 0; j < J; ++j) LU[j] *= pe[j];
+      vexp(LU, PHI, J);
+      for (int j = 0; j < J; ++j) {
+        if (U[j] > 0) continue;
+        const double e = pe[j];
+        PHI[j] = e > 0 ? 0.0 : (e == 0 ? 1.0 : std::numeric_limits<double>::infinity());
+      }
+    }
+    double F = 0.0;
+    for (const Target& x : tg) {  // L = E + M + a_N N'^-b_N + a_D D'^-b_D, as for_each_record
+      double L = x.base + (x.iM < 0 ? x.vM : (x.M_ips ? inv[x.iM] : PHI[x.iM]));
+      if (x.hasN) L += (x.iN < 0 ? x.vN : PHI[x.iN]) * x.cN;
+      if (x.hasD) L += (x.iD < 0 ? x.vD : PHI[x.iD]) * x.cD;
+      if (per_law) per_law[x.t] = L;
+      if (x.w != 0.0) F += x.w * L;
+    }
+    if (!grad) return F;
+    // dF/dh_i = -(1/h_i) sum_r w_r gamma_ri C_ri h_i^gamma_ri / S_r^2 + sum_j pc_j e_j phi_j / u_j C_ji
+    const double* __restrict Cg = this->Cg;
+    const double* __restrict T = this->T;
+    const double* __restrict PC = this->PC;
+    double* __restrict a = this->a;
+    double* __restrict b = this->LU;  // log u is no longer needed
+    for (int r = 0; r < R; ++r) a[r] = rw[r] == 0.0 ? 0.0 : rw[r] * (inv[r] * inv[r]);
+    for (int j = 0; j < J; ++j) b[j] = pc[j] == 0.0 || !(U[j] > 0) ? 0.0 : pc[j] * (pe[j] * PHI[j] / U[j]);
+    for (int i = 0; i < k; ++i) {
+      double s = 0.0;
+      for (int r = 0; r < R; ++r) s += a[r] * (Cg[i * R + r] * T[i * R + r]);
+      double q = 0.0;
+      for (int j = 0; j < J; ++j) q += b[j] * PC[i * J + j];
+      if (h[i] > 0) {
+        grad[i] = q - s / h[i];
+        continue;
+      }
+      s = 0.0;
+      for (int r = 0; r < R; ++r) {  // one-sided slopes at h_i = 0, as in mixture_features
+        const double g = G[i * R + r], c = C[i * R + r];
+        const double slope = g == 1.0 ? 1.0 : (g > 0.0 && g < 1.0 ? std::numeric_limits<double>::infinity() : 0.0);
+        if (rw[r] != 0.0) s += rw[r] * (c == 0.0 ? 0.0 : -c * slope * (inv[r] * inv[r]));
+      }
+      grad[i] = q + s;
+    }
+    return F;
+  }
+
+  // logh (optional): log h where h > 0, when the caller already knows it.
+  double operator()(const double* h, double* grad, double* per_law = nullptr, const double* logh = nullptr) {
+    ++nfev;
+    double F = fast(h, grad, per_law, logh);
+    if (slow) {
+      if (grad) {  // the generic evaluator adds its gradient to a zeroed vector
+        std::vector<double>& g = slow_grad;
+        g.assign(static_cast<std::size_t>(k), 0.0);
+        slow->add(h, F, g.data(), per_law, logh);
+        for (int i = 0; i < k; ++i) grad[i] += g[i];
+      } else {
+        slow->add(h, F, nullptr, per_law, logh);
+      }
+    }
+    bool finite = std::isfinite(F);
+    if (grad)
+      for (int i = 0; i < k; ++i) finite &= std::isfinite(grad[i]);
+    if (per_law)
+      for (const Target& x : tg) finite &= std::isfinite(per_law[x.t]);
+    if (finite) return F;
+    // Infinite or NaN somewhere: redo everything the generic way, whose formulas define
+    // what a non-finite result is.
+    if (!fallback) {
+      std::vector<int> ts;
+      for (int t = 0; t < static_cast<int>(laws.size()); ++t)
+        if (all_targets || pb.weights[t] != 0.0) ts.push_back(t);
+      fallback = std::make_unique<GenericEvaluator>(laws, pb, k, std::move(ts));
+    }
+    F = 0.0;
+    if (grad) std::fill(grad, grad + k, 0.0);
+    fallback->add(h, F, grad, per_law, logh);
     return F;
   }
 };
@@ -258,9 +518,18 @@ MixtureResult solve_one(Evaluator& F, const MixtureProblem& pb, std::vector<doub
 }  // namespace
 
 double mixture_objective(const std::vector<FittedLaw>& laws, const MixtureProblem& pb, const double* h,
-                         double* grad, double* per_law) {
+                         double* grad, double* per_law, bool generic) {
   const int k = laws.empty() ? 0 : laws[0].plan->spec.k;
-  Evaluator F(laws, pb, k);
+  if (generic) {
+    std::vector<int> all(laws.size());
+    for (std::size_t t = 0; t < laws.size(); ++t) all[t] = static_cast<int>(t);
+    GenericEvaluator G(laws, pb, k, std::move(all));
+    double F = 0.0;
+    if (grad) std::fill(grad, grad + k, 0.0);
+    G.add(h, F, grad, per_law, nullptr);
+    return F;
+  }
+  Evaluator F(laws, pb, k, true);
   return F(h, grad, per_law);
 }
 

@@ -47,9 +47,12 @@ struct MixtureResult {
   int best_start = 0;
 };
 
-// F(h) and its gradient (grad may be null).
+// F(h) and its gradient (grad may be null), and each law's loss (per_law may be null).
+// The solver's evaluator has a fast path for chinchilla, additive, joint and simple laws;
+// generic = true forces the generic formulas of evaluate.hpp (for tests: both agree to
+// rounding).
 double mixture_objective(const std::vector<FittedLaw>& laws, const MixtureProblem& pb, const double* h,
-                         double* grad, double* per_law = nullptr);
+                         double* grad, double* per_law = nullptr, bool generic = false);
 
 // Solves every problem (all starts) in one parallel loop; results[i] is the best start
 // of problem i (lowest F, ties to the lower start index).
