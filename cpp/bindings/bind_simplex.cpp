@@ -156,8 +156,11 @@ void bind_simplex(py::module_& m) {
           nfev.mutable_at(p) = r.nfev;
           status.mutable_at(p) = r.status;
           best.mutable_at(p) = r.best_start;
-          mixture_objective(held.laws, problems[static_cast<std::size_t>(p)], r.h.data(), nullptr,
-                            per.mutable_data() + p * T);
+          if (r.per_law.size() == static_cast<std::size_t>(T))
+            std::copy(r.per_law.begin(), r.per_law.end(), per.mutable_data() + p * T);
+          else
+            std::fill(per.mutable_data() + p * T, per.mutable_data() + (p + 1) * T,
+                      std::numeric_limits<double>::quiet_NaN());
         }
         py::dict d;
         d["h"] = h;

@@ -94,11 +94,11 @@ template <bool Exp>
 MIXLAW_INLINE void apply(const double* x, double* y, int n) {
   int i = 0;
   for (; i + W <= n; i += W) store(y + i, kernel<Exp>(load(x + i)));
-  if (i < n) {  // tail: pad with a value inside both kernels' range
-    double buf[W] = {1.0, 1.0, 1.0, 1.0};
-    std::memcpy(buf, x + i, sizeof(double) * static_cast<std::size_t>(n - i));
-    store(buf, kernel<Exp>(load(buf)));
-    std::memcpy(y + i, buf, sizeof(double) * static_cast<std::size_t>(n - i));
+  if (i < n) {  // tail: lane by lane (no memcpy through a buffer: store forwarding stalls)
+    const int m = n - i;
+    const vd v = {x[i], m > 1 ? x[i + 1] : 1.0, m > 2 ? x[i + 2] : 1.0, 1.0};
+    const vd r = kernel<Exp>(v);
+    for (int l = 0; l < m; ++l) y[i + l] = r[l];
   }
 }
 

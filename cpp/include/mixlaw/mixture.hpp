@@ -45,6 +45,7 @@ struct MixtureResult {
   int nit = 0, nfev = 0;
   int status = 0;  // 1: gap below gap_tol; 4: no further decrease possible; 0: max_iter
   int best_start = 0;
+  std::vector<double> per_law;  // each law's loss L_t at h (optimize_mixtures only)
 };
 
 // F(h) and its gradient (grad may be null), and each law's loss (per_law may be null).
