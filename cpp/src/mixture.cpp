@@ -279,9 +279,19 @@ struct Evaluator {
         for (int i = 0; i < k; ++i)
           if (!(h[i] > 0))
             for (int r = 0; r < R; ++r) T[i * R + r] = 0.0;
-      for (int r = 0; r < R; ++r) inv[r] = 0.0;
-      for (int i = 0; i < k; ++i)  // sum over i in order, as mixture_features
-        for (int r = 0; r < R; ++r) inv[r] += C[i * R + r] * T[i * R + r];
+      // Sums over i in order, as mixture_features. With few rows, in a register:
+      // accumulating into inv[r] across the i loop would chain every add through a store.
+      if (R >= 4) {
+        for (int r = 0; r < R; ++r) inv[r] = 0.0;
+        for (int i = 0; i < k; ++i)
+          for (int r = 0; r < R; ++r) inv[r] += C[i * R + r] * T[i * R + r];
+      } else {
+        for (int r = 0; r < R; ++r) {
+          double sum = 0.0;
+          for (int i = 0; i < k; ++i) sum += C[i * R + r] * T[i * R + r];
+          inv[r] = sum;
+        }
+      }
       for (int r = 0; r < R; ++r) inv[r] = 1.0 / inv[r];
     }
     if (J > 0) {  // (sum C h)^e for every power term
@@ -290,9 +300,17 @@ struct Evaluator {
       double* __restrict U = this->U;
       double* __restrict LU = this->LU;
       double* __restrict PHI = this->PHI;
-      for (int j = 0; j < J; ++j) U[j] = 0.0;
-      for (int i = 0; i < k; ++i)
-        for (int j = 0; j < J; ++j) U[j] += PC[i * J + j] * h[i];
+      if (J >= 4) {  // as for the inverse-power sums
+        for (int j = 0; j < J; ++j) U[j] = 0.0;
+        for (int i = 0; i < k; ++i)
+          for (int j = 0; j < J; ++j) U[j] += PC[i * J + j] * h[i];
+      } else {
+        for (int j = 0; j < J; ++j) {
+          double u = 0.0;
+          for (int i = 0; i < k; ++i) u += PC[i * J + j] * h[i];
+          U[j] = u;
+        }
+      }
       vlog(U, LU, J);
       for (int j = 0; j < J; ++j) LU[j] *= pe[j];
       vexp(LU, PHI, J);
