@@ -108,7 +108,8 @@ MIXLAW_INLINE void apply(const double* x, double* y, int n) {
 // The same code with 256-bit registers (no FMA: results stay identical to exp_base).
 __attribute__((target("avx2"))) void exp_avx2(const double* x, double* y, int n) { apply<true>(x, y, n); }
 __attribute__((target("avx2"))) void log_avx2(const double* x, double* y, int n) { apply<false>(x, y, n); }
-const bool have_avx2 = __builtin_cpu_supports("avx2");
+// __builtin_cpu_init first: this initialiser may run before libgcc's own CPU-detection constructor.
+const bool have_avx2 = (__builtin_cpu_init(), __builtin_cpu_supports("avx2"));
 #endif
 
 }  // namespace
