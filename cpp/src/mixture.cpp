@@ -244,8 +244,7 @@ struct Evaluator {
   // FMA or reassociation both builds round identically.
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
   double fast(const double* h, double* grad, double* per_law, const double* logh) {
-    static const bool avx2 = __builtin_cpu_supports("avx2");
-    return avx2 ? fast_avx2(h, grad, per_law, logh) : fast_impl(h, grad, per_law, logh);
+    return cpu_has_avx2() ? fast_avx2(h, grad, per_law, logh) : fast_impl(h, grad, per_law, logh);
   }
   __attribute__((target("avx2"))) double fast_avx2(const double* h, double* grad, double* per_law,
                                                    const double* logh) {
@@ -314,11 +313,8 @@ struct Evaluator {
       vlog(U, LU, J);
       for (int j = 0; j < J; ++j) LU[j] *= pe[j];
       vexp(LU, PHI, J);
-      for (int j = 0; j < J; ++j) {
-        if (U[j] > 0) continue;
-        const double e = pe[j];
-        PHI[j] = e > 0 ? 0.0 : (e == 0 ? 1.0 : std::numeric_limits<double>::infinity());
-      }
+      for (int j = 0; j < J; ++j)
+        if (!(U[j] > 0)) PHI[j] = detail::power_of_nonpositive(pe[j]);
     }
     double F = 0.0;
     for (const Target& x : tg) {  // L = E + M + a_N N'^-b_N + a_D D'^-b_D, as for_each_record
@@ -348,8 +344,7 @@ struct Evaluator {
       }
       s = 0.0;
       for (int r = 0; r < R; ++r) {  // one-sided slopes at h_i = 0, as in mixture_features
-        const double g = G[i * R + r], c = C[i * R + r];
-        const double slope = g == 1.0 ? 1.0 : (g > 0.0 && g < 1.0 ? std::numeric_limits<double>::infinity() : 0.0);
+        const double c = C[i * R + r], slope = detail::power_slope_at_zero(G[i * R + r]);
         if (rw[r] != 0.0) s += rw[r] * (c == 0.0 ? 0.0 : -c * slope * (inv[r] * inv[r]));
       }
       grad[i] = q + s;

@@ -114,6 +114,14 @@ const bool have_avx2 = (__builtin_cpu_init(), __builtin_cpu_supports("avx2"));
 
 }  // namespace
 
+bool cpu_has_avx2() {
+#ifdef MIXLAW_VMATH_AVX2
+  return have_avx2;
+#else
+  return false;
+#endif
+}
+
 void vexp_base(const double* x, double* y, int n) { apply<true>(x, y, n); }
 void vlog_base(const double* x, double* y, int n) { apply<false>(x, y, n); }
 
@@ -139,6 +147,7 @@ void vexp(const double* x, double* y, int n) {
 void vlog(const double* x, double* y, int n) {
   for (int i = 0; i < n; ++i) y[i] = std::log(x[i]);
 }
+bool cpu_has_avx2() { return false; }
 void vexp_base(const double* x, double* y, int n) { vexp(x, y, n); }
 void vlog_base(const double* x, double* y, int n) { vlog(x, y, n); }
 

@@ -48,6 +48,16 @@ namespace detail {
 
 constexpr int max_features = 5;
 
+// The conventions at a zero: the one-sided slope of h^g at h = 0 (h^0 = 1), and u^e for u <= 0
+// (the linear_power feature's sum C h when it is not positive). The mixture solver's fast
+// evaluator uses the same ones.
+inline double power_slope_at_zero(double g) {
+  return g == 1.0 ? 1.0 : (g > 0.0 && g < 1.0 ? std::numeric_limits<double>::infinity() : 0.0);
+}
+inline double power_of_nonpositive(double e) {
+  return e > 0 ? 0.0 : (e == 0 ? 1.0 : std::numeric_limits<double>::infinity());
+}
+
 // Scratch for one mixture: feature values, their parameter gradients and h-gradients.
 struct MixtureWork {
   int k = 0;
@@ -119,16 +129,8 @@ inline void mixture_features(const Plan& plan, const double* theta, const Record
       if (HGrad) {
         double* dh = w.dphi_dh.data() + static_cast<std::size_t>(f) * k;
         for (int i = 0; i < k; ++i) {
-          double slope;  // d(h^gamma)/dh
-          if (h[i] > 0) {
-            slope = g[i] * t[i] / h[i];
-          } else if (g[i] == 1.0) {
-            slope = 1.0;
-          } else if (g[i] > 0.0 && g[i] < 1.0) {
-            slope = std::numeric_limits<double>::infinity();
-          } else {
-            slope = 0.0;
-          }
+          // d(h^gamma)/dh
+          const double slope = h[i] > 0 ? g[i] * t[i] / h[i] : power_slope_at_zero(g[i]);
           dh[i] = (C[i] == 0.0 ? 0.0 : -C[i] * slope * inv2);
         }
       }
@@ -209,7 +211,7 @@ inline void mixture_features(const Plan& plan, const double* theta, const Record
         lu = std::log(u);
         phi = std::exp(e * lu);
       } else {
-        phi = e > 0 ? 0.0 : (e == 0 ? 1.0 : std::numeric_limits<double>::infinity());
+        phi = power_of_nonpositive(e);
       }
       w.phi[f] = phi;
       const double scale = u > 0 ? e * phi / u : 0.0;  // dphi/du

@@ -18,4 +18,8 @@ void vlog(const double* x, double* y, int n);  // y = log(x); y may alias x
 void vexp_base(const double* x, double* y, int n);
 void vlog_base(const double* x, double* y, int n);
 
+// Whether the CPU runs AVX2 code (the run-time choice of vexp/vlog; also used by other
+// kernels compiled twice the same way). False off x86.
+bool cpu_has_avx2();
+
 }  // namespace mixlaw
