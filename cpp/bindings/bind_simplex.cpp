@@ -102,7 +102,7 @@ void bind_simplex(py::module_& m) {
       "optimize_mixtures",
       [](const py::list& fitted, const py::object& N, const py::object& D, const py::object& weights,
          const py::object& lo, const py::object& hi, const std::string& method, int max_iter, double gap_tol,
-         int n_starts, std::uint64_t seed, std::optional<int> threads) {
+         int n_starts, std::uint64_t seed, std::optional<int> threads, int line_search_memory) {
         const int nt = threads_arg(threads);
         HeldLaws held = hold_laws(fitted);
         const auto T = static_cast<py::ssize_t>(held.laws.size());
@@ -116,7 +116,9 @@ void bind_simplex(py::module_& m) {
         if (max_iter < 1) fail("max_iter: must be >= 1");
         if (!(gap_tol >= 0)) fail("gap_tol: must be >= 0");
         if (n_starts < 1) fail("n_starts: must be >= 1");
+        if (line_search_memory < 1) fail("line_search_memory: must be >= 1");
         opt.max_iter = max_iter;
+        opt.line_search_memory = line_search_memory;
         opt.gap_tol = gap_tol;
         opt.n_starts = n_starts;
         opt.seed = seed;
@@ -176,6 +178,7 @@ void bind_simplex(py::module_& m) {
       py::arg("fits"), py::arg("N"), py::arg("D"), py::arg("weights"), py::arg("lo"), py::arg("hi"),
       py::arg("method") = "mirror", py::arg("max_iter") = 20000, py::arg("gap_tol") = 1e-10,
       py::arg("n_starts") = 1, py::arg("seed") = 0, py::arg("threads") = py::none(),
+      py::arg("line_search_memory") = 10,
       "Optimal mixtures for many (N, D, weights, bounds) problems in one parallel call.");
 }
 

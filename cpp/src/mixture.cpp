@@ -435,6 +435,16 @@ MixtureResult solve_one(Evaluator& F, const MixtureProblem& pb, std::vector<doub
   std::vector<double> g(k), g_used(k), h_new(k), g_new(k), v(k), s(k), ex(k);
   double f = F(h.data(), g.data(), nullptr, lh.data());
   double eta = 1.0;
+  // Non-monotone Armijo test (Grippo-Lampariello-Lucidi, as in spectral projected
+  // gradient): a trial is compared with the largest F of the last `memory` iterates, not
+  // with the current one. Barzilai-Borwein steps are not monotone by nature; the monotone
+  // test rejected about 0.6 of them per iteration and stalled some problems near the optimum.
+  const int memory = std::max(1, opt.line_search_memory);
+  std::vector<double> recent(static_cast<std::size_t>(memory), -std::numeric_limits<double>::infinity());
+  recent[0] = f;
+  // The best iterate is returned when the run ends uncertified (F need not decrease).
+  std::vector<double> best_h = h, best_g = g;
+  double best_f = f;
   res.status = 0;
   for (res.nit = 0; res.nit < opt.max_iter; ++res.nit) {
     res.gap = fw_gap(g, h, pb, k, s);
@@ -454,6 +464,7 @@ MixtureResult solve_one(Evaluator& F, const MixtureProblem& pb, std::vector<doub
     if (mirror && gmax > gmin) eta = std::min(eta, 30.0 / (gmax - gmin));
     bool ok = false;
     double f_new = f;
+    const double f_ref = *std::max_element(recent.begin(), recent.end());
     for (int ls = 0; ls < 80; ++ls) {
       if (mirror) {
         for (int i = 0; i < k; ++i) {
@@ -487,7 +498,7 @@ MixtureResult solve_one(Evaluator& F, const MixtureProblem& pb, std::vector<doub
       }
       if (!moved) break;
       f_new = F(h_new.data(), g_new.data(), nullptr, lh_new.data());
-      if (std::isfinite(f_new) && f_new <= f + 1e-4 * dec && f_new <= f) {
+      if (std::isfinite(f_new) && f_new <= f_ref + 1e-4 * dec && f_new <= f_ref) {
         ok = true;
         break;
       }
@@ -536,8 +547,19 @@ MixtureResult solve_one(Evaluator& F, const MixtureProblem& pb, std::vector<doub
     lh.swap(lh_new);
     g.swap(g_new);
     f = f_new;
+    recent[static_cast<std::size_t>((res.nit + 1) % memory)] = f;
+    if (f < best_f) {
+      best_f = f;
+      best_h = h;
+      best_g = g;
+    }
     if (sy > 0 && ss > 0) eta = std::min(std::max(ss / sy, 1e-12), 1e12);
     else eta *= 2.0;  // let the step grow again: the line search only ever shrinks it
+  }
+  if ((res.status == 0 || res.status == 4) && best_f < f) {
+    h.swap(best_h);
+    g.swap(best_g);
+    f = best_f;
   }
   if (res.status == 0 || res.status == 4) res.gap = fw_gap(g, h, pb, k, s);
   if (res.status == 4 && res.gap <= opt.gap_tol) res.status = 1;

@@ -95,6 +95,7 @@ class MixtureGrid:
     status: np.ndarray
     domains: tuple
     targets: tuple
+    nfev: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return int(self.N.shape[0])
@@ -103,7 +104,8 @@ class MixtureGrid:
         st = int(self.status[i])
         return MixtureResult(h=dict(zip(self.domains, self.h[i].tolist())), x=self.h[i].copy(),
                              losses=dict(zip(self.targets, self.losses[i].tolist())), fun=float(self.fun[i]),
-                             gap=float(self.gap[i]), nit=int(self.nit[i]), nfev=0, status=st, success=st == 1,
+                             gap=float(self.gap[i]), nit=int(self.nit[i]),
+                             nfev=int(self.nfev[i]) if self.nfev is not None else 0, status=st, success=st == 1,
                              message=_MESSAGES.get(st, "?"), N=float(self.N[i]), D=float(self.D[i]), weights={})
 
 
@@ -196,6 +198,7 @@ def _bounds(bounds: Any, domains: tuple, k: int) -> tuple[np.ndarray, np.ndarray
 def optimize_mixture(fits: Any, *, N: Any, D: Any, weights: Any = None, bounds: Any = None,
                      available_tokens: Any = None, max_epochs: Any = None, method: str = "mirror",
                      n_starts: int = 4, seed: int = 0, gap_tol: float = 1e-10, max_iter: int = 20000,
+                     line_search_memory: int = 10,
                      threads: Optional[int] = None) -> Union[MixtureResult, MixtureGrid]:
     """The mixture minimising the (weighted) predicted loss at a training budget.
 
@@ -220,6 +223,14 @@ def optimize_mixture(fits: Any, *, N: Any, D: Any, weights: Any = None, bounds: 
         Start 0 is the centre of the feasible set; the others are seeded Dirichlet draws.
     gap_tol : float
         Stop when the Frank-Wolfe gap (in loss units) is below this.
+    max_iter : int
+    line_search_memory : int
+        The Armijo test compares a trial step with the largest objective of this many
+        last iterates (non-monotone line search, as in spectral projected gradient);
+        1 gives the monotone test. An uncertified run returns its best iterate.
+    threads : int, optional
+        OpenMP threads over problems and starts (default: OpenMP's, ``OMP_NUM_THREADS``).
+        Results do not depend on it.
 
     Returns
     -------
@@ -295,7 +306,8 @@ def optimize_mixture(fits: Any, *, N: Any, D: Any, weights: Any = None, bounds: 
     core_laws = [(f.law._core, np.ascontiguousarray(f.x)) for f in flist]
     r = _core.optimize_mixtures(core_laws, Nb, Db, np.ascontiguousarray(W), np.ascontiguousarray(LO),
                                 np.ascontiguousarray(HI), method=method, max_iter=int(max_iter),
-                                gap_tol=float(gap_tol), n_starts=int(n_starts), seed=int(seed), threads=threads)
+                                gap_tol=float(gap_tol), n_starts=int(n_starts), seed=int(seed), threads=threads,
+                                line_search_memory=int(line_search_memory))
     if scalar:
         st = int(r["status"][0])
         return MixtureResult(h=dict(zip(domains, r["h"][0].tolist())), x=r["h"][0].copy(),
@@ -304,7 +316,7 @@ def optimize_mixture(fits: Any, *, N: Any, D: Any, weights: Any = None, bounds: 
                              success=st == 1, message=_MESSAGES.get(st, "?"), N=float(Nb[0]), D=float(Db[0]),
                              weights=dict(zip(targets, W[0].tolist())))
     return MixtureGrid(N=Nb, D=Db, h=r["h"], fun=r["fun"], gap=r["gap"], losses=r["per_target"], nit=r["nit"],
-                       status=r["status"], domains=domains, targets=targets)
+                       status=r["status"], domains=domains, targets=targets, nfev=r["nfev"])
 
 
 def optimal_allocation(fits: Any, *, compute: float, flops_per_token: Optional[float] = None,

@@ -2,8 +2,8 @@
 // over the capped simplex C of simplex.hpp, for fitted laws L_t.
 //
 // Solvers: exponentiated gradient (mirror descent with the KL geometry, the paper's
-// method) and Euclidean projected gradient, both with an Armijo line search on an
-// adaptive step. Every result carries a Frank-Wolfe certificate
+// method) and Euclidean projected gradient, both with a non-monotone Armijo line search
+// on a Barzilai-Borwein step. Every result carries a Frank-Wolfe certificate
 // gap = max_{s in C} grad F(h) . (h - s) >= 0, which is 0 exactly at a stationary point and
 // bounds F(h) - min F for convex F. Many independent problems (budgets, weights) are
 // solved in one parallel call.
@@ -36,6 +36,7 @@ struct MixtureOptions {
   double gap_tol = 1e-10;  // stop when the Frank-Wolfe gap is below this (loss units)
   int n_starts = 1;        // start 0 is the KL-centre of C (uniform when unconstrained)
   std::uint64_t seed = 0;  // other starts: Dirichlet(1) draws from mix_seed(seed, problem, start)
+  int line_search_memory = 10;  // Armijo against the max F of this many last iterates; 1: monotone
 };
 
 struct MixtureResult {
