@@ -269,6 +269,9 @@ def test_bad_input_raises_value_error_naming_the_argument(paper_split, chinchill
         (dict(weights=np.ones(3)), "weights"),
         (dict(starts=np.ones((2, 3))), "starts"),
         (dict(delta=-1.0), "delta"),
+        (dict(max_iter=2 ** 40), "max_iter"),  # beyond the C++ int: was a pybind11 TypeError
+        (dict(hops=2 ** 31), "hops"),
+        (dict(seed=2 ** 64), "seed"),
     ]
     for kwargs, arg in cases:
         kw = {"law": "additive", "targets": "c4", "n_starts": 1, **kwargs}

@@ -196,6 +196,10 @@ def test_bad_mixture_input(additive_fits):
         (dict(max_epochs=2), "available_tokens"),
         (dict(method="newton"), "method"),
         (dict(threads=-1), "threads"),
+        (dict(line_search_memory=0), "line_search_memory"),
+        (dict(line_search_memory=2 ** 40), "line_search_memory"),  # was a pybind11 TypeError
+        (dict(max_iter=2 ** 40), "max_iter"),
+        (dict(n_starts=-1), "n_starts"),
     ]
     for kw, arg in cases:
         with pytest.raises(ValueError, match=arg):

@@ -439,7 +439,9 @@ MixtureResult solve_one(Evaluator& F, const MixtureProblem& pb, std::vector<doub
   // gradient): a trial is compared with the largest F of the last `memory` iterates, not
   // with the current one. Barzilai-Borwein steps are not monotone by nature; the monotone
   // test rejected about 0.6 of them per iteration and stalled some problems near the optimum.
-  const int memory = std::max(1, opt.line_search_memory);
+  // (More than max_iter + 1 entries could never be filled.)
+  const int memory = static_cast<int>(std::max<long long>(
+      1, std::min<long long>(opt.line_search_memory, static_cast<long long>(opt.max_iter) + 1)));
   std::vector<double> recent(static_cast<std::size_t>(memory), -std::numeric_limits<double>::infinity());
   recent[0] = f;
   // The best iterate is returned when the run ends uncertified (F need not decrease).

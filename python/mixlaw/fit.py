@@ -457,8 +457,11 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
             raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
     if n_starts < 1 and starts is None:
         raise ValueError("n_starts: must be >= 1")
-    if seed < 0:
-        raise ValueError("seed: must be >= 0")
+    if seed < 0 or seed >= 2 ** 64:
+        raise ValueError("seed: must be >= 0 and < 2**64")
+    for name, value in (("max_iter", max_iter), ("hops", hops)):
+        if value > 2 ** 31 - 1:
+            raise ValueError(f"{name}: must be < 2**31")
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction: expected 'mean' or 'sum', got {reduction!r}")
     if not hasattr(runs, "target") or not hasattr(runs, "target_names"):
