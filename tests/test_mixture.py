@@ -226,9 +226,8 @@ def test_weights_shrinking_below_double_range_keep_a_finite_certificate():
     assert mirror.fun <= projected.fun + 1e-12
 
 
-
 def test_nonmonotone_line_search_certifies_joint_batches():
-    # Session 8: with the monotone Armijo test (line_search_memory=1, the old solver) 32 of
+    # Issue 4: with the monotone Armijo test (line_search_memory=1, the old solver) 32 of
     # these 1,000 problems stopped uncertified (gap > 1e-10) and took 2.4x the evaluations.
     train, _ = protocols.slimpajama_paper_split(datasets.slimpajama())
     fits = mixlaw.fit(train, "joint", targets=["c4", "github", "wikipedia"], n_starts=8)
