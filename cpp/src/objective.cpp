@@ -13,8 +13,6 @@ namespace {
 
 using detail::MixtureWork;
 
-// Residual, loss, its derivative psi = rho'(r) and IRLS weight omega = rho'(r)/r, plus the
-// factor dr/dL (1, or 1/L for log residuals).
 // Huber on a raw residual, branch-free (selects, no jumps) so that loops over records can
 // vectorise: rho, psi and the curvature om, which outside the band is owd / |r| (IRLS,
 // owd = outside_weight * delta) or, without Irls, 0. MSE is delta = inf.
@@ -29,6 +27,8 @@ inline HuberTerms huber_raw(double r, double delta, double owd) {
           in ? 1.0 : (Irls ? owd / a : 0.0)};
 }
 
+// Residual, loss, its derivative psi = rho'(r) and IRLS weight omega = rho'(r)/r, plus the
+// factor dr/dL (1, or 1/L for log residuals).
 struct Pointwise {
   double r, rho, psi, omega, drdL;
 };

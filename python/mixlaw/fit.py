@@ -273,6 +273,16 @@ def _floats(value: Any, arg: str) -> np.ndarray:
         raise ValueError(f"{arg}: expected numbers ({exc})") from None
 
 
+def _int_option(value: Any, arg: str, lo: Optional[int] = 0, hi: int = 2 ** 31) -> int:
+    """An integer option: a TypeError naming ``arg`` unless it is an int, a ValueError unless
+    ``lo <= value < hi`` (by default the range of the C++ core's int; seeds go to 2**64)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{arg}: expected an int, got {type(value).__name__}")
+    if (lo is not None and value < lo) or value >= hi:
+        raise ValueError(f"{arg}: must be " + (f">= {lo} and " if lo is not None else "") + f"< {hi}")
+    return int(value)
+
+
 def _frozen(a: np.ndarray) -> np.ndarray:
     a = np.array(a, copy=True)
     a.setflags(write=False)
@@ -452,16 +462,12 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
         Mapping target name -> :class:`Fit`.
     """
     t0 = time.perf_counter()
-    for name, value in (("n_starts", n_starts), ("max_iter", max_iter), ("hops", hops), ("seed", seed)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+    _int_option(n_starts, "n_starts", lo=None)
     if n_starts < 1 and starts is None:
         raise ValueError("n_starts: must be >= 1")
-    if seed < 0 or seed >= 2 ** 64:
-        raise ValueError("seed: must be >= 0 and < 2**64")
-    for name, value in (("max_iter", max_iter), ("hops", hops)):
-        if value > 2 ** 31 - 1:
-            raise ValueError(f"{name}: must be < 2**31")
+    _int_option(max_iter, "max_iter", lo=None)  # the core names values < 1
+    _int_option(hops, "hops", lo=None)
+    _int_option(seed, "seed", hi=2 ** 64)
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction: expected 'mean' or 'sum', got {reduction!r}")
     if not hasattr(runs, "target") or not hasattr(runs, "target_names"):

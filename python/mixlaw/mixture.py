@@ -30,7 +30,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from . import _core
-from .fit import Fit, Fits, _floats
+from .fit import Fit, Fits, _floats, _int_option
 
 __all__ = ["MixtureResult", "MixtureGrid", "optimize_mixture", "optimal_allocation"]
 
@@ -236,12 +236,9 @@ def optimize_mixture(fits: Any, *, N: Any, D: Any, weights: Any = None, bounds: 
     -------
     MixtureResult (scalar N and D) or MixtureGrid (arrays).
     """
-    for name, value in (("n_starts", n_starts), ("max_iter", max_iter), ("line_search_memory", line_search_memory),
-                        ("seed", seed)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
-        if not 0 <= value < (2 ** 64 if name == "seed" else 2 ** 31):
-            raise ValueError(f"{name}: out of range" + ("" if name == "seed" else " (must be < 2**31)"))
+    for name, value in (("n_starts", n_starts), ("max_iter", max_iter), ("line_search_memory", line_search_memory)):
+        _int_option(value, name)  # values < 1 are named by the core
+    _int_option(seed, "seed", hi=2 ** 64)
     flist = _as_fits(fits)
     law0 = flist[0].law
     k = law0.k
