@@ -51,6 +51,17 @@ def test_rows_are_the_single_fits(runs, small_grid):
             assert g.loc[("joint", t, s), "objective"] <= g.loc[("additive", t, s), "objective"]
 
 
+def test_screening_options_reach_the_fits(runs):
+    # the issue-3 screening of starts is a fit option like the others
+    kw = dict(n_starts=12, screen_iter=15, screen_keep=3)
+    df = grid(runs, ["additive"], evaluate.PaperSplit(), targets=["c4"], **kw)
+    (_, fit_runs, _), = evaluate.PaperSplit().splits(runs)
+    f = mixlaw.fit(fit_runs, "additive", targets=["c4"], **kw)["c4"]
+    assert f.params == df["params"][0] and f.fun == df["objective"][0]
+    plain = mixlaw.fit(fit_runs, "additive", targets=["c4"], n_starts=12)["c4"]
+    assert np.any(f.starts_status == -3) and not np.array_equal(f.starts_fun, plain.starts_fun)
+
+
 def test_chunking_and_resume_do_not_change_results(runs, small_grid, tmp_path):
     chunked = grid(runs, ["additive", "joint"], evaluate.HeldOutMixtures(n_fit=20), seeds=[0, 1],
                    targets=["c4", "book"], n_starts=4, chunk_size=1)

@@ -136,7 +136,7 @@ void bind_fit(py::module_& m) {
       [](const py::list& problems, const py::list& starts, const py::list& lower, const py::list& upper,
          const py::list& seeds, const std::string& loss, double delta, const std::string& residual, bool mean,
          const std::string& curvature, const std::string& method, int max_iter, double ftol, double xtol, double max_step, int hops, double hop_step,
-         double hop_temperature, std::optional<int> threads) {
+         double hop_temperature, int screen_iter, double screen_ratio, int screen_keep, std::optional<int> threads) {
         const int nt = threads_arg(threads);
         const ObjectiveSpec spec = objective_spec(loss, delta, residual, curvature);
         SolverOptions opt;
@@ -155,6 +155,12 @@ void bind_fit(py::module_& m) {
         opt.hops = hops;
         opt.hop_step = hop_step;
         opt.hop_temperature = hop_temperature;
+        if (screen_iter < 0) fail("screen_iter: must be >= 0 (0: no screening)");
+        if (!(screen_ratio >= 1) || !std::isfinite(screen_ratio)) fail("screen_ratio: must be finite and >= 1");
+        if (screen_keep < 1) fail("screen_keep: must be >= 1");
+        opt.screen_iter = screen_iter;
+        opt.screen_ratio = screen_ratio;
+        opt.screen_keep = screen_keep;
         const std::size_t T = problems.size();
         if (starts.size() != T || lower.size() != T || upper.size() != T || seeds.size() != T)
           fail("starts, lower, upper, seeds: need one entry per problem");
@@ -229,6 +235,7 @@ void bind_fit(py::module_& m) {
       py::arg("loss") = "huber", py::arg("delta") = 1e-3, py::arg("residual") = "raw", py::arg("mean") = true,
       py::arg("curvature") = "exact", py::arg("method") = "lm", py::arg("max_iter") = 1000, py::arg("ftol") = 1e-10, py::arg("xtol") = 1e-10, py::arg("max_step") = 1.0,
       py::arg("hops") = 0, py::arg("hop_step") = 0.5, py::arg("hop_temperature") = 0.05,
+      py::arg("screen_iter") = 0, py::arg("screen_ratio") = 1.5, py::arg("screen_keep") = 8,
       py::arg("threads") = py::none(),
       "Fit every (problem, start) pair in one parallel call. problems: list of (law, records, y, weights).");
 

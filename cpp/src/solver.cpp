@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <utility>
 
 #include "mixlaw/random.hpp"
 
@@ -376,6 +377,7 @@ SolveResult solve_lbfgs(const FitProblem& pb, const Space& sp, const double* the
 
 const char* status_message(int status) {
   switch (status) {
+    case status_screened: return "screened out: stopped after the screening iterations, its objective then above screen_ratio times the best start's";
     case status_cancelled: return "cancelled (interrupted before or while this start ran)";
     case status_not_finite: return "objective is not finite at the start point";
     case status_max_iter: return "maximum number of iterations reached";
@@ -394,7 +396,12 @@ SolveResult local_solve(const FitProblem& pb, const Box& box, const double* thet
 
 SolveResult global_solve(const FitProblem& pb, const Box& box, const double* theta0, const SolverOptions& opt,
                          std::uint64_t seed) {
-  SolveResult best = local_solve(pb, box, theta0, opt);
+  return basin_hop(pb, box, local_solve(pb, box, theta0, opt), opt, seed);
+}
+
+SolveResult basin_hop(const FitProblem& pb, const Box& box, SolveResult first, const SolverOptions& opt,
+                      std::uint64_t seed) {
+  SolveResult best = std::move(first);
   if (opt.hops <= 0 || !std::isfinite(best.f)) return best;
   const Space sp(box);
   Rng rng(seed);

@@ -402,7 +402,7 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
         delta: float = 1e-3, residual: str = "raw", reduction: str = "mean", weights: Any = None,
         method: str = "lm", curvature: str = "exact", hops: int = 0, hop_step: float = 0.5, hop_temperature: float = 0.05,
         max_iter: int = 1000, ftol: float = 1e-10, xtol: float = 1e-10, max_step: float = 1.0,
-        starts: Any = None,
+        screen_iter: int = 0, screen_ratio: float = 1.5, screen_keep: int = 8, starts: Any = None,
         nest: Union[bool, "Fits"] = True, n_term: bool = True, d_term: bool = True, n_scale: float = 1e6,
         d_scale: float = 1e9, threads: Optional[int] = None) -> Fits:
     """Fit a scaling law to every requested target of a runs table.
@@ -448,6 +448,21 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
         direction; the radius doubles while shortened steps keep succeeding. A log-scaled
         coordinate moves by at most 16 per step (a factor 9e6) whatever the radius: longer
         steps only led to degenerate coefficients (1e24 and beyond) where the fit stalls.
+    screen_iter, screen_ratio, screen_keep :
+        Screening of starts, a speed/safety trade-off (off with ``screen_iter=0``, the
+        default). Every start first runs ``screen_iter`` local iterations; then only the
+        ``screen_keep`` best starts of the target and those within ``screen_ratio`` times
+        the best objective go on to convergence (and basin hopping); the others stop there
+        with status -3 ("screened out") and keep that objective in ``starts_fun``. The
+        fitted objective is never above the best objective seen at screening (so, with
+        nesting, never above the simpler law's), and results do not depend on the thread
+        count. The price: a start that would have reached a lower minimum is lost if it
+        was not yet among the survivors. Measured on the SlimPajama paper split, 64
+        starts, ``screen_iter=30`` (bench/README.md): additive law 2.2x to 3x faster, same
+        best objective on 55 of 56 (target, seed) pairs (the other 5.5e-4 higher); joint
+        law, where the best minima are reached by starts that look poor for hundreds of
+        iterations, 6x faster but up to 19% higher on 7 of 8 targets. Use it for the
+        additive law in large grid searches, not for the richer laws.
     starts : array (S, P) or (T, S, P), optional
         Explicit starts (parameter space) used instead of random ones.
     nest : bool or Fits
@@ -467,6 +482,8 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
         raise ValueError("n_starts: must be >= 1")
     _int_option(max_iter, "max_iter", lo=None)  # the core names values < 1
     _int_option(hops, "hops", lo=None)
+    _int_option(screen_iter, "screen_iter", lo=None)  # the core names values < 0
+    _int_option(screen_keep, "screen_keep", lo=None)
     _int_option(seed, "seed", hi=2 ** 64)
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction: expected 'mean' or 'sum', got {reduction!r}")
@@ -501,7 +518,8 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
                    curvature=curvature,
                    n_starts=int(n_starts), seed=int(seed), hops=int(hops), hop_step=float(hop_step),
                    hop_temperature=float(hop_temperature), max_iter=int(max_iter), ftol=float(ftol),
-                   xtol=float(xtol), max_step=float(max_step), nest=bool(nest) if not isinstance(nest, Fits) else True,
+                   xtol=float(xtol), max_step=float(max_step), screen_iter=int(screen_iter),
+                   screen_ratio=float(screen_ratio), screen_keep=int(screen_keep), nest=bool(nest) if not isinstance(nest, Fits) else True,
                    bounds={n: [float(lo[L.index(n)]), float(hi[L.index(n)])] for n in sorted(touched)})
 
     # Per-target data, identifiability checks and starts.
@@ -538,7 +556,8 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
                           residual=residual, reduction=reduction, weights=weights, method=method,
                           curvature=curvature, hops=hops,
                           hop_step=hop_step, hop_temperature=hop_temperature, max_iter=max_iter, ftol=ftol,
-                          xtol=xtol, max_step=max_step, nest=True, threads=threads,
+                          xtol=xtol, max_step=max_step, screen_iter=screen_iter, screen_ratio=screen_ratio,
+                          screen_keep=screen_keep, nest=True, threads=threads,
                           bounds={n: b for n, b in (bounds or {}).items()
                                   if any(fnmatch.fnmatchcase(p, n) for p in simpler.param_names)})
     if nested_from is not None:
@@ -610,7 +629,7 @@ def _prepare_job(runs: Any, L: Law, target: str, *, n_starts: int, seed: int, lo
 
 
 _SOLVER_KEYS = ("loss", "delta", "residual", "curvature", "method", "max_iter", "ftol", "xtol", "max_step", "hops",
-                "hop_step", "hop_temperature")
+                "hop_step", "hop_temperature", "screen_iter", "screen_ratio", "screen_keep")
 
 
 def _solver_options(options: Mapping[str, Any]) -> dict:

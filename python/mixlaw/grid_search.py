@@ -47,7 +47,7 @@ __all__ = ["grid", "Cell", "run_cells"]
 
 _FIT_DEFAULTS = dict(loss="huber", delta=1e-3, residual="raw", reduction="mean", method="lm", curvature="exact",
                      hops=0, hop_step=0.5, hop_temperature=0.05, max_iter=1000, ftol=1e-10, xtol=1e-10,
-                     max_step=1.0)
+                     max_step=1.0, screen_iter=0, screen_ratio=1.5, screen_keep=8)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,15 @@
 // work for the OpenMP loop. Each unit is sequential and writes its own slot, so results
 // never depend on the number of threads; the caller picks the best start per problem in
 // index order.
+//
+// Screening (opt.screen_iter > 0): most random starts of these fits end in minima well
+// above the best, and it shows early. Every start first runs screen_iter local
+// iterations; then, per problem, only the screen_keep best starts and those within
+// screen_ratio times the best objective go on (their local solve resumes from that point,
+// then basin hopping); the others stop with status_screened. The selection depends only on
+// the screening results, never on the thread count. The best objective can only be higher
+// than without screening if the start that leads to it was not yet among the survivors
+// after screen_iter iterations.
 #pragma once
 
 #include <cstdint>

@@ -44,12 +44,19 @@ struct SolverOptions {
   int hops = 0;
   double hop_step = 0.5;
   double hop_temperature = 0.05;
+  // Screening of starts (multistart.hpp; off when screen_iter == 0): every start first runs
+  // screen_iter local iterations; only the screen_keep best and those within screen_ratio
+  // times the best objective at that point are solved to the end.
+  int screen_iter = 0;
+  double screen_ratio = 1.5;
+  int screen_keep = 8;
   // Polled once per iteration and per hop (one relaxed atomic load): when set, the solve
   // stops at once with status_cancelled (Ctrl-C; the caller discards the results).
   const CancelFlag* cancel = nullptr;
 };
 
 enum Status : int {
+  status_screened = -3,
   status_cancelled = -2,
   status_not_finite = -1,
   status_max_iter = 0,
@@ -83,5 +90,10 @@ SolveResult local_solve(const FitProblem& pb, const Box& box, const double* thet
 // perturbations come from a generator seeded with `seed` only.
 SolveResult global_solve(const FitProblem& pb, const Box& box, const double* theta0, const SolverOptions& opt,
                          std::uint64_t seed);
+
+// The basin-hopping rounds of global_solve after its first local solve `first` (returned
+// unchanged when hops == 0); iteration and evaluation counts add up.
+SolveResult basin_hop(const FitProblem& pb, const Box& box, SolveResult first, const SolverOptions& opt,
+                      std::uint64_t seed);
 
 }  // namespace mixlaw
