@@ -329,14 +329,16 @@ def planted_runs(rng: np.random.Generator, law_name: str, k: int, n_sizes: int =
 FIT_BREAKS = ("none",) * 5 + ("law", "targets", "bounds_lohi", "bounds_unknown", "bounds_nan", "bounds_type",
                               "n_starts_zero", "n_starts_float", "n_starts_bool", "seed", "weights_shape",
                               "weights_neg", "weights_text", "loss", "residual", "method", "delta", "starts_shape",
-                              "starts_nan", "threads", "runs", "max_iter")
+                              "starts_nan", "threads", "runs", "max_iter", "screen_iter", "screen_ratio",
+                              "screen_keep")
 FIT_ARG = {"law": ("name", "law"), "targets": ("targets",), "bounds_lohi": ("bounds",), "bounds_unknown": ("bounds",),
            "bounds_nan": ("bounds",), "bounds_type": ("bounds",), "n_starts_zero": ("n_starts",),
            "n_starts_float": ("n_starts",), "n_starts_bool": ("n_starts",), "seed": ("seed",),
            "weights_shape": ("weights",), "weights_neg": ("weights",), "weights_text": ("weights",),
            "loss": ("loss",), "residual": ("residual",), "method": ("method",), "delta": ("delta",),
            "starts_shape": ("starts",), "starts_nan": ("starts",), "threads": ("threads",), "runs": ("runs",),
-           "max_iter": ("max_iter",)}
+           "max_iter": ("max_iter",), "screen_iter": ("screen_iter",), "screen_ratio": ("screen_ratio",),
+           "screen_keep": ("screen_keep",)}
 
 
 @settings(FUZZ, max_examples=500)
@@ -352,8 +354,12 @@ def test_fuzz_fit(law_name, k, seed, brk, loss, residual, method, threads, targe
     n_mix = 1 if kk == 0 else kk + 2
     runs = planted_runs(rng, law_name, kk, n_mix=n_mix)
     n = len(runs)
-    kw = dict(law=law_name, n_starts=1, seed=int(rng.integers(0, 100)), loss=loss, residual=residual,
-              method=method, threads=threads, targets=targets, bounds=bounds, max_iter=200, nest=False)
+    # one start, or three screened down to one after 5 iterations (issue-3 screening)
+    screened = bool(rng.integers(0, 2))
+    n_starts = 3 if screened else 1
+    kw = dict(law=law_name, n_starts=n_starts, seed=int(rng.integers(0, 100)), loss=loss, residual=residual,
+              method=method, threads=threads, targets=targets, bounds=bounds, max_iter=200, nest=False,
+              screen_iter=5 if screened else 0, screen_keep=1)
     if bounds and "alpha" in bounds and law_name == "joint":
         kw["bounds"] = {"alpha": bounds["alpha"]}
     law = mixlaw.law(law_name, kk if kk else None)
@@ -380,6 +386,9 @@ def test_fuzz_fit(law_name, k, seed, brk, loss, residual, method, threads, targe
         "threads": dict(threads=int(rng.choice([0, -4]))),
         "runs": dict(),
         "max_iter": dict(max_iter=0),
+        "screen_iter": dict(screen_iter=int(rng.choice([-1, 2**31]))),
+        "screen_ratio": dict(screen_ratio=float(rng.choice([0.5, np.nan, np.inf]))),
+        "screen_keep": dict(screen_keep=int(rng.choice([0, -3]))),
     }
     kw.update(changes.get(brk, {}))
     data = {"n": 3} if brk == "runs" else runs
@@ -392,7 +401,8 @@ def test_fuzz_fit(law_name, k, seed, brk, loss, residual, method, threads, targe
     want = ["a", "b"] if targets is None else ([targets] if isinstance(targets, str) else targets)
     assert list(fits) == want
     for t, f in fits.items():
-        assert f.starts_status.shape == (1,) and f.starts_fun.shape == (1,)
+        assert f.starts_status.shape == (n_starts,) and f.starts_fun.shape == (n_starts,)
+        assert set(f.starts_status) <= {-3, -1, 0, 1, 2, 3, 4}
         assert f.status in (-1, 0, 1, 2, 3, 4) and isinstance(f.message, str) and f.message
         if f.status >= 0:
             assert np.isfinite(f.fun) and np.all(np.isfinite(f.x))
