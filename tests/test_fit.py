@@ -350,6 +350,10 @@ def test_bad_input_raises_value_error_naming_the_argument(paper_split, chinchill
         kw = {"law": "additive", "targets": "c4", "n_starts": 1, **kwargs}
         with pytest.raises(ValueError, match=arg):
             mixlaw.fit(train, **kw)
+    # real-valued options of the wrong type: a TypeError naming them (was float()'s own message)
+    for arg, value in [("delta", "x"), ("ftol", None), ("screen_ratio", "1.5"), ("hop_step", [1.0])]:
+        with pytest.raises(TypeError, match=arg):
+            mixlaw.fit(train, "additive", targets="c4", n_starts=1, **{arg: value})
 
 
 def test_unidentifiable_terms_are_refused(paper_split):

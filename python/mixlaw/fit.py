@@ -283,6 +283,14 @@ def _int_option(value: Any, arg: str, lo: Optional[int] = 0, hi: int = 2 ** 31) 
     return int(value)
 
 
+def _float_option(value: Any, arg: str) -> float:
+    """A real-valued option: a TypeError naming ``arg`` unless it is a real number (its range
+    is checked where it is used)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{arg}: expected a number, got {type(value).__name__}")
+    return float(value)
+
+
 def _frozen(a: np.ndarray) -> np.ndarray:
     a = np.array(a, copy=True)
     a.setflags(write=False)
@@ -514,12 +522,13 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
             raise ValueError("weights: must be finite and >= 0")
 
     lo, hi, touched = _resolve_bounds(L, bounds)
-    options = dict(loss=loss, delta=float(delta), residual=residual, reduction=reduction, method=method,
-                   curvature=curvature,
-                   n_starts=int(n_starts), seed=int(seed), hops=int(hops), hop_step=float(hop_step),
-                   hop_temperature=float(hop_temperature), max_iter=int(max_iter), ftol=float(ftol),
-                   xtol=float(xtol), max_step=float(max_step), screen_iter=int(screen_iter),
-                   screen_ratio=float(screen_ratio), screen_keep=int(screen_keep), nest=bool(nest) if not isinstance(nest, Fits) else True,
+    options = dict(loss=loss, delta=_float_option(delta, "delta"), residual=residual, reduction=reduction,
+                   method=method, curvature=curvature,
+                   n_starts=int(n_starts), seed=int(seed), hops=int(hops), hop_step=_float_option(hop_step, "hop_step"),
+                   hop_temperature=_float_option(hop_temperature, "hop_temperature"), max_iter=int(max_iter),
+                   ftol=_float_option(ftol, "ftol"), xtol=_float_option(xtol, "xtol"),
+                   max_step=_float_option(max_step, "max_step"), screen_iter=int(screen_iter),
+                   screen_ratio=_float_option(screen_ratio, "screen_ratio"), screen_keep=int(screen_keep), nest=bool(nest) if not isinstance(nest, Fits) else True,
                    bounds={n: [float(lo[L.index(n)]), float(hi[L.index(n)])] for n in sorted(touched)})
 
     # Per-target data, identifiability checks and starts.
