@@ -273,6 +273,7 @@ def test_issue3_screening_is_thread_invariant_and_reported(paper_split):
         assert np.array_equal(a[t].starts_status, b[t].starts_status)
         assert np.any(a[t].starts_status == -3)
         assert a[t].options["screen_iter"] == 20
+        assert a[t].spread["n_screened"] == int(np.sum(a[t].starts_status == -3))
     assert "screened out" in mixlaw._core.status_message(-3)
 
 

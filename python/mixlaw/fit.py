@@ -74,7 +74,8 @@ class Fit:
     nit, nfev, njev : int
         Iterations and evaluations of the best start (summed over its basin hops).
     starts_fun, starts_status : ndarray
-        Objective and status of every start, in start order.
+        Objective and status of every start, in start order (status -3: screened out,
+        see ``screen_iter`` in :func:`fit`).
     n_records : int
         Records used for this target (rows with a missing loss are dropped).
     train : dict
@@ -140,14 +141,17 @@ class Fit:
 
     @property
     def spread(self) -> dict[str, float]:
-        """How the starts ended: best, median and worst finite objective, and how many
-        starts reached the best objective within 1e-6 relative."""
+        """How the starts ended: best, median and worst finite objective, how many starts
+        reached the best objective within 1e-6 relative, and how many were screened out
+        (``screen_iter``; their objective is the one they had when they stopped)."""
+        n_screened = int(np.sum(self.starts_status == -3))
         f = self.starts_fun[np.isfinite(self.starts_fun)]
         if f.size == 0:
-            return {"best": math.nan, "median": math.nan, "worst": math.nan, "n_at_best": 0}
+            return {"best": math.nan, "median": math.nan, "worst": math.nan, "n_at_best": 0,
+                    "n_screened": n_screened}
         best = float(f.min())
         return {"best": best, "median": float(np.median(f)), "worst": float(f.max()),
-                "n_at_best": int(np.sum(f <= best * (1 + 1e-6) + 1e-300))}
+                "n_at_best": int(np.sum(f <= best * (1 + 1e-6) + 1e-300)), "n_screened": n_screened}
 
     def predict(self, runs: Any = None, D: Any = None, H: Any = None, *, N: Any = None,
                 threads: Optional[int] = None) -> np.ndarray:
