@@ -92,7 +92,7 @@ def main() -> None:
               f"screened<=lsq(1e-6)")
         for t, _, b, *_ in rows:
             f = screened[1][t]
-            print(f"{t:14s} {f.fun:12.6e} {b:13.6e}   {int(np.sum(f.starts_status != -3)):8d} of {args.starts}"
+            print(f"{t:14s} {f.fun:12.6e} {b:13.6e}   {args.starts - f.spread['n_screened']:8d} of {args.starts}"
                   f"          {f.fun <= b * (1 + 1e-6)}")
     print(f"\nwall time: mixlaw threads=1 {ours[1][0]:.3f} s (median of {args.repeats}), threads=2 "
           f"{ours[2][0]:.3f} s; scipy least_squares {ls_time:.1f} s"

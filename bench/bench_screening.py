@@ -59,7 +59,7 @@ def main() -> None:
                              screen_ratio=args.ratio, screen_keep=args.keep)
             t_scr = time.perf_counter() - t0
             rel = [scr[t].fun / full[t].fun - 1 for t in targets]
-            kept = np.mean([np.sum(scr[t].starts_status != -3) for t in targets])
+            kept = 64 - np.mean([scr[t].spread["n_screened"] for t in targets])
             marks = " ".join("." if r <= 1e-6 else f"{r:+.1e}" for r in rel)
             same += sum(r <= 1e-6 for r in rel)
             total += len(rel)

@@ -532,7 +532,8 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
                    hop_temperature=_float_option(hop_temperature, "hop_temperature"), max_iter=int(max_iter),
                    ftol=_float_option(ftol, "ftol"), xtol=_float_option(xtol, "xtol"),
                    max_step=_float_option(max_step, "max_step"), screen_iter=int(screen_iter),
-                   screen_ratio=_float_option(screen_ratio, "screen_ratio"), screen_keep=int(screen_keep), nest=bool(nest) if not isinstance(nest, Fits) else True,
+                   screen_ratio=_float_option(screen_ratio, "screen_ratio"), screen_keep=int(screen_keep),
+                   nest=bool(nest) if not isinstance(nest, Fits) else True,
                    bounds={n: [float(lo[L.index(n)]), float(hi[L.index(n)])] for n in sorted(touched)})
 
     # Per-target data, identifiability checks and starts.
