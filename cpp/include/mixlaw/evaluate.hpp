@@ -93,10 +93,11 @@ struct CallConstants {
 
 CallConstants call_constants(const Plan& plan, const double* theta, const Records& rec);
 
-// Computes the features of mixture m into w.
+// Computes the features of mixture m into w. `powers`, when given, holds exp(gamma_i log h_i)
+// of the inv_power_sum feature for this mixture, computed in a batch by the caller.
 template <bool ParamGrad, bool HGrad>
 inline void mixture_features(const Plan& plan, const double* theta, const Records& rec, std::size_t m,
-                             MixtureWork& w) {
+                             MixtureWork& w, const double* powers = nullptr) {
   const int k = plan.spec.k;
   const double* h = rec.mix_h.data() + m * static_cast<std::size_t>(k);
   const double* lh = rec.mix_logh.data() + m * static_cast<std::size_t>(k);
@@ -111,7 +112,7 @@ inline void mixture_features(const Plan& plan, const double* theta, const Record
       // A domain with h_i == 0 contributes nothing, whatever gamma_i (lh is 0 there,
       // so exp() is finite and the mask keeps the loop branch-free).
       for (int i = 0; i < k; ++i) {
-        double ti = std::exp(g[i] * lh[i]);
+        double ti = powers ? powers[i] : std::exp(g[i] * lh[i]);
         ti = h[i] > 0 ? ti : 0.0;
         t[i] = ti;
         S += C[i] * ti;
