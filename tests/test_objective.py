@@ -87,3 +87,48 @@ def test_gauss_newton_on_run_shaped_records(name, options, loss, curvature, resi
         r, drdL = pred - y, np.ones_like(pred)
     inside = assert_matches_numpy_gauss_newton(f, g, B, r, J * drdL[:, None], c / c.sum(), loss, curvature)
     assert 0 < inside.sum() < r.size or loss == "mse"
+
+
+_BUILD_CHECK = r"""
+import hashlib, numpy as np, mixlaw
+from mixlaw import _core, datasets, protocols
+h = hashlib.sha256()
+train, _ = protocols.slimpajama_paper_split(datasets.slimpajama())
+N, D, H, y = train.target("c4")
+rec = _core.Records(N, D, H)
+rng = np.random.default_rng(0)
+for name in ("additive", "joint", "full"):
+    law = mixlaw.law(name, train.k)
+    for _ in range(3):
+        theta = rng.uniform(law.init_lower, law.init_upper)
+        for a in _core.objective(law._core, rec, y, None, theta, gauss_newton=True):
+            h.update(np.float64(a).tobytes())
+fits = mixlaw.fit(train, "joint", targets=["c4", "github"], n_starts=4, seed=1)
+for f in fits.values():
+    h.update(np.asarray(f.x).tobytes())
+r = mixlaw.optimize_mixture(list(fits.values()), N=[1e9, 3e9], D=[2e10, 1e11], n_starts=2)
+h.update(np.asarray(r.h).tobytes())
+print(_core.cpu_has_avx2(), h.hexdigest())
+"""
+
+
+def test_avx2_and_baseline_builds_give_the_same_bits():
+    # The vectorised kernels (batched exp/log, the Gauss-Newton expansion, the mixture
+    # evaluator) are compiled for the baseline and for AVX2 and chosen at run time; both must
+    # round identically, so a fit or a mixture never depends on the machine's vector unit.
+    import os
+    import subprocess
+    import sys
+
+    def run(disable: str):
+        env = dict(os.environ, MIXLAW_DISABLE_AVX2=disable)
+        p = subprocess.run([sys.executable, "-c", _BUILD_CHECK], capture_output=True, text=True, timeout=300, env=env)
+        assert p.returncode == 0, p.stderr
+        avx2, digest = p.stdout.split()
+        return avx2 == "True", digest
+
+    if not _core.cpu_has_avx2():
+        pytest.skip("this CPU (or MIXLAW_DISABLE_AVX2) runs the baseline build only")
+    fast, base = run("0"), run("1")
+    assert fast[0] and not base[0]
+    assert fast[1] == base[1]

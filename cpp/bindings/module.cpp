@@ -1,4 +1,5 @@
 #include "common.hpp"
+#include "mixlaw/vmath.hpp"
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "mixlaw's C++ core (laws, gradients, fitting, simplex). Use the mixlaw package, not this module.";
@@ -7,6 +8,9 @@ PYBIND11_MODULE(_core, m) {
   mixlaw::bind::bind_evaluate(m);
   mixlaw::bind::bind_fit(m);
   mixlaw::bind::bind_simplex(m);
+  m.def("cpu_has_avx2", &mixlaw::cpu_has_avx2,
+        "Whether the AVX2 builds of the vectorised kernels run (they give the same bits as the baseline; "
+        "MIXLAW_DISABLE_AVX2=1 at import keeps the baseline).");
 #ifdef _OPENMP
   m.attr("openmp") = true;
 #else

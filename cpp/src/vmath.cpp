@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 
 namespace mixlaw {
@@ -109,7 +110,13 @@ MIXLAW_INLINE void apply(const double* x, double* y, int n) {
 __attribute__((target("avx2"))) void exp_avx2(const double* x, double* y, int n) { apply<true>(x, y, n); }
 __attribute__((target("avx2"))) void log_avx2(const double* x, double* y, int n) { apply<false>(x, y, n); }
 // __builtin_cpu_init first: this initialiser may run before libgcc's own CPU-detection constructor.
-const bool have_avx2 = (__builtin_cpu_init(), __builtin_cpu_supports("avx2"));
+// MIXLAW_DISABLE_AVX2 (set and not "0") keeps the baseline build: for tests (both builds must
+// give the same bits) and for ruling the AVX2 code out when chasing a problem.
+bool avx2_disabled_by_env() {
+  const char* v = std::getenv("MIXLAW_DISABLE_AVX2");
+  return v != nullptr && *v != '\0' && std::strcmp(v, "0") != 0;
+}
+const bool have_avx2 = (__builtin_cpu_init(), __builtin_cpu_supports("avx2")) && !avx2_disabled_by_env();
 #endif
 
 }  // namespace

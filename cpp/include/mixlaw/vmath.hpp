@@ -19,7 +19,8 @@ void vexp_base(const double* x, double* y, int n);
 void vlog_base(const double* x, double* y, int n);
 
 // Whether the CPU runs AVX2 code (the run-time choice of vexp/vlog; also used by other
-// kernels compiled twice the same way). False off x86.
+// kernels compiled twice the same way). False off x86, and when the environment variable
+// MIXLAW_DISABLE_AVX2 is set (to anything but "0") at load time.
 bool cpu_has_avx2();
 
 }  // namespace mixlaw
