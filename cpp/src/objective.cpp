@@ -230,9 +230,11 @@ class BatchedExpansion {
   // gradient sum at slot_sums(q)[m]; its feature gradients are copied by add_features.
   double* pair_sums(int q, int r) { return Q_.data() + pair(q, r) * n_; }
   double* slot_sums(int q) { return g_.data() + q * n_; }
-  void add_features(std::size_t m, const MixtureWork& mw) {
+  // Slot q's feature gradient rows: row a (the feature's a-th parameter) at +a * n_mix.
+  double* feature_rows(int q) { return v_.data() + voff_[q] * n_; }
+  void add_features(std::size_t m, const MixtureWork& mw, int skip_slot = -1) {
     for (int q = 0; q < n_slots; ++q) {
-      if (kind_[q] != Source::feature) continue;
+      if (kind_[q] != Source::feature || q == skip_slot) continue;
       const int f = plan_.src[q].index;
       const double* d = mw.dphi.data() + mw.dphi_off[f];
       const std::size_t len = plan_.feature_params[f].size();
@@ -547,6 +549,38 @@ inline void segment_sums_exact(SegmentSums& out, double base, double aD, double 
   out = {f, Sw, Sa, SwD, SwX, SwDD, SwDX, SwXX, SaD, SaX};
 }
 
+// phi = 1/S, S = sum_i C_i h_i^gamma_i, for every mixture (returned: a per-thread buffer), and
+// phi's gradient in (C, gamma) into rows[a * n_mix + m]: -t_i / S^2 and -C_i t_i log h_i / S^2.
+const double* batched_inv_power_sum(const Feature& F, const double* theta, const Records& rec, double* rows) {
+  thread_local std::vector<double> t, phi, inv2;
+  const std::size_t nm = rec.n_mix, k = static_cast<std::size_t>(rec.k);
+  const double* C = theta + F.c_off;
+  const double* g = theta + F.g_off;
+  t.resize(nm * k);
+  phi.resize(nm);
+  inv2.resize(nm);
+  for (std::size_t i = 0; i < k; ++i)
+    for (std::size_t m = 0; m < nm; ++m) t[i * nm + m] = g[i] * rec.mix_logh[m * k + i];
+  vexp(t.data(), t.data(), static_cast<int>(t.size()));
+  for (std::size_t i = 0; i < k; ++i)  // a domain with h_i == 0 contributes nothing (lh is 0 there)
+    for (std::size_t m = 0; m < nm; ++m) t[i * nm + m] = rec.mix_h[m * k + i] > 0 ? t[i * nm + m] : 0.0;
+  std::fill(phi.begin(), phi.end(), 0.0);
+  for (std::size_t i = 0; i < k; ++i)
+    for (std::size_t m = 0; m < nm; ++m) phi[m] += C[i] * t[i * nm + m];  // S, summed over i in order
+  for (std::size_t m = 0; m < nm; ++m) {
+    const double inv = 1.0 / phi[m];
+    phi[m] = inv;
+    inv2[m] = inv * inv;
+  }
+  for (std::size_t i = 0; i < k; ++i)
+    for (std::size_t m = 0; m < nm; ++m) {
+      const double ti = t[i * nm + m];
+      rows[i * nm + m] = -ti * inv2[m];
+      rows[(k + i) * nm + m] = -C[i] * ti * rec.mix_logh[m * k + i] * inv2[m];
+    }
+  return phi.data();
+}
+
 // Value, gradient and Gauss-Newton matrix on the segments. With the exponents global,
 // u = dL/d(slot) is (1, 1, eN, -aN xN eN, eD, -aD xD eD) where eN, xN are constant within
 // a segment: the slot sums Q = sum c omega u u^T and gs = sum c psi u then follow from nine
@@ -595,21 +629,15 @@ double gauss_newton_segments(const FitProblem& pb, const double* theta, double* 
   std::size_t longest = 0;
   for (std::size_t g = 0; g + 1 < pb.seg_start.size(); ++g) longest = std::max(longest, pb.seg_start[g + 1] - pb.seg_start[g]);
   std::vector<std::size_t> inband(longest);
-  // h_i^gamma_i of every mixture in one batched exp (vmath.hpp), a third of the cost of
-  // one exp at a time.
-  const std::size_t k = static_cast<std::size_t>(rec.k);
-  std::vector<double> powers;
-  for (const Feature& F : plan.features)
-    if (F.kind == Feature::inv_power_sum) {
-      powers.resize(rec.n_mix * k);
-      for (std::size_t m = 0; m < rec.n_mix; ++m)
-        for (std::size_t i = 0; i < k; ++i) powers[m * k + i] = theta[F.g_off + i] * rec.mix_logh[m * k + i];
-      vexp(powers.data(), powers.data(), static_cast<int>(powers.size()));
-    }
+  // The mixture term 1/S(h) (inv_power_sum) of every mixture at once, mixtures innermost:
+  // h_i^gamma_i by one batched exp (vmath.hpp) and its parameter gradient written straight
+  // into the expansion. Same operations, in the same order, as mixture_features.
+  const int fM = sM.type == Source::feature && plan.features[sM.index].kind == Feature::inv_power_sum ? sM.index : -1;
+  const double* phiM = fM >= 0 ? batched_inv_power_sum(plan.features[fM], theta, rec, expand.feature_rows(slot_M)) : nullptr;
   double f = 0.0;
   for (std::size_t m = 0; m < rec.n_mix; ++m) {
-    if (rec.k > 0) detail::mixture_features<true, false>(plan, theta, rec, m, mw, powers.empty() ? nullptr : &powers[m * k]);
-    const double M = detail::source_value(sM, theta, mw);
+    if (rec.k > 0) detail::mixture_features<true, false>(plan, theta, rec, m, mw, fM);
+    const double M = fM >= 0 ? phiM[m] : detail::source_value(sM, theta, mw);
     const double aN = detail::source_value(saN, theta, mw), aD = detail::source_value(saD, theta, mw);
     // The slot sums of the mixture are linear in its segments' sums, with coefficients
     // fN, gN of the segment's model size: sum the distinct products over the segments
@@ -683,7 +711,7 @@ double gauss_newton_segments(const FitProblem& pb, const double* theta, double* 
       qsum[slot_bD][slot_aD][m] = -aD * DX;
       qsum[slot_bD][slot_bD][m] = aD * aD * XX;
     }
-    expand.add_features(m, mw);
+    expand.add_features(m, mw, fM >= 0 ? slot_M : -1);
   }
   expand.finish(grad, B, P);
   return f;

@@ -93,16 +93,17 @@ struct CallConstants {
 
 CallConstants call_constants(const Plan& plan, const double* theta, const Records& rec);
 
-// Computes the features of mixture m into w. `powers`, when given, holds exp(gamma_i log h_i)
-// of the inv_power_sum feature for this mixture, computed in a batch by the caller.
+// Computes the features of mixture m into w (all but feature `skip`, which the caller
+// computes itself; -1: none).
 template <bool ParamGrad, bool HGrad>
 inline void mixture_features(const Plan& plan, const double* theta, const Records& rec, std::size_t m,
-                             MixtureWork& w, const double* powers = nullptr) {
+                             MixtureWork& w, int skip = -1) {
   const int k = plan.spec.k;
   const double* h = rec.mix_h.data() + m * static_cast<std::size_t>(k);
   const double* lh = rec.mix_logh.data() + m * static_cast<std::size_t>(k);
   const int nf = static_cast<int>(plan.features.size());
   for (int f = 0; f < nf; ++f) {
+    if (f == skip) continue;
     const Feature& F = plan.features[f];
     const double* C = theta + F.c_off;
     if (F.kind == Feature::inv_power_sum) {
@@ -112,7 +113,7 @@ inline void mixture_features(const Plan& plan, const double* theta, const Record
       // A domain with h_i == 0 contributes nothing, whatever gamma_i (lh is 0 there,
       // so exp() is finite and the mask keeps the loop branch-free).
       for (int i = 0; i < k; ++i) {
-        double ti = powers ? powers[i] : std::exp(g[i] * lh[i]);
+        double ti = std::exp(g[i] * lh[i]);
         ti = h[i] > 0 ? ti : 0.0;
         t[i] = ti;
         S += C[i] * ti;
