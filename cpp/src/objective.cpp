@@ -588,7 +588,7 @@ const double* batched_inv_power_sum(const Feature& F, const double* theta, const
 // accumulators in registers, instead of 27 products per record. (Segments are short, about
 // 9 checkpoints of one run, so GCC keeps the loop scalar on the SSE2 baseline; a clamp-based
 // branch-free body measured only 3% faster.)
-double gauss_newton_segments(const FitProblem& pb, const double* theta, double* grad, double* B) {
+double gauss_newton_segments(const FitProblem& pb, const double* theta, double* grad, double* B, double reject) {
   const Plan& plan = *pb.plan;
   const Records& rec = *pb.rec;
   const int P = plan.n_params;
@@ -713,7 +713,7 @@ double gauss_newton_segments(const FitProblem& pb, const double* theta, double* 
     }
     expand.add_features(m, mw, fM >= 0 ? slot_M : -1);
   }
-  expand.finish(grad, B, P);
+  if (f < reject) expand.finish(grad, B, P);  // else the caller discards grad and B
   return f;
 }
 
@@ -762,19 +762,20 @@ double objective_grad(const FitProblem& pb, const double* theta, double* grad) {
   return v.f;
 }
 
-double objective_gauss_newton(const FitProblem& pb, const double* theta, double* grad, double* B) {
+double objective_gauss_newton(const FitProblem& pb, const double* theta, double* grad, double* B, double reject) {
   const int P = pb.plan->n_params;
   std::fill(grad, grad + P, 0.0);
   std::fill(B, B + static_cast<std::size_t>(P) * P, 0.0);
   double f;
   if (pb.segmented) {
-    f = gauss_newton_segments(pb, theta, grad, B);
+    f = gauss_newton_segments(pb, theta, grad, B, reject);
   } else {
     GaussNewtonVisitor v{pb};
     walk<true>(pb, theta, v);
-    v.expand.finish(grad, B, P);
     f = v.f;
+    if (f < reject) v.expand.finish(grad, B, P);
   }
+  if (!(f < reject)) return f;
   for (int p = 0; p < P; ++p)
     for (int q = 0; q <= p; ++q) {
       const double s = B[static_cast<std::size_t>(p) * P + q] + B[static_cast<std::size_t>(q) * P + p];

@@ -43,14 +43,14 @@ struct Space {
     for (std::size_t p = 0; p < P; ++p) theta[p] = logp[p] ? std::exp(z[p]) : z[p];
   }
   // Chain rule d theta / d z applied to a gradient and a matrix.
-  void chain(const double* theta, double* g, double* B) const {
+  void chain(const double* theta, double* g, double* B, std::vector<double>& d) const {
+    d.resize(P);
+    for (std::size_t p = 0; p < P; ++p) d[p] = logp[p] ? theta[p] : 1.0;
     for (std::size_t p = 0; p < P; ++p) {
-      const double dp = logp[p] ? theta[p] : 1.0;
+      const double dp = d[p];
       g[p] *= dp;
-      for (std::size_t q = 0; q < P; ++q) {
-        const double dq = logp[q] ? theta[q] : 1.0;
-        B[p * P + q] *= dp * dq;
-      }
+      double* row = B + p * P;
+      for (std::size_t q = 0; q < P; ++q) row[q] *= dp * d[q];
     }
   }
   void chain_grad(const double* theta, double* g) const {
@@ -114,7 +114,8 @@ SolveResult solve_lm(const FitProblem& pb, const Space& sp, const double* theta0
     res.status = status_not_finite;
     return res;
   }
-  sp.chain(theta.data(), g.data(), B.data());
+  std::vector<double> dchain;
+  sp.chain(theta.data(), g.data(), B.data(), dchain);
 
   double lambda = 1e-3, nu = 2.0;
   double radius = opt.max_step;  // grows while capped steps keep succeeding
@@ -144,10 +145,13 @@ SolveResult solve_lm(const FitProblem& pb, const Space& sp, const double* theta0
     bool accepted = false;
     double f_new = f, pred = 0.0;
     while (!accepted) {
-      A.assign(nF * nF, 0.0);
-      rhs.assign(nF, 0.0);
+      A.resize(nF * nF);  // every entry is written below
+      rhs.resize(nF);
+      if (nF == P) A.assign(B.begin(), B.end());  // the common case: no bound active
+      else
+        for (std::size_t a = 0; a < nF; ++a)
+          for (std::size_t b = 0; b < nF; ++b) A[a * nF + b] = B[freev[a] * P + freev[b]];
       for (std::size_t a = 0; a < nF; ++a) {
-        for (std::size_t b = 0; b < nF; ++b) A[a * nF + b] = B[freev[a] * P + freev[b]];
         A[a * nF + a] += lambda * std::max(B[freev[a] * P + freev[a]], dmin);
         rhs[a] = -g[freev[a]];
       }
@@ -181,8 +185,9 @@ SolveResult solve_lm(const FitProblem& pb, const Space& sp, const double* theta0
         if (pred > 0) {
           sp.to_theta(z_new.data(), theta_new.data());
           // Most trial steps are accepted, so the trial point gets its gradient and
-          // Gauss-Newton matrix at once: one pass over the data per iteration instead of two.
-          f_new = objective_gauss_newton(pb, theta_new.data(), g_new.data(), B_new.data());
+          // Gauss-Newton matrix at once: one pass over the data per iteration instead of two
+          // (a rejected point, f_new >= f, skips their expansion).
+          f_new = objective_gauss_newton(pb, theta_new.data(), g_new.data(), B_new.data(), f);
           ++res.nfev;
           ++res.njev;
           if (std::isfinite(f_new) && f_new < f) {
@@ -213,7 +218,7 @@ SolveResult solve_lm(const FitProblem& pb, const Space& sp, const double* theta0
     g.swap(g_new);
     B.swap(B_new);
     f = f_new;
-    sp.chain(theta.data(), g.data(), B.data());
+    sp.chain(theta.data(), g.data(), B.data(), dchain);
     if (decrease <= opt.ftol * f && pred <= opt.ftol * f) {
       res.status = status_ftol;
       break;

@@ -14,6 +14,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "mixlaw/law.hpp"
@@ -65,8 +66,11 @@ double objective_value(const FitProblem& pb, const double* theta);
 // Value and gradient (grad: P).
 double objective_grad(const FitProblem& pb, const double* theta, double* grad);
 
-// Value, gradient and the Gauss-Newton matrix (B: P x P, row-major, full symmetric).
-double objective_gauss_newton(const FitProblem& pb, const double* theta, double* grad, double* B);
+// Value, gradient and the Gauss-Newton matrix (B: P x P, row-major, full symmetric). When the
+// value is not below `reject` (a trial point the solver will turn down: f >= the current
+// objective, or not finite), grad and B are left unspecified and their expansion skipped.
+double objective_gauss_newton(const FitProblem& pb, const double* theta, double* grad, double* B,
+                              double reject = std::numeric_limits<double>::infinity());
 
 // Residuals r_j in original record order (for reporting).
 void residuals(const FitProblem& pb, const double* theta, double* out);
