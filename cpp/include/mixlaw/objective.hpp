@@ -6,10 +6,12 @@
 // paper's mean). Besides value and gradient it assembles the Gauss-Newton matrix
 // B = J^T diag(c_j omega_j) J with curvature weights omega_j (exact rho'' or IRLS, see
 // ObjectiveSpec); B is built per distinct mixture from a 6x6 slot matrix, so its cost is
-// O(records * 36 + mixtures * P^2) instead of O(records * P^2). When the exponents are global
-// parameters (every law but `full`) and residuals raw, the slot matrix comes from 9 sums per
-// record over (mixture, model size) segments (FitProblem): about 1.4x faster per
-// Levenberg-Marquardt iteration on the SlimPajama additive fits.
+// O(records * 36 + mixtures * P^2) instead of O(records * P^2), and the mixtures' matrices
+// are expanded into parameter space once per call with the mixtures innermost (vectorised).
+// When the exponents are global parameters (every law but `full`) and residuals raw, the
+// slot matrix comes from 10 sums over (mixture, model size) segments (FitProblem), the
+// curvature sums over in-band records only; on the SlimPajama additive fits (c4, 1,374
+// records) one evaluation takes 8.8 us, 2x faster than the per-mixture expansion before.
 #pragma once
 
 #include <cstddef>
