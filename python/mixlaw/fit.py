@@ -470,11 +470,12 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
         nesting, never above the simpler law's), and results do not depend on the thread
         count. The price: a start that would have reached a lower minimum is lost if it
         was not yet among the survivors. Measured on the SlimPajama paper split, 64
-        starts, ``screen_iter=30`` (``bench/bench_screening.py``): additive law 2.2x to 4.2x
-        faster, same best objective on 55 of 56 (target, seed) pairs (the other 5.5e-4
-        higher); joint law, whose best minima are reached from starts that look poor for
-        hundreds of iterations, 6.3x to 6.6x faster but higher on 14 of 16 pairs, by up to
-        19%. Use it for the additive law in large grid searches, not for the richer laws.
+        starts, ``screen_iter=30`` (``bench/bench_screening.py``): additive law 2.5x to 2.9x
+        faster, same best objective on 56 of 56 (target, seed) pairs (55 of 56 in an
+        earlier run, the other 5.5e-4 higher); joint law, whose best minima are reached
+        from starts that look poor for hundreds of iterations, 5.6x to 5.7x faster but
+        higher on 14 of 16 pairs, by up to 18%. Use it for the additive law in large grid
+        searches, not for the richer laws.
     starts : array (S, P) or (T, S, P), optional
         Explicit starts (parameter space) used instead of random ones.
     nest : bool or Fits
