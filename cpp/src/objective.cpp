@@ -144,6 +144,9 @@ struct Lanes2x2 {  // no vector extension: the same sums, one lane at a time
 };
 #endif
 #if MIXLAW_X86_DISPATCH
+// Lanes4's helpers are always inlined into the AVX2 build, so the ABI of a 32-byte vector
+// passed between functions compiled without AVX never arises (as in vmath.cpp).
+#pragma GCC diagnostic ignored "-Wpsabi"
 struct Lanes4 {  // AVX2
   typedef double T __attribute__((vector_size(32)));
   static MIXLAW_ALWAYS_INLINE T zero() { return T{0, 0, 0, 0}; }
@@ -272,7 +275,8 @@ class BatchedExpansion {
       if (kind_[q] == Source::none) continue;
       const Vec vq = slot(q);
       const double* gq = g_.data() + q * n_;
-      for (std::size_t a = 0; a < vq.len; ++a) grad[vq.idx[a]] += vq.v ? lane_dot<L>(gq, vq.v + a * n_, n_) : lane_sum<L>(gq, n_);
+      for (std::size_t a = 0; a < vq.len; ++a)
+        grad[vq.idx[a]] += vq.v ? lane_dot<L>(gq, vq.v + a * n_, n_) : lane_sum<L>(gq, n_);
       for (int r = 0; r <= q; ++r) {
         if (kind_[r] == Source::none) continue;
         const Vec vr = slot(r);
@@ -627,13 +631,15 @@ double gauss_newton_segments(const FitProblem& pb, const double* theta, double* 
   }
   MixtureWork mw(plan);
   std::size_t longest = 0;
-  for (std::size_t g = 0; g + 1 < pb.seg_start.size(); ++g) longest = std::max(longest, pb.seg_start[g + 1] - pb.seg_start[g]);
+  for (std::size_t g = 0; g + 1 < pb.seg_start.size(); ++g)
+    longest = std::max(longest, pb.seg_start[g + 1] - pb.seg_start[g]);
   std::vector<std::size_t> inband(longest);
   // The mixture term 1/S(h) (inv_power_sum) of every mixture at once, mixtures innermost:
   // h_i^gamma_i by one batched exp (vmath.hpp) and its parameter gradient written straight
   // into the expansion. Same operations, in the same order, as mixture_features.
   const int fM = sM.type == Source::feature && plan.features[sM.index].kind == Feature::inv_power_sum ? sM.index : -1;
-  const double* phiM = fM >= 0 ? batched_inv_power_sum(plan.features[fM], theta, rec, expand.feature_rows(slot_M)) : nullptr;
+  const double* phiM =
+      fM >= 0 ? batched_inv_power_sum(plan.features[fM], theta, rec, expand.feature_rows(slot_M)) : nullptr;
   double f = 0.0;
   for (std::size_t m = 0; m < rec.n_mix; ++m) {
     if (rec.k > 0) detail::mixture_features<true, false>(plan, theta, rec, m, mw, fM);
