@@ -2,6 +2,10 @@
 value, gradient and the Gauss-Newton matrix B = J^T diag(c_j rho''_j) J (issue 3)."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -116,10 +120,6 @@ def test_avx2_and_baseline_builds_give_the_same_bits():
     # The vectorised kernels (batched exp/log, the Gauss-Newton expansion, the mixture
     # evaluator) are compiled for the baseline and for AVX2 and chosen at run time; both must
     # round identically, so a fit or a mixture never depends on the machine's vector unit.
-    import os
-    import subprocess
-    import sys
-
     def run(disable: str):
         env = dict(os.environ, MIXLAW_DISABLE_AVX2=disable)
         p = subprocess.run([sys.executable, "-c", _BUILD_CHECK], capture_output=True, text=True, timeout=300, env=env)

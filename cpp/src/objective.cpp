@@ -487,7 +487,7 @@ void build_segments(FitProblem& pb) {
   }
 }
 
-// The nine sums of one segment (and its objective): w = c omega, a = c psi, D = eD, X = xD eD.
+// The nine sums of one segment and its objective: w = c omega, a = c psi, D = eD, X = xD eD.
 struct SegmentSums {
   double f = 0, w = 0, a = 0, wD = 0, wX = 0, wDD = 0, wDX = 0, wXX = 0, aD = 0, aX = 0;
 };
@@ -588,10 +588,11 @@ const double* batched_inv_power_sum(const Feature& F, const double* theta, const
 // Value, gradient and Gauss-Newton matrix on the segments. With the exponents global,
 // u = dL/d(slot) is (1, 1, eN, -aN xN eN, eD, -aD xD eD) where eN, xN are constant within
 // a segment: the slot sums Q = sum c omega u u^T and gs = sum c psi u then follow from nine
-// sums over the segment's records (of 1, eD, xD eD and their products), one loop with its
-// accumulators in registers, instead of 27 products per record. (Segments are short, about
-// 9 checkpoints of one run, so GCC keeps the loop scalar on the SSE2 baseline; a clamp-based
-// branch-free body measured only 3% faster.)
+// sums over the segment's records (of 1, eD, xD eD and their products) with accumulators in
+// registers, instead of 27 products per record; with the exact curvature the six curvature
+// sums run over the in-band records only (segment_sums_exact). Segments are short (about 9
+// checkpoints of one run), so the loops stay scalar: a branch-free Huber and whole-vector
+// sums over padded segments were both slower (bench/README.md, section 2).
 double gauss_newton_segments(const FitProblem& pb, const double* theta, double* grad, double* B, double reject) {
   const Plan& plan = *pb.plan;
   const Records& rec = *pb.rec;
