@@ -492,17 +492,17 @@ struct SegmentSums {
   double f = 0, w = 0, a = 0, wD = 0, wX = 0, wDD = 0, wDX = 0, wXX = 0, aD = 0, aX = 0;
 };
 
-// Irls: curvature owd/|r| outside the Huber band; otherwise 0 there (the default), which
-// spares a division per record (see huber_raw).
-template <bool Irls>
-inline void segment_sums(SegmentSums& out, double base, double aD, double delta, double owd, const std::int32_t* sd,
-                         const double* sy, const double* sc, const double* eD, const double* xeD, std::size_t s0,
-                         std::size_t s1) {
+// With IRLS curvature (owd/|r| outside the Huber band, curvature="irls") every record has a
+// curvature weight, so all ten sums run over every record (the exact curvature, the default,
+// uses segment_sums_exact below).
+inline void segment_sums_irls(SegmentSums& out, double base, double aD, double delta, double owd,
+                              const std::int32_t* sd, const double* sy, const double* sc, const double* eD,
+                              const double* xeD, std::size_t s0, std::size_t s1) {
   double f = 0, Sw = 0, Sa = 0, SwD = 0, SwX = 0, SwDD = 0, SwDX = 0, SwXX = 0, SaD = 0, SaX = 0;
 #pragma omp simd reduction(+ : f, Sw, Sa, SwD, SwX, SwDD, SwDX, SwXX, SaD, SaX)
   for (std::size_t s = s0; s < s1; ++s) {
     const double e = eD[sd[s]], xe = xeD[sd[s]];
-    const HuberTerms h = huber_raw<Irls>(base + aD * e - sy[s], delta, owd);
+    const HuberTerms h = huber_raw<true>(base + aD * e - sy[s], delta, owd);
     const double ab = sc[s] * h.psi, wb = sc[s] * h.om;
     f += sc[s] * h.rho;
     Sw += wb;
@@ -662,8 +662,8 @@ double gauss_newton_segments(const FitProblem& pb, const double* theta, double* 
         segment_sums_exact(ss, base, aD, delta, sd, sy, sc, peD, pxD, pb.seg_start[g], pb.seg_start[g + 1],
                            inband.data());
       else
-        segment_sums<true>(ss, base, aD, delta, ow * delta, sd, sy, sc, peD, pxD, pb.seg_start[g],
-                           pb.seg_start[g + 1]);
+        segment_sums_irls(ss, base, aD, delta, ow * delta, sd, sy, sc, peD, pxD, pb.seg_start[g],
+                          pb.seg_start[g + 1]);
       f += ss.f;
       A0 += ss.w;
       A1 += fN * ss.w;
