@@ -10,9 +10,14 @@
 #include "mixlaw/random.hpp"
 #include "mixlaw/simplex.hpp"
 #include "mixlaw/vmath.hpp"
+#include "mixlaw/vmath_lanes.hpp"
 
 namespace mixlaw {
 namespace {
+
+// The fast evaluator's lane helpers are always inlined into both of its builds, so the ABI
+// of a 32-byte vector passed between functions compiled without AVX never arises.
+#pragma GCC diagnostic ignored "-Wpsabi"
 
 // A one-record Records whose mixture is overwritten at every evaluation, so that the
 // law formulas of evaluate.hpp are reused as they are.
@@ -117,17 +122,95 @@ bool fast_law(const Plan& plan) {
   return true;
 }
 
-// F(h) = sum_t w_t L_t and its h-gradient for one problem. The fitted laws are "compiled"
-// once per problem into flat arrays: the rows (C_i, gamma_i) of every 1/sum C h^gamma term,
-// the rows C_i of every (sum C h)^e term with its per-problem factor (1, N'^-b_N or D'^-b_D),
-// so that an evaluation is a few loops over (term x domain) and batched exp/log (vmath.hpp)
-// with no allocation. Targets of weight 0 are left out unless per-law losses are wanted.
-// Other laws use the generic evaluator; any non-finite result is recomputed by it, so
-// infinities and NaN have exactly the generic semantics.
+constexpr int lanes_w = 4;  // the padding unit of the fast evaluator's arrays
+int round_up(int n) { return (n + lanes_w - 1) / lanes_w * lanes_w; }
+
+// The fitted laws with a fast path, laid out once for all problems of a call: the rows
+// (C_i, gamma_i) of every 1/sum C h^gamma term and the rows C_i of every (sum C h)^e term,
+// so that an evaluation is a few loops over (term x domain) with exp/log fused in.
+// Row-major, each row padded with zeros to kp (a whole number of lanes) so that the loops
+// over domains run on whole vectors; the power terms' C also domain-major (padded to Jp)
+// for the sums over domains.
+struct CompiledLaws {
+  struct Target {
+    int t = 0;
+    double base = 0.0;          // E
+    bool hasN = false, hasD = false;
+    double bN = 0.0, bD = 0.0;  // exponents of N' and D'
+    double ln_n_scale = 0.0, ln_d_scale = 0.0;
+    // Where M, a_N, a_D come from: -1 constant (value in vM, vN, vD), else the index of
+    // an inverse-power row (M only) or of a power term.
+    int iM = -1, iN = -1, iD = -1;
+    bool M_ips = false;
+    double vM = 0.0, vN = 0.0, vD = 0.0;
+  };
+  int k = 0, kp = 0, R = 0, J = 0, Jp = 0;
+  std::vector<Target> tg;    // the laws with a fast path
+  std::vector<int> slow;     // the others
+  std::vector<double> G, C, Cg;  // R x kp: gamma, C, C gamma
+  std::vector<double> PCr;       // J x kp: the power terms' C
+  std::vector<double> PCd;       // k x Jp: the same, domain-major
+  std::vector<double> pe;        // J: the power terms' exponents
+
+  CompiledLaws(const std::vector<FittedLaw>& laws, int kk) : k(kk), kp(round_up(std::max(kk, 1))) {
+    for (int t = 0; t < static_cast<int>(laws.size()); ++t) {
+      const Plan& plan = *laws[t].plan;
+      if (!fast_law(plan)) {
+        slow.push_back(t);
+        continue;
+      }
+      const double* th = laws[t].theta;
+      Target x;
+      x.t = t;
+      x.base = plan.src[slot_E].type == Source::param ? th[plan.src[slot_E].index] : 0.0;
+      x.hasN = plan.src[slot_aN].type != Source::none;
+      x.hasD = plan.src[slot_aD].type != Source::none;
+      auto exponent = [&](Slot b) { return plan.src[b].type == Source::param ? th[plan.src[b].index] : 0.0; };
+      x.bN = exponent(slot_bN);
+      x.bD = exponent(slot_bD);
+      x.ln_n_scale = std::log(plan.spec.n_scale);
+      x.ln_d_scale = std::log(plan.spec.d_scale);
+      auto place = [&](Slot a, int& idx, double& v) {
+        const Source& s = plan.src[a];
+        if (s.type == Source::param) v = th[s.index];
+        if (s.type != Source::feature) return;
+        const Feature& f = plan.features[s.index];
+        if (f.kind == Feature::inv_power_sum) {
+          idx = R++;
+          x.M_ips = true;
+          for (int i = 0; i < kp; ++i) {
+            G.push_back(i < k ? th[f.g_off + i] : 0.0);
+            C.push_back(i < k ? th[f.c_off + i] : 0.0);
+            Cg.push_back(i < k ? th[f.c_off + i] * th[f.g_off + i] : 0.0);
+          }
+        } else {
+          idx = J++;
+          for (int i = 0; i < kp; ++i) PCr.push_back(i < k ? th[f.c_off + i] : 0.0);
+          pe.push_back(f.sign * th[f.g_off]);
+        }
+      };
+      place(slot_M, x.iM, x.vM);
+      place(slot_aN, x.iN, x.vN);
+      place(slot_aD, x.iD, x.vD);
+      tg.push_back(x);
+    }
+    Jp = round_up(J);
+    pe.resize(static_cast<std::size_t>(Jp), 0.0);  // padding lanes: exponent 0
+    PCd.assign(static_cast<std::size_t>(k) * Jp, 0.0);
+    for (int j = 0; j < J; ++j)
+      for (int i = 0; i < k; ++i) PCd[static_cast<std::size_t>(i) * Jp + j] = PCr[static_cast<std::size_t>(j) * kp + i];
+  }
+};
+
+// F(h) = sum_t w_t L_t and its h-gradient for one problem: the compiled laws' tables with
+// this problem's weights and N'^-b_N, D'^-b_D, and scratch; no allocation per evaluation.
+// Targets of weight 0 are left out (their rows copied away) unless per-law losses are
+// wanted. Other laws use the generic evaluator; any non-finite result is recomputed by it,
+// so infinities and NaN have exactly the generic semantics.
 struct Evaluator {
   const std::vector<FittedLaw>& laws;
   const MixtureProblem& pb;
-  int k;
+  int k, kp;
   int nfev = 0;
   bool all_targets;                            // per_law may be asked for
   std::unique_ptr<GenericEvaluator> slow;      // the targets without a fast path, if any
@@ -137,112 +220,109 @@ struct Evaluator {
   struct Target {
     int t;
     double w;
-    double base;  // E + M when M is a constant
+    double base;
     double cN, cD;  // N'^-b_N, D'^-b_D (0 where the term is absent)
     bool hasN, hasD;
-    // Where M, a_N, a_D come from: -1 constant (value in vM, vN, vD), else the index of
-    // an inverse-power row (M only) or of a power term.
-    int iM = -1, iN = -1, iD = -1;
-    bool M_ips = false;
-    double vM = 0.0, vN = 0.0, vD = 0.0;
+    int iM, iN, iD;  // as CompiledLaws::Target, renumbered over the targets kept
+    bool M_ips;
+    double vM, vN, vD;
   };
   std::vector<Target> tg;
-  int R = 0, J = 0;                // inverse-power rows, power terms
-  // All per-problem arrays, carved out of one block. Matrices are stored domain-major
-  // (element (i, r) at i * R + r) so that the loops over the rows vectorise.
-  std::vector<double> buf;
-  double *G, *C, *Cg, *X, *T;  // k*R: gamma, C, C gamma, gamma log h, h^gamma
-  double *rw, *inv, *a;        // R: the row's target weight; 1 / sum C h^gamma; gradient factor
-  double *PC;                  // k*J: the power terms' C
-  double *pe, *pc, *U, *LU, *PHI;  // J: exponent, w_t * factor, sum C h, (e) log u, value, ...
-  double *lh;                  // k
+  int R = 0, J = 0, Jp = 0;
+  const double *G, *C, *Cg, *PCr, *PCd, *pe;  // the compiled tables, or copies of the rows kept
+  std::vector<double> buf;                    // those copies, then the per-problem arrays
+  double *rw, *pc;                            // R, Jp: the row's target weight; w_t * factor
+  double *T, *inv, *a;                        // R x kp: h^gamma; R: 1 / sum C h^gamma; R: gradient factor
+  double *U, *PHI, *b;                        // Jp: sum C h; its power; gradient factor
+  double *hp, *lhp, *gp, *qp;                 // kp: h, log h (padding 1, 0); gradient; its power-term part
 
-  Evaluator(const std::vector<FittedLaw>& l, const MixtureProblem& p, int kk, bool all = false)
-      : laws(l), pb(p), k(kk), all_targets(all) {
+  Evaluator(const CompiledLaws& cl, const std::vector<FittedLaw>& l, const MixtureProblem& p, bool all = false)
+      : laws(l), pb(p), k(cl.k), kp(cl.kp), all_targets(all) {
     std::vector<int> slow_targets;
+    for (int t : cl.slow)
+      if (all || pb.weights[t] != 0.0) slow_targets.push_back(t);
+    if (!slow_targets.empty()) slow = std::make_unique<GenericEvaluator>(l, p, k, std::move(slow_targets));
     const double lnN = std::log(p.N), lnD = std::log(p.D);
-    for (int t = 0; t < static_cast<int>(laws.size()); ++t) {
-      const Plan& plan = *laws[t].plan;
-      if (!all && pb.weights[t] == 0.0) continue;
-      if (!fast_law(plan)) {
-        slow_targets.push_back(t);
-        continue;
-      }
-      const double* th = laws[t].theta;
+    std::vector<int> rows, terms;  // the compiled rows and terms kept, in order
+    std::vector<double> term_factor;
+    for (const CompiledLaws::Target& c : cl.tg) {
+      const double w = pb.weights[c.t];
+      if (!all && w == 0.0) continue;
       Target x;
-      x.t = t;
-      x.w = pb.weights[t];
-      x.base = plan.src[slot_E].type == Source::param ? th[plan.src[slot_E].index] : 0.0;
-      x.hasN = plan.src[slot_aN].type != Source::none;
-      x.hasD = plan.src[slot_aD].type != Source::none;
+      x.t = c.t;
+      x.w = w;
+      x.base = c.base;
+      x.hasN = c.hasN;
+      x.hasD = c.hasD;
       // As call_constants / for_each_record compute them.
-      auto factor = [&](Slot b, double ln, double scale) {
-        const double e = plan.src[b].type == Source::param ? th[plan.src[b].index] : 0.0;
-        return std::exp(-e * (ln - std::log(scale)));
-      };
-      x.cN = x.hasN ? factor(slot_bN, lnN, plan.spec.n_scale) : 0.0;
-      x.cD = x.hasD ? factor(slot_bD, lnD, plan.spec.d_scale) : 0.0;
-      auto place = [&](Slot a, int& idx, double& v) {
-        const Source& s = plan.src[a];
-        if (s.type == Source::param) v = th[s.index];
-        if (s.type != Source::feature) return;
-        const Feature& f = plan.features[s.index];
-        if (f.kind == Feature::inv_power_sum) {
-          idx = R++;
-          x.M_ips = true;
-        } else {
-          idx = J++;
+      x.cN = c.hasN ? std::exp(-c.bN * (lnN - c.ln_n_scale)) : 0.0;
+      x.cD = c.hasD ? std::exp(-c.bD * (lnD - c.ln_d_scale)) : 0.0;
+      x.M_ips = c.M_ips;
+      x.vM = c.vM, x.vN = c.vN, x.vD = c.vD;
+      auto keep = [&](int src, bool row, double factor) {
+        if (src < 0) return -1;
+        if (row) {
+          rows.push_back(src);
+          return static_cast<int>(rows.size()) - 1;
         }
+        terms.push_back(src);
+        term_factor.push_back(w * factor);  // generic: skipped when the slot's factor is 0
+        return static_cast<int>(terms.size()) - 1;
       };
-      place(slot_M, x.iM, x.vM);
-      place(slot_aN, x.iN, x.vN);
-      place(slot_aD, x.iD, x.vD);
+      x.iM = keep(c.iM, c.M_ips, 1.0);
+      x.iN = keep(c.iN, false, x.cN);
+      x.iD = keep(c.iD, false, x.cD);
       tg.push_back(x);
     }
-    if (!slow_targets.empty()) slow = std::make_unique<GenericEvaluator>(l, p, kk, std::move(slow_targets));
-    const std::size_t RK = static_cast<std::size_t>(R) * k, JK = static_cast<std::size_t>(J) * k;
-    buf.assign(5 * RK + 3 * static_cast<std::size_t>(R) + JK + 5 * static_cast<std::size_t>(J) +
-                   static_cast<std::size_t>(k),
+    R = static_cast<int>(rows.size());
+    J = static_cast<int>(terms.size());
+    Jp = round_up(J);
+    const bool copy = R != cl.R || J != cl.J;  // rows are kept in order: same count, same rows
+    const std::size_t RK = static_cast<std::size_t>(R) * kp, JK = static_cast<std::size_t>(J) * kp,
+                      KJ = static_cast<std::size_t>(k) * Jp;
+    buf.assign((copy ? 3 * RK + JK + KJ + Jp : 0) + 2 * static_cast<std::size_t>(R) + 3 * static_cast<std::size_t>(Jp) +
+                   RK + R + static_cast<std::size_t>(Jp) + 4 * static_cast<std::size_t>(kp),
                0.0);
-    double* b = buf.data();
+    double* q = buf.data();
     auto take = [&](std::size_t n) {
-      double* q = b;
-      b += n;
-      return q;
+      double* r = q;
+      q += n;
+      return r;
     };
-    G = take(RK), C = take(RK), Cg = take(RK), X = take(RK), T = take(RK);
-    rw = take(R), inv = take(R), a = take(R);
-    PC = take(JK), pe = take(J), pc = take(J), U = take(J), LU = take(J), PHI = take(J);
-    lh = take(k);
-    for (const Target& x : tg) {
-      const Plan& plan = *laws[x.t].plan;
-      const double* th = laws[x.t].theta;
-      auto fill = [&](Slot a, int idx, double factor) {
-        if (idx < 0) return;
-        const Feature& f = plan.features[plan.src[a].index];
-        if (a == slot_M && x.M_ips) {
-          for (int i = 0; i < k; ++i) {
-            G[i * R + idx] = th[f.g_off + i];
-            C[i * R + idx] = th[f.c_off + i];
-            Cg[i * R + idx] = th[f.c_off + i] * th[f.g_off + i];
-          }
-          rw[idx] = x.w;
-        } else {
-          for (int i = 0; i < k; ++i) PC[i * J + idx] = th[f.c_off + i];
-          pe[idx] = f.sign * th[f.g_off];
-          pc[idx] = x.w * factor;  // generic: skipped when the slot's factor is 0
-        }
-      };
-      fill(slot_M, x.iM, 1.0);
-      fill(slot_aN, x.iN, x.cN);
-      fill(slot_aD, x.iD, x.cD);
+    if (copy) {
+      double *g = take(RK), *c = take(RK), *cg = take(RK), *pr = take(JK), *pd = take(KJ), *e = take(Jp);
+      for (int r = 0; r < R; ++r) {
+        const std::size_t from = static_cast<std::size_t>(rows[r]) * kp;
+        std::copy(cl.G.begin() + from, cl.G.begin() + from + kp, g + r * kp);
+        std::copy(cl.C.begin() + from, cl.C.begin() + from + kp, c + r * kp);
+        std::copy(cl.Cg.begin() + from, cl.Cg.begin() + from + kp, cg + r * kp);
+      }
+      for (int j = 0; j < J; ++j) {
+        const int src = terms[j];
+        std::copy(cl.PCr.begin() + static_cast<std::size_t>(src) * kp, cl.PCr.begin() + static_cast<std::size_t>(src + 1) * kp,
+                  pr + j * kp);
+        for (int i = 0; i < k; ++i) pd[static_cast<std::size_t>(i) * Jp + j] = cl.PCd[static_cast<std::size_t>(i) * cl.Jp + src];
+        e[j] = cl.pe[src];
+      }
+      G = g, C = c, Cg = cg, PCr = pr, PCd = pd, pe = e;
+    } else {
+      G = cl.G.data(), C = cl.C.data(), Cg = cl.Cg.data(), PCr = cl.PCr.data(), PCd = cl.PCd.data(),
+      pe = cl.pe.data();
     }
+    rw = take(R), pc = take(Jp);
+    T = take(RK), inv = take(R), a = take(R);
+    U = take(Jp), PHI = take(Jp), b = take(Jp);
+    hp = take(kp), lhp = take(kp), gp = take(kp), qp = take(kp);
+    for (const Target& x : tg)
+      if (x.iM >= 0 && x.M_ips) rw[x.iM] = x.w;
+    for (int j = 0; j < J; ++j) pc[j] = term_factor[j];
+    for (int i = k; i < kp; ++i) hp[i] = 1.0;  // padding: h = 1, log h = 0, C = 0
   }
 
   // The fast path; returns F (grad, per_law as in operator()). Compiled twice, for the
-  // baseline and for AVX2 (chosen at run time): the loops over rows vectorise, and without
-  // FMA or reassociation both builds round identically.
-#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+  // baseline and for AVX2 (chosen at run time), from lane-wise operations without FMA and
+  // sums in a fixed order, so that both builds round identically.
+#if defined(MIXLAW_HAVE_LANES) && (defined(__x86_64__) || defined(__i386__))
   double fast(const double* h, double* grad, double* per_law, const double* logh) {
     return cpu_has_avx2() ? fast_avx2(h, grad, per_law, logh) : fast_impl(h, grad, per_law, logh);
   }
@@ -257,65 +337,50 @@ struct Evaluator {
   }
 #endif
   double fast_impl(const double* h, double* grad, double* per_law, const double* logh) {
-    const int k = this->k, R = this->R, J = this->J;
-    double* __restrict lh = this->lh;
+    const int k = this->k, kp = this->kp, R = this->R, J = this->J;
+    double* __restrict hp = this->hp;
+    double* __restrict lhp = this->lhp;
     bool positive = true;
     for (int i = 0; i < k; ++i) {
       positive &= h[i] > 0;
-      lh[i] = h[i] > 0 ? (logh ? logh[i] : std::log(h[i])) : 0.0;
+      hp[i] = h[i];
+      lhp[i] = h[i] > 0 ? (logh ? logh[i] : std::log(h[i])) : 0.0;
     }
-    if (R > 0) {
-      const double* __restrict G = this->G;
-      const double* __restrict C = this->C;
-      double* __restrict X = this->X;
-      double* __restrict T = this->T;
-      double* __restrict inv = this->inv;
-      // h^gamma for every inverse-power row; a zero weight contributes nothing.
-      for (int i = 0; i < k; ++i)
-        for (int r = 0; r < R; ++r) X[i * R + r] = G[i * R + r] * lh[i];
-      vexp(X, T, R * k);
-      if (!positive)
-        for (int i = 0; i < k; ++i)
-          if (!(h[i] > 0))
-            for (int r = 0; r < R; ++r) T[i * R + r] = 0.0;
-      // Sums over i in order, as mixture_features. With few rows, in a register:
-      // accumulating into inv[r] across the i loop would chain every add through a store.
-      if (R >= 4) {
-        for (int r = 0; r < R; ++r) inv[r] = 0.0;
-        for (int i = 0; i < k; ++i)
-          for (int r = 0; r < R; ++r) inv[r] += C[i * R + r] * T[i * R + r];
-      } else {
-        for (int r = 0; r < R; ++r) {
-          double sum = 0.0;
-          for (int i = 0; i < k; ++i) sum += C[i * R + r] * T[i * R + r];
-          inv[r] = sum;
-        }
+    double* __restrict T = this->T;
+    double* __restrict inv = this->inv;
+    // h^gamma for every inverse-power row (a zero weight contributes nothing): the
+    // exponents first, then exp over the whole table in one loop of independent vectors.
+    const std::size_t RK = static_cast<std::size_t>(R) * kp;
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < kp; c += lanes_w) {
+        const std::size_t o = static_cast<std::size_t>(r) * kp + c;
+        lanes::store(T + o, lanes::load(G + o) * lanes::load(lhp + c));
       }
-      for (int r = 0; r < R; ++r) inv[r] = 1.0 / inv[r];
-    }
-    if (J > 0) {  // (sum C h)^e for every power term
-      const double* __restrict PC = this->PC;
-      const double* __restrict pe = this->pe;
-      double* __restrict U = this->U;
-      double* __restrict LU = this->LU;
-      double* __restrict PHI = this->PHI;
-      if (J >= 4) {  // as for the inverse-power sums
-        for (int j = 0; j < J; ++j) U[j] = 0.0;
+    for (std::size_t o = 0; o < RK; o += lanes_w) lanes::store(T + o, lanes::kernel<true>(lanes::load(T + o)));
+    if (!positive)
+      for (int r = 0; r < R; ++r)
         for (int i = 0; i < k; ++i)
-          for (int j = 0; j < J; ++j) U[j] += PC[i * J + j] * h[i];
-      } else {
-        for (int j = 0; j < J; ++j) {
-          double u = 0.0;
-          for (int i = 0; i < k; ++i) u += PC[i * J + j] * h[i];
-          U[j] = u;
-        }
-      }
-      vlog(U, LU, J);
-      for (int j = 0; j < J; ++j) LU[j] *= pe[j];
-      vexp(LU, PHI, J);
-      for (int j = 0; j < J; ++j)
-        if (!(U[j] > 0)) PHI[j] = detail::power_of_nonpositive(pe[j]);
+          if (!(h[i] > 0)) T[static_cast<std::size_t>(r) * kp + i] = 0.0;
+    for (int r = 0; r < R; ++r) {  // sums over i in order, as mixture_features
+      const double* cr = C + static_cast<std::size_t>(r) * kp;
+      const double* t = T + static_cast<std::size_t>(r) * kp;
+      double sum = 0.0;
+      for (int i = 0; i < k; ++i) sum += cr[i] * t[i];
+      inv[r] = 1.0 / sum;
     }
+    // (sum C h)^e for every power term (sums over i in order); padding lanes u = 1, e = 0.
+    double* __restrict U = this->U;
+    double* __restrict PHI = this->PHI;
+    for (int c = 0; c < Jp; c += lanes_w) {
+      lanes::vd u = lanes::splat(0.0);
+      for (int i = 0; i < k; ++i) u += lanes::load(PCd + static_cast<std::size_t>(i) * Jp + c) * lanes::splat(h[i]);
+      lanes::store(U + c, u);
+    }
+    for (int j = J; j < Jp; ++j) U[j] = 1.0;
+    for (int c = 0; c < Jp; c += lanes_w) lanes::store(PHI + c, lanes::load(pe + c) * lanes::kernel<false>(lanes::load(U + c)));
+    for (int c = 0; c < Jp; c += lanes_w) lanes::store(PHI + c, lanes::kernel<true>(lanes::load(PHI + c)));
+    for (int j = 0; j < J; ++j)
+      if (!(U[j] > 0)) PHI[j] = detail::power_of_nonpositive(pe[j]);
     double F = 0.0;
     for (const Target& x : tg) {  // L = E + M + a_N N'^-b_N + a_D D'^-b_D, as for_each_record
       double L = x.base + (x.iM < 0 ? x.vM : (x.M_ips ? inv[x.iM] : PHI[x.iM]));
@@ -326,28 +391,31 @@ struct Evaluator {
     }
     if (!grad) return F;
     // dF/dh_i = -(1/h_i) sum_r w_r gamma_ri C_ri h_i^gamma_ri / S_r^2 + sum_j pc_j e_j phi_j / u_j C_ji
-    const double* __restrict Cg = this->Cg;
-    const double* __restrict T = this->T;
-    const double* __restrict PC = this->PC;
     double* __restrict a = this->a;
-    double* __restrict b = this->LU;  // log u is no longer needed
+    double* __restrict b = this->b;
     for (int r = 0; r < R; ++r) a[r] = rw[r] == 0.0 ? 0.0 : rw[r] * (inv[r] * inv[r]);
     for (int j = 0; j < J; ++j) b[j] = pc[j] == 0.0 || !(U[j] > 0) ? 0.0 : pc[j] * (pe[j] * PHI[j] / U[j]);
-    for (int i = 0; i < k; ++i) {
-      double s = 0.0;
-      for (int r = 0; r < R; ++r) s += a[r] * (Cg[i * R + r] * T[i * R + r]);
-      double q = 0.0;
-      for (int j = 0; j < J; ++j) q += b[j] * PC[i * J + j];
-      if (h[i] > 0) {
-        grad[i] = q - s / h[i];
-        continue;
+    for (int c = 0; c < kp; c += lanes_w) {  // both sums over terms in order, for lanes of domains
+      lanes::vd s = lanes::splat(0.0), q = lanes::splat(0.0);
+      for (int r = 0; r < R; ++r) {
+        const std::size_t o = static_cast<std::size_t>(r) * kp + c;
+        s += lanes::splat(a[r]) * (lanes::load(Cg + o) * lanes::load(T + o));
       }
-      s = 0.0;
+      for (int j = 0; j < J; ++j) q += lanes::splat(b[j]) * lanes::load(PCr + static_cast<std::size_t>(j) * kp + c);
+      lanes::store(qp + c, q);
+      lanes::store(gp + c, q - s / lanes::load(hp + c));
+    }
+    for (int i = 0; i < k; ++i) grad[i] = gp[i];
+    if (positive) return F;
+    for (int i = 0; i < k; ++i) {
+      if (h[i] > 0) continue;
+      double s = 0.0;
       for (int r = 0; r < R; ++r) {  // one-sided slopes at h_i = 0, as in mixture_features
-        const double c = C[i * R + r], slope = detail::power_slope_at_zero(G[i * R + r]);
+        const std::size_t o = static_cast<std::size_t>(r) * kp + i;
+        const double c = C[o], slope = detail::power_slope_at_zero(G[o]);
         if (rw[r] != 0.0) s += rw[r] * (c == 0.0 ? 0.0 : -c * slope * (inv[r] * inv[r]));
       }
-      grad[i] = q + s;
+      grad[i] = qp[i] + s;
     }
     return F;
   }
@@ -585,7 +653,8 @@ double mixture_objective(const std::vector<FittedLaw>& laws, const MixtureProble
     G.add(h, F, grad, per_law, nullptr);
     return F;
   }
-  Evaluator F(laws, pb, k, true);
+  const CompiledLaws cl(laws, k);
+  Evaluator F(cl, laws, pb, true);
   return F(h, grad, per_law);
 }
 
@@ -597,6 +666,7 @@ std::vector<MixtureResult> optimize_mixtures(const std::vector<FittedLaw>& laws,
   for (const auto& fl : laws)
     if (fl.plan->spec.k != k) throw std::invalid_argument("fits: all laws must have the same domains");
   const int S = std::max(1, opt.n_starts);
+  const CompiledLaws cl(laws, k);
   std::vector<MixtureResult> all(problems.size() * static_cast<std::size_t>(S));
   parallel_for(
       all.size(), threads,
@@ -610,7 +680,7 @@ std::vector<MixtureResult> optimize_mixtures(const std::vector<FittedLaw>& laws,
           for (double& x : v) x = -std::log(1.0 - rng.uniform());
         }
         kl_project_capped_simplex(v.data(), pb.lo.data(), pb.hi.data(), k, h0.data());
-        Evaluator F(laws, pb, k);
+        Evaluator F(cl, laws, pb);
         all[u] = solve_one(F, pb, h0, opt);
         all[u].best_start = s;
       },
@@ -629,7 +699,7 @@ std::vector<MixtureResult> optimize_mixtures(const std::vector<FittedLaw>& laws,
       best.size(), threads,
       [&](std::size_t p) {
         best[p].per_law.assign(laws.size(), 0.0);
-        Evaluator F(laws, problems[p], k, true);
+        Evaluator F(cl, laws, problems[p], true);
         F(best[p].h.data(), nullptr, best[p].per_law.data());
       },
       cancel);
