@@ -110,8 +110,10 @@ for name in ("additive", "joint", "full"):
 fits = mixlaw.fit(train, "joint", targets=["c4", "github"], n_starts=4, seed=1)
 for f in fits.values():
     h.update(np.asarray(f.x).tobytes())
-r = mixlaw.optimize_mixture(list(fits.values()), N=[1e9, 3e9], D=[2e10, 1e11], n_starts=2)
+r = mixlaw.optimize_mixture(list(fits.values()), N=[1e9, 3e9], D=[2e10, 1e11], n_starts=2)  # four per vector
 h.update(np.asarray(r.h).tobytes())
+r = mixlaw.optimize_mixture(list(fits.values()), N=1e9, D=2e10, n_starts=1)  # one at a time
+h.update(np.asarray(r.x).tobytes())
 print(_core.cpu_has_avx2(), h.hexdigest())
 """
 

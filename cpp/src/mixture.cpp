@@ -152,8 +152,11 @@ struct CompiledLaws {
   std::vector<double> PCd;       // k x Jp: the same, domain-major
   std::vector<double> pe;        // J: the power terms' exponents
 
-  CompiledLaws(const std::vector<FittedLaw>& laws, int kk) : k(kk), kp(round_up(std::max(kk, 1))) {
+  // keep (optional): the targets to compile (the others are left out altogether).
+  CompiledLaws(const std::vector<FittedLaw>& laws, int kk, const std::vector<char>* keep = nullptr)
+      : k(kk), kp(round_up(std::max(kk, 1))) {
     for (int t = 0; t < static_cast<int>(laws.size()); ++t) {
+      if (keep && !(*keep)[static_cast<std::size_t>(t)]) continue;
       const Plan& plan = *laws[t].plan;
       if (!fast_law(plan)) {
         slow.push_back(t);
@@ -639,6 +642,502 @@ MixtureResult solve_one(Evaluator& F, const MixtureProblem& pb, std::vector<doub
   return res;
 }
 
+// ---- Four problems at once ----
+//
+// Mirror descent on the plain simplex (lo = 0, hi >= 1), every weighted law with a fast
+// path: the common case of a batch over budgets and weights. Four problems share each
+// vector, one per lane, so that every step of the solver and of the evaluator is a
+// lane-wise vector operation (no sums across lanes, no per-problem loop overhead), and
+// a lane is refilled with the next problem as soon as its problem ends. Each lane performs
+// exactly the operations of solve_one with Evaluator, in the same order (zero-weight
+// targets add exact zeros), so a problem gets the same bits on either path and whatever
+// its neighbours. A problem that leaves the common case (a non-finite value, a projection
+// with an active bound, a weight at the underflow floor, U <= 0) is handed back and solved
+// again from the start by solve_one, which handles all of those.
+#ifdef MIXLAW_HAVE_LANES
+struct LaneSolver {
+  using vd = lanes::vd;
+  using vi = lanes::vi;
+  static constexpr int L = lanes::W;
+
+  const CompiledLaws& cl;  // the targets weighted in some problem of the batch
+  const std::vector<MixtureProblem>& problems;
+  const MixtureOptions& opt;
+  int S, k, R, J, nt, memory;
+
+  // Lane-wise state, one vector per domain (or table entry), carved out of one block
+  // aligned for the vectors (std::vector<vd> would not guarantee it).
+  std::unique_ptr<vd[]> block;
+  vd *h, *lh, *g, *hn, *lhn, *gn, *lv, *ex, *bh, *bg, *hi;
+  vd *T, *inv, *a, *U, *PHI, *b;  // evaluator scratch
+  vd *rw, *pc, *w, *cN, *cD;      // per row, term, target: this lane's problem
+  vd* Lt;                         // per target: its loss at the last evaluation
+  vd f, fn, eta, gmin, dec, fref, bf, moved;
+  struct Lane {
+    bool busy = false, first = false;  // first: the pending evaluation is the start point
+    std::size_t unit = 0;
+    int nit = 0, nfev = 0, ls = 0;
+    std::vector<double> recent;
+  };
+  Lane lane[L];
+
+  LaneSolver(const CompiledLaws& c, const std::vector<MixtureProblem>& p, const MixtureOptions& o, int starts)
+      : cl(c), problems(p), opt(o), S(starts), k(c.k), R(c.R), J(c.J), nt(static_cast<int>(c.tg.size())) {
+    memory = static_cast<int>(std::max<long long>(
+        1, std::min<long long>(opt.line_search_memory, static_cast<long long>(opt.max_iter) + 1)));
+    const vd one = lanes::splat(1.0), zero = lanes::splat(0.0);
+    const std::size_t K = static_cast<std::size_t>(k);
+    const std::size_t n = 11 * K + static_cast<std::size_t>(R) * K + 3 * static_cast<std::size_t>(R) +
+                          4 * static_cast<std::size_t>(J) + 4 * static_cast<std::size_t>(nt);
+    block.reset(new vd[n]);  // operator new[] honours the type's 32-byte alignment (C++17)
+    vd* q = block.get();
+    auto take = [&](std::size_t m, vd v) {
+      vd* r = q;
+      std::fill(q, q + m, v);
+      q += m;
+      return r;
+    };
+    h = take(K, one), hn = take(K, one), bh = take(K, one), hi = take(K, one);
+    lh = take(K, zero), g = take(K, zero), lhn = take(K, zero), gn = take(K, zero), lv = take(K, zero),
+    ex = take(K, zero), bg = take(K, zero);
+    T = take(static_cast<std::size_t>(R) * K, zero);
+    inv = take(R, zero), a = take(R, zero), rw = take(R, zero);
+    U = take(J, zero), PHI = take(J, zero), b = take(J, zero), pc = take(J, zero);
+    w = take(nt, zero), cN = take(nt, zero), cD = take(nt, zero), Lt = take(nt, zero);
+    f = fn = eta = gmin = dec = fref = bf = moved = zero;
+    for (Lane& ln : lane) ln.recent.assign(static_cast<std::size_t>(memory), 0.0);
+  }
+
+  // Loads unit u (problem u / S, start u % S) into lane l: the problem's weights and
+  // N'^-b_N, D'^-b_D (as Evaluator), the start point (as optimize_mixtures) into hn.
+  // False if the start is not in the common case.
+  bool load(int l, std::size_t u) {
+    const MixtureProblem& pb = problems[u / static_cast<std::size_t>(S)];
+    const int s = static_cast<int>(u % static_cast<std::size_t>(S));
+    std::vector<double> v(static_cast<std::size_t>(k), 1.0), h0(static_cast<std::size_t>(k));
+    if (s > 0) {
+      Rng rng(mix_seed(opt.seed, u / static_cast<std::size_t>(S), static_cast<std::uint64_t>(s)));
+      for (double& x : v) x = -std::log(1.0 - rng.uniform());
+    }
+    kl_project_capped_simplex(v.data(), pb.lo.data(), pb.hi.data(), k, h0.data());
+    for (int i = 0; i < k; ++i)
+      if (!(h0[i] >= mixture_weight_floor)) return false;
+    set_problem(l, pb);
+    for (int i = 0; i < k; ++i) {
+      hn[i][l] = h0[i];
+      lhn[i][l] = std::log(h0[i]);
+      hi[i][l] = pb.hi[i];
+    }
+    Lane& ln = lane[l];
+    ln.busy = ln.first = true;
+    ln.unit = u;
+    ln.nit = 0, ln.nfev = 0, ln.ls = 0;
+    return true;
+  }
+
+  // Problem pb's weights and N'^-b_N, D'^-b_D in lane l (as Evaluator computes them).
+  void set_problem(int l, const MixtureProblem& pb) {
+    const double lnN = std::log(pb.N), lnD = std::log(pb.D);
+    for (int x = 0; x < nt; ++x) {
+      const CompiledLaws::Target& c = cl.tg[static_cast<std::size_t>(x)];
+      const double wt = pb.weights[c.t];
+      const double n = c.hasN ? std::exp(-c.bN * (lnN - c.ln_n_scale)) : 0.0;
+      const double d = c.hasD ? std::exp(-c.bD * (lnD - c.ln_d_scale)) : 0.0;
+      w[x][l] = wt, cN[x][l] = n, cD[x][l] = d;
+      if (c.iM >= 0) {
+        if (c.M_ips) rw[c.iM][l] = wt;
+        else pc[c.iM][l] = wt * 1.0;  // as Evaluator: w times the slot's factor
+      }
+      if (c.iN >= 0) pc[c.iN][l] = wt * n;
+      if (c.iD >= 0) pc[c.iD][l] = wt * d;
+    }
+  }
+
+  // Each law's loss at the solutions of problems ps[0..n) (in results[ps[i]], whose
+  // per_law it fills), four at a time, as Evaluator(all targets) computes it from h alone:
+  // for a batch whose weighted laws are all the laws. Appends the problems with a
+  // non-finite value (left to Evaluator, whose fallback defines them) to handed_back.
+  MIXLAW_INLINE void losses(const std::size_t* ps, std::size_t n, std::vector<MixtureResult>& results,
+                            std::vector<std::size_t>& handed_back) {
+    for (std::size_t first = 0; first < n; first += L) {
+      const int m = static_cast<int>(std::min<std::size_t>(L, n - first));
+      for (int l = 0; l < L; ++l) {
+        if (l >= m) {
+          park(l);
+          continue;
+        }
+        const MixtureResult& r = results[ps[first + l]];
+        set_problem(l, problems[ps[first + l]]);
+        for (int i = 0; i < k; ++i) {
+          hn[i][l] = r.h[i];
+          lhn[i][l] = r.h[i] > 0 ? std::log(r.h[i]) : 0.0;
+        }
+      }
+      vi ok = evaluate();
+      for (int x = 0; x < nt; ++x) ok &= finite(Lt[x]);
+      for (int l = 0; l < m; ++l) {
+        const std::size_t p = ps[first + l];
+        bool positive = true;
+        for (int i = 0; i < k; ++i) positive &= results[p].h[i] > 0;
+        if (!ok[l] || !positive) {
+          handed_back.push_back(p);
+          continue;
+        }
+        results[p].per_law.assign(static_cast<std::size_t>(nt), 0.0);
+        for (int x = 0; x < nt; ++x) results[p].per_law[static_cast<std::size_t>(cl.tg[x].t)] = Lt[x][l];
+      }
+    }
+  }
+
+  // An idle lane gets harmless values (the uniform-like point h = 1, weight 0, step 0), so
+  // that its share of the vector work never takes the kernels' slow path.
+  void park(int l) {
+    for (int i = 0; i < k; ++i) h[i][l] = hn[i][l] = 1.0, lh[i][l] = lhn[i][l] = g[i][l] = 0.0;
+    for (int r = 0; r < R; ++r) rw[r][l] = 0.0;
+    for (int j = 0; j < J; ++j) pc[j][l] = 0.0;
+    for (int x = 0; x < nt; ++x) w[x][l] = cN[x][l] = cD[x][l] = 0.0;
+    eta[l] = gmin[l] = 0.0;
+  }
+
+  // F and its gradient at (hn, lhn) in every lane, into fn, gn (Evaluator::fast_impl on
+  // the plain simplex, lane by lane). Returns the lanes whose values are all finite and
+  // whose sums U are positive.
+  MIXLAW_INLINE vi evaluate() {
+    const int k = this->k, R = this->R, J = this->J;
+    // exp_kernel flags lanes outside its range; kernel<> (the std::exp fallback) is only run
+    // when some lane was flagged, which keeps the flag test out of the loop.
+    vi bad = vi{0, 0, 0, 0};
+    for (int r = 0; r < R; ++r)
+      for (int i = 0; i < k; ++i)
+        T[static_cast<std::size_t>(r) * k + i] =
+            lanes::exp_kernel(lanes::splat(cl.G[static_cast<std::size_t>(r) * cl.kp + i]) * lhn[i], bad);
+    if (bad[0] | bad[1] | bad[2] | bad[3])
+      for (int r = 0; r < R; ++r)
+        for (int i = 0; i < k; ++i)
+          T[static_cast<std::size_t>(r) * k + i] =
+              lanes::kernel<true>(lanes::splat(cl.G[static_cast<std::size_t>(r) * cl.kp + i]) * lhn[i]);
+    for (int r = 0; r < R; ++r) {
+      vd sum = lanes::splat(0.0);
+      for (int i = 0; i < k; ++i)
+        sum += lanes::splat(cl.C[static_cast<std::size_t>(r) * cl.kp + i]) * T[static_cast<std::size_t>(r) * k + i];
+      inv[r] = lanes::splat(1.0) / sum;
+    }
+    vi ok = ~vi{0, 0, 0, 0};
+    bad = vi{0, 0, 0, 0};
+    for (int j = 0; j < J; ++j) {
+      vd u = lanes::splat(0.0);
+      for (int i = 0; i < k; ++i) u += lanes::splat(cl.PCr[static_cast<std::size_t>(j) * cl.kp + i]) * hn[i];
+      U[j] = u;
+      ok &= (vi)(u > lanes::splat(0.0));
+      PHI[j] = lanes::exp_kernel(lanes::splat(cl.pe[j]) * lanes::log_kernel(u, bad), bad);
+    }
+    if (bad[0] | bad[1] | bad[2] | bad[3])
+      for (int j = 0; j < J; ++j) PHI[j] = lanes::kernel<true>(lanes::splat(cl.pe[j]) * lanes::kernel<false>(U[j]));
+    vd F = lanes::splat(0.0);
+    for (int x = 0; x < nt; ++x) {
+      const CompiledLaws::Target& c = cl.tg[static_cast<std::size_t>(x)];
+      vd Lx = lanes::splat(c.base) + (c.iM < 0 ? lanes::splat(c.vM) : (c.M_ips ? inv[c.iM] : PHI[c.iM]));
+      if (c.hasN) Lx += (c.iN < 0 ? lanes::splat(c.vN) : PHI[c.iN]) * cN[x];
+      if (c.hasD) Lx += (c.iD < 0 ? lanes::splat(c.vD) : PHI[c.iD]) * cD[x];
+      Lt[x] = Lx;
+      F = lanes::select((vi)(w[x] != lanes::splat(0.0)), F + w[x] * Lx, F);
+    }
+    fn = F;
+    const vd zero = lanes::splat(0.0);
+    for (int r = 0; r < R; ++r) a[r] = lanes::select((vi)(rw[r] == zero), zero, rw[r] * (inv[r] * inv[r]));
+    for (int j = 0; j < J; ++j)
+      b[j] = lanes::select((vi)(pc[j] == zero) | ~(vi)(U[j] > zero), zero,
+                           pc[j] * (lanes::splat(cl.pe[j]) * PHI[j] / U[j]));
+    ok &= finite(F);
+    for (int i = 0; i < k; ++i) {
+      vd s = zero, q = zero;
+      for (int r = 0; r < R; ++r)
+        s += a[r] * (lanes::splat(cl.Cg[static_cast<std::size_t>(r) * cl.kp + i]) * T[static_cast<std::size_t>(r) * k + i]);
+      for (int j = 0; j < J; ++j) q += b[j] * lanes::splat(cl.PCr[static_cast<std::size_t>(j) * cl.kp + i]);
+      gn[i] = q - s / hn[i];
+      ok &= finite(gn[i]);
+    }
+    return ok;
+  }
+
+  static MIXLAW_INLINE vi finite(vd x) {  // |x| < inf, false for NaN
+    const vd ax = (vd)((vi)x & lanes::vi{INT64_MAX, INT64_MAX, INT64_MAX, INT64_MAX});
+    return (vi)(ax < lanes::splat(std::numeric_limits<double>::infinity()));
+  }
+
+  // The Frank-Wolfe gap of (g, h) on the plain simplex (fw_gap with linear_minimizer) and
+  // min / max of g, lane-wise.
+  MIXLAW_INLINE vd gap_and_range(vd& lo, vd& up) {
+    vd gh = lanes::splat(0.0);
+    lo = g[0], up = g[0];
+    for (int i = 0; i < k; ++i) {
+      if (i > 0) {
+        lo = lanes::select((vi)(g[i] < lo), g[i], lo);
+        up = lanes::select((vi)(up < g[i]), g[i], up);
+      }
+      gh += g[i] * h[i];
+    }
+    const vd gap = gh - lo;
+    const vd inf = lanes::splat(std::numeric_limits<double>::infinity());
+    return lanes::select((vi)(gap != gap), inf, lanes::select((vi)(gap < lanes::splat(0.0)), lanes::splat(0.0), gap));
+  }
+
+  // Mirror step from (h, lh) with step eta: hn, lhn as solve_one computes them (the KL
+  // projection's fast path, absorb_rounding), dec and moved. Returns the lanes whose step
+  // stayed in the common case (every coordinate strictly inside, none at the floor).
+  MIXLAW_INLINE vi step() {
+    const int k = this->k;
+    const vd zero = lanes::splat(0.0);
+    vd sum = zero;
+    vi bad = vi{0, 0, 0, 0};
+    for (int i = 0; i < k; ++i) {
+      const vd d = eta * (g[i] - gmin);
+      lv[i] = lh[i] - d;
+      ex[i] = lanes::exp_kernel(-eta * (g[i] - gmin), bad);
+    }
+    if (bad[0] | bad[1] | bad[2] | bad[3])
+      for (int i = 0; i < k; ++i) ex[i] = lanes::kernel<true>(-eta * (g[i] - gmin));
+    for (int i = 0; i < k; ++i) {
+      ex[i] = h[i] * ex[i];  // v
+      sum += ex[i];
+    }
+    const vd c = lanes::splat(1.0) / sum;
+    vi ok = (vi)(sum > zero) & finite(sum);
+    vd s = zero, big = zero;
+    vi bigi = vi{0, 0, 0, 0};
+    for (int i = 0; i < k; ++i) {
+      const vd x = c * ex[i];
+      ok &= (vi)(x > zero) & (vi)(x < hi[i]);
+      hn[i] = x;
+      s += x;
+      const vi more = i == 0 ? ~vi{0, 0, 0, 0} : (vi)(x > big);
+      big = lanes::select(more, x, big);
+      bigi = (vi)lanes::select(more, (vd)vi{i, i, i, i}, (vd)bigi);
+    }
+    const vi fix = (vi)(s != lanes::splat(1.0));
+    vd lc;
+    for (int l = 0; l < L; ++l) lc[l] = std::log(c[l]);
+    vd dsum = zero;
+    vi mv = vi{0, 0, 0, 0};
+    for (int i = 0; i < k; ++i) {
+      const vi at = fix & (bigi == vi{i, i, i, i});
+      if (at[0] | at[1] | at[2] | at[3]) {
+        const vd y = hn[i] + (lanes::splat(1.0) - s);
+        const vd y1 = lanes::select((vi)(y < zero), zero, y);
+        hn[i] = lanes::select(at, lanes::select((vi)(hi[i] < y1), hi[i], y1), hn[i]);
+      }
+      const vi same = (vi)(hn[i] == c * ex[i]);
+      vd lx = lc + lv[i];
+      if (!(same[0] & same[1] & same[2] & same[3]))
+        for (int l = 0; l < L; ++l)
+          if (!same[l]) lx[l] = hn[i][l] > 0 ? std::log(hn[i][l]) : 0.0;
+      lhn[i] = lx;
+      ok &= ~((vi)(hn[i] < lanes::splat(mixture_weight_floor)) & (vi)(hi[i] >= lanes::splat(mixture_weight_floor)));
+      dsum += g[i] * (hn[i] - h[i]);
+      mv |= (vi)(hn[i] != h[i]);
+    }
+    dec = dsum;
+    moved = (vd)mv;
+    return ok;
+  }
+
+  // Solves the n units listed at `units` into results[unit], and appends to `handed_back`
+  // the units that left the common case.
+  MIXLAW_INLINE void run(const std::size_t* units, std::size_t n, std::vector<MixtureResult>& results,
+                         std::vector<std::size_t>& handed_back, const CancelFlag* cancel) {
+    std::size_t next = 0;
+    const double eps8 = 8 * std::numeric_limits<double>::epsilon();
+    for (;;) {
+      bool any = false;
+      for (int l = 0; l < L; ++l) {
+        while (!lane[l].busy && next < n && !(cancel && cancel->is_set())) {
+          const std::size_t u = units[next++];
+          if (!load(l, u)) handed_back.push_back(u);
+        }
+        if (!lane[l].busy) park(l);
+        any |= lane[l].busy;
+      }
+      if (!any) return;
+      const vi ok = evaluate();
+      // Lanes whose trial (or start) is accepted move to it and start an iteration.
+      vi accept = vi{0, 0, 0, 0}, start = vi{0, 0, 0, 0};
+      for (int l = 0; l < L; ++l) {
+        Lane& ln = lane[l];
+        if (!ln.busy) continue;
+        ++ln.nfev;
+        if (!ok[l]) {
+          handed_back.push_back(ln.unit);
+          ln.busy = false;
+          continue;
+        }
+        if (ln.first) {
+          start[l] = -1;
+          continue;
+        }
+        bool acc = fn[l] <= fref[l] + 1e-4 * dec[l] && fn[l] <= fref[l];
+        if (!acc && std::fabs(fn[l] - f[l]) <= eps8 * std::fabs(f[l])) {
+          double slope = 0.0;
+          for (int i = 0; i < k; ++i) slope += gn[i][l] * (hn[i][l] - h[i][l]);
+          acc = slope <= 0 && dec[l] < 0;
+        }
+        if (acc) {
+          accept[l] = -1;
+        } else {
+          eta[l] *= 0.5;
+          if (++ln.ls == 80) finish(l, 4, results);
+        }
+      }
+      if (accept[0] | accept[1] | accept[2] | accept[3]) {
+        // Barzilai-Borwein step in log h, centred (solve_one; every coordinate counts here).
+        const vd zero = lanes::splat(0.0);
+        vd ms = zero, my = zero, ss = zero, sy = zero;
+        for (int i = 0; i < k; ++i) {
+          ms += lhn[i] - lh[i];
+          my += gn[i] - g[i];
+        }
+        ms = ms / lanes::splat(static_cast<double>(k));
+        my = my / lanes::splat(static_cast<double>(k));
+        for (int i = 0; i < k; ++i) {
+          const vd si = (lhn[i] - lh[i]) - ms, yi = gn[i] - g[i] - my;
+          ss += si * si;
+          sy += si * yi;
+        }
+        const vd bb = ss / sy;
+        const vd bb1 = lanes::select((vi)(bb < lanes::splat(1e-12)), lanes::splat(1e-12), bb);
+        const vd bb2 = lanes::select((vi)(lanes::splat(1e12) < bb1), lanes::splat(1e12), bb1);
+        const vd next_eta = lanes::select((vi)(sy > zero) & (vi)(ss > zero), bb2, eta * lanes::splat(2.0));
+        eta = lanes::select(accept, next_eta, eta);
+      }
+      const vi moveto = accept | start;
+      if (moveto[0] | moveto[1] | moveto[2] | moveto[3]) {
+        for (int i = 0; i < k; ++i) {
+          h[i] = lanes::select(moveto, hn[i], h[i]);
+          lh[i] = lanes::select(moveto, lhn[i], lh[i]);
+          g[i] = lanes::select(moveto, gn[i], g[i]);
+        }
+        f = lanes::select(moveto, fn, f);
+        const vi better = start | (accept & (vi)(f < bf));
+        if (better[0] | better[1] | better[2] | better[3]) {
+          for (int i = 0; i < k; ++i) {
+            bh[i] = lanes::select(better, h[i], bh[i]);
+            bg[i] = lanes::select(better, g[i], bg[i]);
+          }
+          bf = lanes::select(better, f, bf);
+        }
+        for (int l = 0; l < L; ++l) {
+          Lane& ln = lane[l];
+          if (start[l]) {
+            ln.first = false;
+            eta[l] = 1.0;
+            std::fill(ln.recent.begin(), ln.recent.end(), -std::numeric_limits<double>::infinity());
+            ln.recent[0] = f[l];
+          } else if (accept[l]) {
+            ++ln.nit;
+            ln.recent[static_cast<std::size_t>(ln.nit % memory)] = f[l];
+          }
+        }
+        // A new iteration: the certificate, then the step size's cap and the reference F.
+        vd lo, up;
+        const vd gap = gap_and_range(lo, up);
+        for (int l = 0; l < L; ++l) {
+          if (!moveto[l] || !lane[l].busy) continue;
+          Lane& ln = lane[l];
+          if (ln.nit >= opt.max_iter) {
+            finish(l, 0, results);
+            continue;
+          }
+          if (gap[l] <= opt.gap_tol) {
+            finish(l, 1, results, gap[l]);
+            continue;
+          }
+          gmin[l] = lo[l];
+          if (up[l] > lo[l]) eta[l] = std::min(eta[l], 30.0 / (up[l] - lo[l]));
+          fref[l] = *std::max_element(ln.recent.begin(), ln.recent.end());
+          ln.ls = 0;
+        }
+      }
+      // Every lane still busy takes its next trial step.
+      const vi sok = step();
+      for (int l = 0; l < L; ++l) {
+        if (!lane[l].busy) continue;
+        if (!sok[l]) {
+          handed_back.push_back(lane[l].unit);
+          lane[l].busy = false;
+        } else if (moved[l] == 0) {  // no trial point differs from h: solve_one's status 4
+          finish(l, 4, results);
+        }
+      }
+    }
+  }
+
+  // solve_one's ending for lane l: the best iterate when uncertified, the certificate.
+  void finish(int l, int status, std::vector<MixtureResult>& results, double gap = 0.0) {
+    Lane& ln = lane[l];
+    MixtureResult& res = results[ln.unit];
+    const bool use_best = (status == 0 || status == 4) && bf[l] < f[l];
+    std::vector<double> gg(static_cast<std::size_t>(k)), hh(static_cast<std::size_t>(k));
+    for (int i = 0; i < k; ++i) {
+      hh[i] = use_best ? bh[i][l] : h[i][l];
+      gg[i] = use_best ? bg[i][l] : g[i][l];
+    }
+    res.f = use_best ? bf[l] : f[l];
+    res.gap = gap;
+    if (status == 0 || status == 4) {
+      std::vector<double> s(static_cast<std::size_t>(k));
+      const MixtureProblem& pb = problems[ln.unit / static_cast<std::size_t>(S)];
+      res.gap = fw_gap(gg, hh, pb, k, s);
+    }
+    res.status = status == 4 && res.gap <= opt.gap_tol ? 1 : status;
+    res.h = std::move(hh);
+    res.nit = ln.nit;
+    res.nfev = ln.nfev;
+    res.best_start = static_cast<int>(ln.unit % static_cast<std::size_t>(S));
+    ln.busy = false;
+  }
+};
+#endif
+
+#if defined(MIXLAW_HAVE_LANES) && (defined(__x86_64__) || defined(__i386__))
+__attribute__((target("avx2"))) void run_lanes_avx2(LaneSolver& ls, const std::size_t* units, std::size_t n,
+                                                    std::vector<MixtureResult>& results,
+                                                    std::vector<std::size_t>& handed_back, const CancelFlag* cancel) {
+  ls.run(units, n, results, handed_back, cancel);
+}
+#endif
+#if defined(MIXLAW_HAVE_LANES) && (defined(__x86_64__) || defined(__i386__))
+__attribute__((target("avx2"))) void lane_losses_avx2(LaneSolver& ls, const std::size_t* ps, std::size_t n,
+                                                      std::vector<MixtureResult>& results,
+                                                      std::vector<std::size_t>& handed_back) {
+  ls.losses(ps, n, results, handed_back);
+}
+#endif
+#ifdef MIXLAW_HAVE_LANES
+void run_lanes(LaneSolver& ls, const std::size_t* units, std::size_t n, std::vector<MixtureResult>& results,
+               std::vector<std::size_t>& handed_back, const CancelFlag* cancel) {
+#if defined(__x86_64__) || defined(__i386__)
+  if (cpu_has_avx2()) return run_lanes_avx2(ls, units, n, results, handed_back, cancel);
+#endif
+  ls.run(units, n, results, handed_back, cancel);
+}
+void lane_losses(LaneSolver& ls, const std::size_t* ps, std::size_t n, std::vector<MixtureResult>& results,
+                 std::vector<std::size_t>& handed_back) {
+#if defined(__x86_64__) || defined(__i386__)
+  if (cpu_has_avx2()) return lane_losses_avx2(ls, ps, n, results, handed_back);
+#endif
+  ls.losses(ps, n, results, handed_back);
+}
+#endif
+
+// Whether problem pb goes to the lane solver: the plain simplex, and every weighted law
+// has a fast path.
+bool lane_problem(const CompiledLaws& cl, const MixtureProblem& pb, int k) {
+  for (int i = 0; i < k; ++i)
+    if (!(pb.lo[i] == 0.0 && pb.hi[i] >= 1.0)) return false;
+  for (int t : cl.slow)
+    if (pb.weights[t] != 0.0) return false;
+  return true;
+}
+
 }  // namespace
 
 double mixture_objective(const std::vector<FittedLaw>& laws, const MixtureProblem& pb, const double* h,
@@ -668,23 +1167,58 @@ std::vector<MixtureResult> optimize_mixtures(const std::vector<FittedLaw>& laws,
   const int S = std::max(1, opt.n_starts);
   const CompiledLaws cl(laws, k);
   std::vector<MixtureResult> all(problems.size() * static_cast<std::size_t>(S));
+  auto solve_unit = [&](std::size_t u) {
+    const std::size_t p = u / static_cast<std::size_t>(S);
+    const int s = static_cast<int>(u % static_cast<std::size_t>(S));
+    const MixtureProblem& pb = problems[p];
+    std::vector<double> v(static_cast<std::size_t>(k), 1.0), h0(static_cast<std::size_t>(k));
+    if (s > 0) {  // Dirichlet(1): normalised exponentials
+      Rng rng(mix_seed(opt.seed, p, static_cast<std::uint64_t>(s)));
+      for (double& x : v) x = -std::log(1.0 - rng.uniform());
+    }
+    kl_project_capped_simplex(v.data(), pb.lo.data(), pb.hi.data(), k, h0.data());
+    Evaluator F(cl, laws, pb);
+    all[u] = solve_one(F, pb, h0, opt);
+    all[u].best_start = s;
+  };
+  std::vector<std::size_t> one_at_a_time;
+#ifdef MIXLAW_HAVE_LANES
+  // Mirror descent on the plain simplex: four problems at a time (the same results),
+  // in chunks of units solved in parallel; the units a lane hands back join the others.
+  std::vector<std::size_t> four_at_a_time;
+  std::vector<char> weighted(laws.size(), 0);
+  for (std::size_t p = 0; p < problems.size(); ++p) {
+    const bool lanes = opt.lanes && opt.method == MixtureMethod::mirror && k > 0 && lane_problem(cl, problems[p], k);
+    for (int s = 0; s < S; ++s) (lanes ? four_at_a_time : one_at_a_time).push_back(p * static_cast<std::size_t>(S) + s);
+    if (lanes)
+      for (std::size_t t = 0; t < laws.size(); ++t) weighted[t] |= problems[p].weights[t] != 0.0;
+  }
+  // Fewer units than lanes: one at a time is cheaper (the idle lanes would cost as much).
+  if (four_at_a_time.size() < static_cast<std::size_t>(lanes::W)) {
+    one_at_a_time.insert(one_at_a_time.end(), four_at_a_time.begin(), four_at_a_time.end());
+    four_at_a_time.clear();
+  }
+  std::unique_ptr<CompiledLaws> lcl;
+  if (!four_at_a_time.empty()) {
+    lcl = std::make_unique<CompiledLaws>(laws, k, &weighted);
+    constexpr std::size_t chunk = 256;  // units per lane solver: few idle lanes at its end
+    const std::size_t n_chunks = (four_at_a_time.size() + chunk - 1) / chunk;
+    std::vector<std::vector<std::size_t>> handed_back(n_chunks);
+    parallel_for(
+        n_chunks, threads,
+        [&](std::size_t c) {
+          LaneSolver ls(*lcl, problems, opt, S);
+          const std::size_t first = c * chunk, n = std::min(chunk, four_at_a_time.size() - first);
+          run_lanes(ls, four_at_a_time.data() + first, n, all, handed_back[c], cancel);
+        },
+        cancel);
+    for (const auto& hb : handed_back) one_at_a_time.insert(one_at_a_time.end(), hb.begin(), hb.end());
+  }
+#else
+  for (std::size_t u = 0; u < all.size(); ++u) one_at_a_time.push_back(u);
+#endif
   parallel_for(
-      all.size(), threads,
-      [&](std::size_t u) {
-        const std::size_t p = u / static_cast<std::size_t>(S);
-        const int s = static_cast<int>(u % static_cast<std::size_t>(S));
-        const MixtureProblem& pb = problems[p];
-        std::vector<double> v(static_cast<std::size_t>(k), 1.0), h0(static_cast<std::size_t>(k));
-        if (s > 0) {  // Dirichlet(1): normalised exponentials
-          Rng rng(mix_seed(opt.seed, p, static_cast<std::uint64_t>(s)));
-          for (double& x : v) x = -std::log(1.0 - rng.uniform());
-        }
-        kl_project_capped_simplex(v.data(), pb.lo.data(), pb.hi.data(), k, h0.data());
-        Evaluator F(cl, laws, pb);
-        all[u] = solve_one(F, pb, h0, opt);
-        all[u].best_start = s;
-      },
-      cancel);
+      one_at_a_time.size(), threads, [&](std::size_t i) { solve_unit(one_at_a_time[i]); }, cancel);
   std::vector<MixtureResult> best(problems.size());
   for (std::size_t p = 0; p < problems.size(); ++p) {
     std::size_t b = p * static_cast<std::size_t>(S);
@@ -694,10 +1228,37 @@ std::vector<MixtureResult> optimize_mixtures(const std::vector<FittedLaw>& laws,
     }
     best[p] = std::move(all[b]);
   }
-  // Each law's loss at the solution (zero-weight targets included), in parallel too.
+  // Each law's loss at the solution (zero-weight targets included), in parallel too: four
+  // problems at a time when every law is in the lane solver's tables (the same bits).
+  std::vector<std::size_t> losses_one_at_a_time;
+#ifdef MIXLAW_HAVE_LANES
+  if (lcl && lcl->tg.size() == laws.size() && !(cancel && cancel->is_set())) {
+    std::vector<std::size_t> all_problems(best.size());
+    for (std::size_t p = 0; p < best.size(); ++p) all_problems[p] = p;
+    constexpr std::size_t chunk = 1024;
+    const std::size_t n_chunks = (best.size() + chunk - 1) / chunk;
+    std::vector<std::vector<std::size_t>> handed_back(n_chunks);
+    MixtureOptions plain = opt;
+    plain.n_starts = 1;  // results are indexed by problem here
+    parallel_for(
+        n_chunks, threads,
+        [&](std::size_t c) {
+          LaneSolver ls(*lcl, problems, plain, 1);
+          const std::size_t first = c * chunk, n = std::min(chunk, best.size() - first);
+          lane_losses(ls, all_problems.data() + first, n, best, handed_back[c]);
+        },
+        cancel);
+    for (const auto& hb : handed_back)
+      losses_one_at_a_time.insert(losses_one_at_a_time.end(), hb.begin(), hb.end());
+  } else
+#endif
+  {
+    for (std::size_t p = 0; p < best.size(); ++p) losses_one_at_a_time.push_back(p);
+  }
   parallel_for(
-      best.size(), threads,
-      [&](std::size_t p) {
+      losses_one_at_a_time.size(), threads,
+      [&](std::size_t i) {
+        const std::size_t p = losses_one_at_a_time[i];
         best[p].per_law.assign(laws.size(), 0.0);
         Evaluator F(cl, laws, problems[p], true);
         F(best[p].h.data(), nullptr, best[p].per_law.data());

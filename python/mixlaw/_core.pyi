@@ -74,4 +74,5 @@ def mixture_objective(fits: Sequence[tuple[Law, ArrayLike]], N: float, D: float,
 def optimize_mixtures(fits: Sequence[tuple[Law, ArrayLike]], N: ArrayLike, D: ArrayLike, weights: ArrayLike,
                       lo: ArrayLike, hi: ArrayLike, method: str = "mirror", max_iter: int = 20000,
                       gap_tol: float = 1e-10, n_starts: int = 1, seed: int = 0,
-                      threads: Optional[int] = None, line_search_memory: int = 10) -> dict[str, NDArray[Any]]: ...
+                      threads: Optional[int] = None, line_search_memory: int = 10,
+                      lanes: bool = True) -> dict[str, NDArray[Any]]: ...

@@ -37,6 +37,9 @@ struct MixtureOptions {
   int n_starts = 1;        // start 0 is the KL-centre of C (uniform when unconstrained)
   std::uint64_t seed = 0;  // other starts: Dirichlet(1) draws from mix_seed(seed, problem, start)
   int line_search_memory = 10;  // Armijo against the max F of this many last iterates; 1: monotone
+  // Mirror descent on the plain simplex solves four problems per vector (the same bits as
+  // one at a time); false: one at a time (for tests and benchmarks).
+  bool lanes = true;
 };
 
 struct MixtureResult {
