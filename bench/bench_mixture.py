@@ -8,8 +8,9 @@ Armijo backtracking over the last 10 iterates, same gap test):
   - a loop over problems, each solved vectorised over targets and domains (what a user
     writes for one budget); timed on the first --loop-problems problems, next to mixlaw on
     the same problems.
-All start from the uniform mixture (one start). Also: one k = 256 problem, to gap < 1e-9
-(stricter than the issue's 1e-8). --memory 1 runs the monotone line search of the earlier
+All start from the uniform mixture (one start). mixlaw solves these problems four per vector
+(one per lane); "one at a time" is the same core call with lanes=False (the same results).
+Also: one k = 256 problem, to gap < 1e-9 (stricter than the issue's 1e-8). --memory 1 runs the monotone line search of the earlier
 solver on every side.
 
 Run:  python bench/bench_mixture.py [--problems 10000] [--repeats 3] [--loop-problems 1000] [--memory 10]
@@ -205,7 +206,12 @@ def main() -> None:
     lnN, lnD = np.log(N / 1e6), np.log(D / 1e9)
     times: dict[str, list[float]] = {"numpy, vectorised over problems": [], "numpy, loop over problems": [],
                                      "mixlaw threads=1": [], "mixlaw threads=2": [],
-                                     f"mixlaw threads=1, first {L}": []}
+                                     f"mixlaw threads=1, first {L}": [],
+                                     "mixlaw threads=1, one at a time": []}
+    # The core call of optimize_mixture, with lanes=False: every problem solved on its own
+    # instead of four per vector (the solver before the lane solver; the same results).
+    core_laws = [(fits[t].law._core, np.ascontiguousarray(fits[t].x)) for t in targets]
+    LO, HI = np.zeros((P, k)), np.ones((P, k))
     for _ in range(args.repeats):
         t = time.perf_counter()
         Hn, Fn, gapn, nitn, nfevn = numpy_mirror_descent(params, N, D, W, k, memory=args.memory)
@@ -222,6 +228,10 @@ def main() -> None:
         mixlaw.optimize_mixture(fits, N=N[:L], D=D[:L], weights=W[:L], n_starts=1, gap_tol=1e-10, threads=1,
                                 line_search_memory=args.memory)
         times[f"mixlaw threads=1, first {L}"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        alone = mixlaw._core.optimize_mixtures(core_laws, N, D, W, LO, HI, n_starts=1, gap_tol=1e-10, threads=1,
+                                               line_search_memory=args.memory, lanes=False)
+        times["mixlaw threads=1, one at a time"].append(time.perf_counter() - t)
     med = {k_: float(np.median(v)) for k_, v in times.items()}
     vec, one = med["numpy, vectorised over problems"], med[f"mixlaw threads=1, first {L}"]
     print(f"joint law, k={k}, {len(targets)} targets, {P} problems, gap_tol 1e-10, line_search_memory {args.memory}, "
@@ -239,6 +249,8 @@ def main() -> None:
     print(f"  mixlaw          : solved {np.mean(g.gap <= 1e-10) * 100:.1f}% to gap<=1e-10, median nit "
           f"{np.median(g.nit):.0f}, max nit {g.nit.max()}, evaluations per iteration "
           f"{(g.nfev.sum() - P) / g.nit.sum():.2f} (+1 per problem at the start)")
+    print(f"  mixlaw four per vector and one at a time bit-identical (h, F, gap, nit): "
+          f"{all(np.array_equal(a, alone[b]) for a, b in ((g.h, 'h'), (g.fun, 'fun'), (g.gap, 'gap'), (g.nit, 'nit')))}")
     print(f"  objective: max |F_mixlaw - F_numpy| = {np.max(np.abs(g.fun - Fn)):.2e}, "
           f"max |h_mixlaw - h_numpy| = {np.max(np.abs(g.h - Hn)):.2e}")
 

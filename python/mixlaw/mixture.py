@@ -235,6 +235,13 @@ def optimize_mixture(fits: Any, *, N: Any, D: Any, weights: Any = None, bounds: 
     Returns
     -------
     MixtureResult (scalar N and D) or MixtureGrid (arrays).
+
+    Notes
+    -----
+    Batches are fastest with ``method="mirror"``, no ``bounds`` or token limits and laws
+    with a fast evaluator (chinchilla, additive, joint, simple): four problems (or starts)
+    then share every vector operation, one per lane. A problem gets the same result to the
+    last bit whether it is solved in a batch or alone.
     """
     for name, value in (("n_starts", n_starts), ("max_iter", max_iter), ("line_search_memory", line_search_memory)):
         _int_option(value, name)  # values < 1 are named by the core
