@@ -12,6 +12,11 @@
 #include "mixlaw/vmath.hpp"
 #include "mixlaw/vmath_lanes.hpp"
 
+// The mixture evaluator and the lane solver are written with GCC/Clang vector extensions.
+#ifndef MIXLAW_HAVE_LANES
+#error "mixture.cpp needs GCC or Clang (vector extensions, see vmath_lanes.hpp)"
+#endif
+
 namespace mixlaw {
 namespace {
 
@@ -325,7 +330,7 @@ struct Evaluator {
   // The fast path; returns F (grad, per_law as in operator()). Compiled twice, for the
   // baseline and for AVX2 (chosen at run time), from lane-wise operations without FMA and
   // sums in a fixed order, so that both builds round identically.
-#if defined(MIXLAW_HAVE_LANES) && (defined(__x86_64__) || defined(__i386__))
+#if defined(__x86_64__) || defined(__i386__)
   double fast(const double* h, double* grad, double* per_law, const double* logh) {
     return cpu_has_avx2() ? fast_avx2(h, grad, per_law, logh) : fast_impl(h, grad, per_law, logh);
   }
@@ -654,7 +659,6 @@ MixtureResult solve_one(Evaluator& F, const MixtureProblem& pb, std::vector<doub
 // its neighbours. A problem that leaves the common case (a non-finite value, a projection
 // with an active bound, a weight at the underflow floor, U <= 0) is handed back and solved
 // again from the start by solve_one, which handles all of those.
-#ifdef MIXLAW_HAVE_LANES
 struct LaneSolver {
   using vd = lanes::vd;
   using vi = lanes::vi;
@@ -1095,23 +1099,20 @@ struct LaneSolver {
     ln.busy = false;
   }
 };
-#endif
 
-#if defined(MIXLAW_HAVE_LANES) && (defined(__x86_64__) || defined(__i386__))
+// The lane solver compiled for AVX2 and for the baseline, chosen at run time (the same bits).
+#if defined(__x86_64__) || defined(__i386__)
 __attribute__((target("avx2"))) void run_lanes_avx2(LaneSolver& ls, const std::size_t* units, std::size_t n,
                                                     std::vector<MixtureResult>& results,
                                                     std::vector<std::size_t>& handed_back, const CancelFlag* cancel) {
   ls.run(units, n, results, handed_back, cancel);
 }
-#endif
-#if defined(MIXLAW_HAVE_LANES) && (defined(__x86_64__) || defined(__i386__))
 __attribute__((target("avx2"))) void lane_losses_avx2(LaneSolver& ls, const std::size_t* ps, std::size_t n,
                                                       std::vector<MixtureResult>& results,
                                                       std::vector<std::size_t>& handed_back) {
   ls.losses(ps, n, results, handed_back);
 }
 #endif
-#ifdef MIXLAW_HAVE_LANES
 void run_lanes(LaneSolver& ls, const std::size_t* units, std::size_t n, std::vector<MixtureResult>& results,
                std::vector<std::size_t>& handed_back, const CancelFlag* cancel) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -1126,7 +1127,6 @@ void lane_losses(LaneSolver& ls, const std::size_t* ps, std::size_t n, std::vect
 #endif
   ls.losses(ps, n, results, handed_back);
 }
-#endif
 
 // Whether problem pb goes to the lane solver: the plain simplex, and every weighted law
 // has a fast path.
@@ -1182,7 +1182,6 @@ std::vector<MixtureResult> optimize_mixtures(const std::vector<FittedLaw>& laws,
     all[u].best_start = s;
   };
   std::vector<std::size_t> one_at_a_time;
-#ifdef MIXLAW_HAVE_LANES
   // Mirror descent on the plain simplex: four problems at a time (the same results),
   // in chunks of units solved in parallel; the units a lane hands back join the others.
   std::vector<std::size_t> four_at_a_time;
@@ -1214,9 +1213,6 @@ std::vector<MixtureResult> optimize_mixtures(const std::vector<FittedLaw>& laws,
         cancel);
     for (const auto& hb : handed_back) one_at_a_time.insert(one_at_a_time.end(), hb.begin(), hb.end());
   }
-#else
-  for (std::size_t u = 0; u < all.size(); ++u) one_at_a_time.push_back(u);
-#endif
   parallel_for(
       one_at_a_time.size(), threads, [&](std::size_t i) { solve_unit(one_at_a_time[i]); }, cancel);
   std::vector<MixtureResult> best(problems.size());
@@ -1231,7 +1227,6 @@ std::vector<MixtureResult> optimize_mixtures(const std::vector<FittedLaw>& laws,
   // Each law's loss at the solution (zero-weight targets included), in parallel too: four
   // problems at a time when every law is in the lane solver's tables (the same bits).
   std::vector<std::size_t> losses_one_at_a_time;
-#ifdef MIXLAW_HAVE_LANES
   if (lcl && lcl->tg.size() == laws.size() && !(cancel && cancel->is_set())) {
     std::vector<std::size_t> all_problems(best.size());
     for (std::size_t p = 0; p < best.size(); ++p) all_problems[p] = p;
@@ -1250,9 +1245,7 @@ std::vector<MixtureResult> optimize_mixtures(const std::vector<FittedLaw>& laws,
         cancel);
     for (const auto& hb : handed_back)
       losses_one_at_a_time.insert(losses_one_at_a_time.end(), hb.begin(), hb.end());
-  } else
-#endif
-  {
+  } else {
     for (std::size_t p = 0; p < best.size(); ++p) losses_one_at_a_time.push_back(p);
   }
   parallel_for(
