@@ -267,6 +267,27 @@ def test_uncertified_run_returns_its_best_iterate():
 MIXTURE_LAWS = ("additive", "joint", "simple", "full", "dml_exp", "dml_sum", "bimix", "linear")
 
 
+def random_core_fits(rng, k, names, p_term, p_gamma_one, p_c_zero):
+    """1 to 4 (core law, parameters) pairs: laws drawn from `names`, each term kept with
+    probability p_term, parameters drawn in the laws' start ranges, then some gamma_i set to 1
+    and some C_i to 0 (with the given probabilities)."""
+    fits = []
+    for _ in range(int(rng.integers(1, 5))):
+        name = names[int(rng.integers(len(names)))]
+        opts = {"n_term": bool(rng.random() < p_term), "d_term": bool(rng.random() < p_term)}
+        if name == "bimix":
+            opts["target_domain"] = int(rng.integers(k))
+        law = mixlaw.law(name, k, **opts)
+        p = law.as_dict(rng.uniform(law.init_lower, law.init_upper))
+        for n in p:
+            if n.startswith("gamma_") and rng.random() < p_gamma_one:
+                p[n] = 1.0
+            if n.startswith("C_") and rng.random() < p_c_zero:
+                p[n] = 0.0
+        fits.append((law._core, law.params(p)))
+    return fits
+
+
 @pytest.mark.parametrize("seed", range(40))
 def test_fast_evaluator_matches_generic_formulas(seed):
     # The solver evaluates chinchilla/additive/joint/simple laws through flat per-problem
@@ -275,21 +296,7 @@ def test_fast_evaluator_matches_generic_formulas(seed):
     # mixture weights (one-sided slopes, infinities: then exactly), gamma = 1 and lone terms.
     rng = np.random.default_rng(seed)
     k = int(rng.integers(1, 10))
-    fits = []
-    for _ in range(int(rng.integers(1, 5))):
-        name = MIXTURE_LAWS[int(rng.integers(len(MIXTURE_LAWS)))]
-        opts = {"n_term": bool(rng.random() < 0.8), "d_term": bool(rng.random() < 0.8)}
-        if name == "bimix":
-            opts["target_domain"] = int(rng.integers(k))
-        law = mixlaw.law(name, k, **opts)
-        x = rng.uniform(law.init_lower, law.init_upper)
-        p = law.as_dict(x)
-        for n in p:
-            if n.startswith("gamma_") and rng.random() < 0.2:
-                p[n] = 1.0
-            if n.startswith("C_") and rng.random() < 0.1:
-                p[n] = 0.0
-        fits.append((law._core, law.params(p)))
+    fits = random_core_fits(rng, k, MIXTURE_LAWS, p_term=0.8, p_gamma_one=0.2, p_c_zero=0.1)
     weights = rng.uniform(0, 2, len(fits)) * (rng.random(len(fits)) < 0.8)
     for trial in range(20):
         h = rng.dirichlet(np.full(k, 0.5))
@@ -325,17 +332,8 @@ def test_four_problems_per_vector_give_the_same_bits_as_one_at_a_time(seed):
     # random starts, max_iter cut-offs and both line searches.
     rng = np.random.default_rng(seed)
     k = int(rng.integers(1, 9))
-    fits = []
-    for _ in range(int(rng.integers(1, 5))):
-        name = ("joint", "additive", "simple", "joint", "full")[int(rng.integers(5))]
-        law = mixlaw.law(name, k, n_term=bool(rng.random() < 0.9), d_term=bool(rng.random() < 0.9))
-        p = law.as_dict(rng.uniform(law.init_lower, law.init_upper))
-        for n in p:
-            if n.startswith("gamma_") and rng.random() < 0.15:
-                p[n] = 1.0
-            if n.startswith("C_") and rng.random() < 0.05:
-                p[n] = 0.0
-        fits.append((law._core, law.params(p)))
+    fits = random_core_fits(rng, k, ("joint", "additive", "simple", "joint", "full"), p_term=0.9,
+                            p_gamma_one=0.15, p_c_zero=0.05)
     P, T = 37, len(fits)
     N, D = 10 ** rng.uniform(7, 11, P), 10 ** rng.uniform(9, 13, P)
     W = rng.uniform(0, 2, (P, T)) * (rng.random((P, T)) < 0.7)

@@ -127,8 +127,8 @@ bool fast_law(const Plan& plan) {
   return true;
 }
 
-constexpr int lanes_w = 4;  // the padding unit of the fast evaluator's arrays
-int round_up(int n) { return (n + lanes_w - 1) / lanes_w * lanes_w; }
+// Arrays of the fast evaluator are padded to whole lanes.
+int round_up(int n) { return (n + lanes::W - 1) / lanes::W * lanes::W; }
 
 // The fitted laws with a fast path, laid out once for all problems of a call: the rows
 // (C_i, gamma_i) of every 1/sum C h^gamma term and the rows C_i of every (sum C h)^e term,
@@ -143,6 +143,10 @@ struct CompiledLaws {
     bool hasN = false, hasD = false;
     double bN = 0.0, bD = 0.0;  // exponents of N' and D'
     double ln_n_scale = 0.0, ln_d_scale = 0.0;
+    // N'^-b_N and D'^-b_D at log N, log D (0 where the term is absent), as call_constants /
+    // for_each_record compute them.
+    double n_factor(double lnN) const { return hasN ? std::exp(-bN * (lnN - ln_n_scale)) : 0.0; }
+    double d_factor(double lnD) const { return hasD ? std::exp(-bD * (lnD - ln_d_scale)) : 0.0; }
     // Where M, a_N, a_D come from: -1 constant (value in vM, vN, vD), else the index of
     // an inverse-power row (M only) or of a power term.
     int iM = -1, iN = -1, iD = -1;
@@ -262,9 +266,8 @@ struct Evaluator {
       x.base = c.base;
       x.hasN = c.hasN;
       x.hasD = c.hasD;
-      // As call_constants / for_each_record compute them.
-      x.cN = c.hasN ? std::exp(-c.bN * (lnN - c.ln_n_scale)) : 0.0;
-      x.cD = c.hasD ? std::exp(-c.bD * (lnD - c.ln_d_scale)) : 0.0;
+      x.cN = c.n_factor(lnN);
+      x.cD = c.d_factor(lnD);
       x.M_ips = c.M_ips;
       x.vM = c.vM, x.vN = c.vN, x.vD = c.vD;
       auto keep = [&](int src, bool row, double factor) {
@@ -360,11 +363,11 @@ struct Evaluator {
     // exponents first, then exp over the whole table in one loop of independent vectors.
     const std::size_t RK = static_cast<std::size_t>(R) * kp;
     for (int r = 0; r < R; ++r)
-      for (int c = 0; c < kp; c += lanes_w) {
+      for (int c = 0; c < kp; c += lanes::W) {
         const std::size_t o = static_cast<std::size_t>(r) * kp + c;
         lanes::store(T + o, lanes::load(G + o) * lanes::load(lhp + c));
       }
-    for (std::size_t o = 0; o < RK; o += lanes_w) lanes::store(T + o, lanes::kernel<true>(lanes::load(T + o)));
+    for (std::size_t o = 0; o < RK; o += lanes::W) lanes::store(T + o, lanes::kernel<true>(lanes::load(T + o)));
     if (!positive)
       for (int r = 0; r < R; ++r)
         for (int i = 0; i < k; ++i)
@@ -379,14 +382,14 @@ struct Evaluator {
     // (sum C h)^e for every power term (sums over i in order); padding lanes u = 1, e = 0.
     double* __restrict U = this->U;
     double* __restrict PHI = this->PHI;
-    for (int c = 0; c < Jp; c += lanes_w) {
+    for (int c = 0; c < Jp; c += lanes::W) {
       lanes::vd u = lanes::splat(0.0);
       for (int i = 0; i < k; ++i) u += lanes::load(PCd + static_cast<std::size_t>(i) * Jp + c) * lanes::splat(h[i]);
       lanes::store(U + c, u);
     }
     for (int j = J; j < Jp; ++j) U[j] = 1.0;
-    for (int c = 0; c < Jp; c += lanes_w) lanes::store(PHI + c, lanes::load(pe + c) * lanes::kernel<false>(lanes::load(U + c)));
-    for (int c = 0; c < Jp; c += lanes_w) lanes::store(PHI + c, lanes::kernel<true>(lanes::load(PHI + c)));
+    for (int c = 0; c < Jp; c += lanes::W) lanes::store(PHI + c, lanes::load(pe + c) * lanes::kernel<false>(lanes::load(U + c)));
+    for (int c = 0; c < Jp; c += lanes::W) lanes::store(PHI + c, lanes::kernel<true>(lanes::load(PHI + c)));
     for (int j = 0; j < J; ++j)
       if (!(U[j] > 0)) PHI[j] = detail::power_of_nonpositive(pe[j]);
     double F = 0.0;
@@ -403,7 +406,7 @@ struct Evaluator {
     double* __restrict b = this->b;
     for (int r = 0; r < R; ++r) a[r] = rw[r] == 0.0 ? 0.0 : rw[r] * (inv[r] * inv[r]);
     for (int j = 0; j < J; ++j) b[j] = pc[j] == 0.0 || !(U[j] > 0) ? 0.0 : pc[j] * (pe[j] * PHI[j] / U[j]);
-    for (int c = 0; c < kp; c += lanes_w) {  // both sums over terms in order, for lanes of domains
+    for (int c = 0; c < kp; c += lanes::W) {  // both sums over terms in order, for lanes of domains
       lanes::vd s = lanes::splat(0.0), q = lanes::splat(0.0);
       for (int r = 0; r < R; ++r) {
         const std::size_t o = static_cast<std::size_t>(r) * kp + c;
@@ -489,6 +492,25 @@ void finite_gradient(std::vector<double>& g) {
 
 constexpr double mixture_weight_floor = 1e-300;
 
+// How many last iterates the Armijo test looks back on (more than max_iter + 1 entries
+// could never be filled).
+int line_search_memory(const MixtureOptions& opt) {
+  return static_cast<int>(std::max<long long>(
+      1, std::min<long long>(opt.line_search_memory, static_cast<long long>(opt.max_iter) + 1)));
+}
+
+// The start of unit (problem p, start s): the KL-centre of the feasible set for s = 0,
+// else a Dirichlet(1) draw (normalised exponentials) from mix_seed(seed, p, s), projected.
+std::vector<double> start_point(const MixtureOptions& opt, const MixtureProblem& pb, std::size_t p, int s, int k) {
+  std::vector<double> v(static_cast<std::size_t>(k), 1.0), h0(static_cast<std::size_t>(k));
+  if (s > 0) {
+    Rng rng(mix_seed(opt.seed, p, static_cast<std::uint64_t>(s)));
+    for (double& x : v) x = -std::log(1.0 - rng.uniform());
+  }
+  kl_project_capped_simplex(v.data(), pb.lo.data(), pb.hi.data(), k, h0.data());
+  return h0;
+}
+
 MixtureResult solve_one(Evaluator& F, const MixtureProblem& pb, std::vector<double> h, const MixtureOptions& opt) {
   const int k = F.k;
   const bool mirror = opt.method == MixtureMethod::mirror;
@@ -515,9 +537,7 @@ MixtureResult solve_one(Evaluator& F, const MixtureProblem& pb, std::vector<doub
   // gradient): a trial is compared with the largest F of the last `memory` iterates, not
   // with the current one. Barzilai-Borwein steps are not monotone by nature; the monotone
   // test rejected about 0.6 of them per iteration and stalled some problems near the optimum.
-  // (More than max_iter + 1 entries could never be filled.)
-  const int memory = static_cast<int>(std::max<long long>(
-      1, std::min<long long>(opt.line_search_memory, static_cast<long long>(opt.max_iter) + 1)));
+  const int memory = line_search_memory(opt);
   std::vector<double> recent(static_cast<std::size_t>(memory), -std::numeric_limits<double>::infinity());
   recent[0] = f;
   // The best iterate is returned when the run ends uncertified (F need not decrease).
@@ -687,8 +707,7 @@ struct LaneSolver {
 
   LaneSolver(const CompiledLaws& c, const std::vector<MixtureProblem>& p, const MixtureOptions& o, int starts)
       : cl(c), problems(p), opt(o), S(starts), k(c.k), R(c.R), J(c.J), nt(static_cast<int>(c.tg.size())) {
-    memory = static_cast<int>(std::max<long long>(
-        1, std::min<long long>(opt.line_search_memory, static_cast<long long>(opt.max_iter) + 1)));
+    memory = line_search_memory(opt);
     const vd one = lanes::splat(1.0), zero = lanes::splat(0.0);
     const std::size_t K = static_cast<std::size_t>(k);
     const std::size_t n = 11 * K + static_cast<std::size_t>(R) * K + 3 * static_cast<std::size_t>(R) +
@@ -717,13 +736,8 @@ struct LaneSolver {
   // False if the start is not in the common case.
   bool load(int l, std::size_t u) {
     const MixtureProblem& pb = problems[u / static_cast<std::size_t>(S)];
-    const int s = static_cast<int>(u % static_cast<std::size_t>(S));
-    std::vector<double> v(static_cast<std::size_t>(k), 1.0), h0(static_cast<std::size_t>(k));
-    if (s > 0) {
-      Rng rng(mix_seed(opt.seed, u / static_cast<std::size_t>(S), static_cast<std::uint64_t>(s)));
-      for (double& x : v) x = -std::log(1.0 - rng.uniform());
-    }
-    kl_project_capped_simplex(v.data(), pb.lo.data(), pb.hi.data(), k, h0.data());
+    const std::vector<double> h0 =
+        start_point(opt, pb, u / static_cast<std::size_t>(S), static_cast<int>(u % static_cast<std::size_t>(S)), k);
     for (int i = 0; i < k; ++i)
       if (!(h0[i] >= mixture_weight_floor)) return false;
     set_problem(l, pb);
@@ -745,8 +759,7 @@ struct LaneSolver {
     for (int x = 0; x < nt; ++x) {
       const CompiledLaws::Target& c = cl.tg[static_cast<std::size_t>(x)];
       const double wt = pb.weights[c.t];
-      const double n = c.hasN ? std::exp(-c.bN * (lnN - c.ln_n_scale)) : 0.0;
-      const double d = c.hasD ? std::exp(-c.bD * (lnD - c.ln_d_scale)) : 0.0;
+      const double n = c.n_factor(lnN), d = c.d_factor(lnD);
       w[x][l] = wt, cN[x][l] = n, cD[x][l] = d;
       if (c.iM >= 0) {
         if (c.M_ips) rw[c.iM][l] = wt;
@@ -815,7 +828,7 @@ struct LaneSolver {
       for (int i = 0; i < k; ++i)
         T[static_cast<std::size_t>(r) * k + i] =
             lanes::exp_kernel(lanes::splat(cl.G[static_cast<std::size_t>(r) * cl.kp + i]) * lhn[i], bad);
-    if (bad[0] | bad[1] | bad[2] | bad[3])
+    if (lanes::any(bad))
       for (int r = 0; r < R; ++r)
         for (int i = 0; i < k; ++i)
           T[static_cast<std::size_t>(r) * k + i] =
@@ -835,7 +848,7 @@ struct LaneSolver {
       ok &= (vi)(u > lanes::splat(0.0));
       PHI[j] = lanes::exp_kernel(lanes::splat(cl.pe[j]) * lanes::log_kernel(u, bad), bad);
     }
-    if (bad[0] | bad[1] | bad[2] | bad[3])
+    if (lanes::any(bad))
       for (int j = 0; j < J; ++j) PHI[j] = lanes::kernel<true>(lanes::splat(cl.pe[j]) * lanes::kernel<false>(U[j]));
     vd F = lanes::splat(0.0);
     for (int x = 0; x < nt; ++x) {
@@ -899,7 +912,7 @@ struct LaneSolver {
       lv[i] = lh[i] - d;
       ex[i] = lanes::exp_kernel(-eta * (g[i] - gmin), bad);
     }
-    if (bad[0] | bad[1] | bad[2] | bad[3])
+    if (lanes::any(bad))
       for (int i = 0; i < k; ++i) ex[i] = lanes::kernel<true>(-eta * (g[i] - gmin));
     for (int i = 0; i < k; ++i) {
       ex[i] = h[i] * ex[i];  // v
@@ -925,14 +938,14 @@ struct LaneSolver {
     vi mv = vi{0, 0, 0, 0};
     for (int i = 0; i < k; ++i) {
       const vi at = fix & (bigi == vi{i, i, i, i});
-      if (at[0] | at[1] | at[2] | at[3]) {
+      if (lanes::any(at)) {
         const vd y = hn[i] + (lanes::splat(1.0) - s);
         const vd y1 = lanes::select((vi)(y < zero), zero, y);
         hn[i] = lanes::select(at, lanes::select((vi)(hi[i] < y1), hi[i], y1), hn[i]);
       }
       const vi same = (vi)(hn[i] == c * ex[i]);
       vd lx = lc + lv[i];
-      if (!(same[0] & same[1] & same[2] & same[3]))
+      if (!lanes::all(same))
         for (int l = 0; l < L; ++l)
           if (!same[l]) lx[l] = hn[i][l] > 0 ? std::log(hn[i][l]) : 0.0;
       lhn[i] = lx;
@@ -991,7 +1004,7 @@ struct LaneSolver {
           if (++ln.ls == 80) finish(l, 4, results);
         }
       }
-      if (accept[0] | accept[1] | accept[2] | accept[3]) {
+      if (lanes::any(accept)) {
         // Barzilai-Borwein step in log h, centred (solve_one; every coordinate counts here).
         const vd zero = lanes::splat(0.0);
         vd ms = zero, my = zero, ss = zero, sy = zero;
@@ -1013,7 +1026,7 @@ struct LaneSolver {
         eta = lanes::select(accept, next_eta, eta);
       }
       const vi moveto = accept | start;
-      if (moveto[0] | moveto[1] | moveto[2] | moveto[3]) {
+      if (lanes::any(moveto)) {
         for (int i = 0; i < k; ++i) {
           h[i] = lanes::select(moveto, hn[i], h[i]);
           lh[i] = lanes::select(moveto, lhn[i], lh[i]);
@@ -1021,7 +1034,7 @@ struct LaneSolver {
         }
         f = lanes::select(moveto, fn, f);
         const vi better = start | (accept & (vi)(f < bf));
-        if (better[0] | better[1] | better[2] | better[3]) {
+        if (lanes::any(better)) {
           for (int i = 0; i < k; ++i) {
             bh[i] = lanes::select(better, h[i], bh[i]);
             bg[i] = lanes::select(better, g[i], bg[i]);
@@ -1131,8 +1144,7 @@ void lane_losses(LaneSolver& ls, const std::size_t* ps, std::size_t n, std::vect
 // Whether problem pb goes to the lane solver: the plain simplex, and every weighted law
 // has a fast path.
 bool lane_problem(const CompiledLaws& cl, const MixtureProblem& pb, int k) {
-  for (int i = 0; i < k; ++i)
-    if (!(pb.lo[i] == 0.0 && pb.hi[i] >= 1.0)) return false;
+  if (!plain_simplex(pb.lo.data(), pb.hi.data(), k)) return false;
   for (int t : cl.slow)
     if (pb.weights[t] != 0.0) return false;
   return true;
@@ -1171,14 +1183,8 @@ std::vector<MixtureResult> optimize_mixtures(const std::vector<FittedLaw>& laws,
     const std::size_t p = u / static_cast<std::size_t>(S);
     const int s = static_cast<int>(u % static_cast<std::size_t>(S));
     const MixtureProblem& pb = problems[p];
-    std::vector<double> v(static_cast<std::size_t>(k), 1.0), h0(static_cast<std::size_t>(k));
-    if (s > 0) {  // Dirichlet(1): normalised exponentials
-      Rng rng(mix_seed(opt.seed, p, static_cast<std::uint64_t>(s)));
-      for (double& x : v) x = -std::log(1.0 - rng.uniform());
-    }
-    kl_project_capped_simplex(v.data(), pb.lo.data(), pb.hi.data(), k, h0.data());
     Evaluator F(cl, laws, pb);
-    all[u] = solve_one(F, pb, h0, opt);
+    all[u] = solve_one(F, pb, start_point(opt, pb, p, s, k), opt);
     all[u].best_start = s;
   };
   std::vector<std::size_t> one_at_a_time;

@@ -160,10 +160,14 @@ double kl_project_capped_simplex(const double* v, const double* lo, const double
   return c;
 }
 
+bool plain_simplex(const double* lo, const double* hi, int k) {
+  for (int i = 0; i < k; ++i)
+    if (!(lo[i] == 0.0 && hi[i] >= 1.0)) return false;
+  return true;
+}
+
 double linear_minimizer(const double* g, const double* lo, const double* hi, int k, double* s) {
-  bool plain = true;  // the probability simplex: the minimiser is the cheapest vertex
-  for (int i = 0; i < k && plain; ++i) plain = lo[i] == 0.0 && hi[i] >= 1.0;
-  if (plain) {
+  if (plain_simplex(lo, hi, k)) {  // the minimiser is the cheapest vertex
     int best = 0;
     for (int i = 1; i < k; ++i)
       if (g[i] < g[best]) best = i;

@@ -20,6 +20,9 @@ void project_capped_simplex(const double* v, const double* lo, const double* hi,
 // with the scalar c > 0 that makes sum h = 1 (returned). Used by mirror descent.
 double kl_project_capped_simplex(const double* v, const double* lo, const double* hi, int k, double* out);
 
+// Whether C is the probability simplex itself (every lo_i = 0, every hi_i >= 1).
+bool plain_simplex(const double* lo, const double* hi, int k);
+
 // Linear minimisation oracle: argmin_{s in C} g . s (fill the cheapest coordinates
 // first, from lo up to hi). Returns g . s.
 double linear_minimizer(const double* g, const double* lo, const double* hi, int k, double* s);

@@ -87,11 +87,15 @@ MIXLAW_INLINE vd log_kernel(vd x, vi& bad) {
   return select(mid, a, b);
 }
 
+// Whether any / every lane of a mask is set.
+MIXLAW_INLINE bool any(vi m) { return (m[0] | m[1] | m[2] | m[3]) != 0; }
+MIXLAW_INLINE bool all(vi m) { return (m[0] & m[1] & m[2] & m[3]) != 0; }
+
 template <bool Exp>
 MIXLAW_INLINE vd kernel(vd x) {
   vi bad = {0, 0, 0, 0};
   vd y = Exp ? exp_kernel(x, bad) : log_kernel(x, bad);
-  if (bad[0] | bad[1] | bad[2] | bad[3])  // rare: lanes out of the kernel's range
+  if (any(bad))  // rare: lanes out of the kernel's range
     for (int l = 0; l < W; ++l)
       if (bad[l]) y[l] = Exp ? std::exp(x[l]) : std::log(x[l]);
   return y;
