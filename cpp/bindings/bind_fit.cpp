@@ -1,4 +1,8 @@
+#include <unistd.h>
+
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cmath>
 #include <condition_variable>
 #include <mutex>
@@ -105,6 +109,41 @@ void run_interruptible(CancelFlag& cancel, Work&& work) {
   if (error) std::rethrow_exception(error);
 }
 
+// Refuses, before any solve allocates, a call whose dense Levenberg-Marquardt work would not
+// fit in memory: each running start holds five P x P matrices (current and trial Gauss-Newton
+// matrices, the damped system, the exact-curvature matrix) and the per-mixture sums of one
+// evaluation; at most `threads` starts run at once. The limit is 3/4 of physical memory.
+void check_dense_memory(const std::vector<FitTask>& tasks, int threads) {
+  const double page = static_cast<double>(sysconf(_SC_PAGESIZE));
+  const double pages = static_cast<double>(sysconf(_SC_PHYS_PAGES));
+  const double limit = page > 0 && pages > 0 ? 0.75 * page * pages : 16.0 * (1ull << 30);
+  const int nt = resolve_threads(threads);
+  std::vector<double> per_start;
+  std::size_t units = 0, P_max = 0;
+  for (const FitTask& t : tasks) {
+    P_max = std::max(P_max, t.box.lo.size());
+    const double P = static_cast<double>(t.box.lo.size());
+    const double n_mix = static_cast<double>(t.problem->rec->n_mix);
+    per_start.push_back(8.0 * (5.0 * P * P + n_mix * (P + 28.0)));
+    units += static_cast<std::size_t>(std::max(t.n_starts, 0));
+  }
+  std::sort(per_start.rbegin(), per_start.rend());
+  // Upper estimate: the largest problems' starts run together.
+  const std::size_t running = std::min<std::size_t>(static_cast<std::size_t>(std::max(nt, 1)), units);
+  const double need = per_start.empty() ? 0.0 : static_cast<double>(running) * per_start.front();
+  if (need > limit) {
+    const double gib = 1024.0 * 1024.0 * 1024.0;
+    char msg[512];
+    std::snprintf(msg, sizeof msg,
+                  "starts: the dense Levenberg-Marquardt solve needs about %.3g GiB per running start (%zu parameters"
+                  ") and %zu running at once would need %.3g GiB, more than the limit of %.3g GiB (3/4 of this "
+                  "machine's memory); use fewer threads, method='lbfgsb', or a law with fewer parameters",
+                  per_start.front() / gib, P_max, running,
+                  need / gib, limit / gib);
+    fail(msg);
+  }
+}
+
 }  // namespace
 
 void bind_fit(py::module_& m) {
@@ -112,12 +151,22 @@ void bind_fit(py::module_& m) {
       "objective",
       [](const Plan& plan, const Records& rec, const py::object& y, const py::object& weights,
          const py::object& params, const std::string& loss, double delta, const std::string& residual, bool mean,
-         bool gauss_newton, const std::string& curvature) {
+         bool gauss_newton, const std::string& curvature, const py::object& product) {
         const ObjectiveSpec spec = objective_spec(loss, delta, residual, curvature);
         HeldProblem h = hold_problem(plan, rec, y, weights, mean, spec);
         darray t = vector_arg(params, static_cast<std::size_t>(plan.n_params), "params");
         const auto P = static_cast<py::ssize_t>(plan.n_params);
         darray g(P);
+        if (!product.is_none()) {
+          if (gauss_newton) fail("product: give either product or gauss_newton=True, not both");
+          darray x = vector_arg(product, static_cast<std::size_t>(P), "product");
+          darray Bx(P), diag(P);
+          thread_local GaussNewtonOperator op;  // reused across calls, as by a solver: tests cover the reuse
+          const double f = objective_gauss_newton_operator(h.problem, t.data(), g.mutable_data(), op);
+          op.apply(x.data(), Bx.mutable_data());
+          op.diagonal(diag.mutable_data());
+          return py::tuple(py::make_tuple(f, g, Bx, diag));
+        }
         if (gauss_newton) {
           darray B(std::vector<py::ssize_t>{P, P});
           const double f = objective_gauss_newton(h.problem, t.data(), g.mutable_data(), B.mutable_data());
@@ -128,14 +177,16 @@ void bind_fit(py::module_& m) {
       },
       py::arg("law"), py::arg("records"), py::arg("y"), py::arg("weights"), py::arg("params"),
       py::arg("loss") = "huber", py::arg("delta") = 1e-3, py::arg("residual") = "raw", py::arg("mean") = true,
-      py::arg("gauss_newton") = false, py::arg("curvature") = "exact",
-      "Objective value and gradient (and the Gauss-Newton matrix) for one target.");
+      py::arg("gauss_newton") = false, py::arg("curvature") = "exact", py::arg("product") = py::none(),
+      "Objective value and gradient (and the Gauss-Newton matrix B) for one target. With product=x:\n"
+      "(f, g, B x, diag(B)) from the matrix-free operator.");
 
   m.def(
       "fit_many",
       [](const py::list& problems, const py::list& starts, const py::list& lower, const py::list& upper,
          const py::list& seeds, const std::string& loss, double delta, const std::string& residual, bool mean,
-         const std::string& curvature, const std::string& method, int max_iter, double ftol, double xtol, double max_step, int hops, double hop_step,
+         const std::string& curvature, const std::string& method, int max_iter, double ftol, double xtol, double gtol,
+         double max_step, int hops, double hop_step,
          double hop_temperature, int screen_iter, double screen_ratio, int screen_keep, std::optional<int> threads) {
         const int nt = threads_arg(threads);
         const ObjectiveSpec spec = objective_spec(loss, delta, residual, curvature);
@@ -145,6 +196,8 @@ void bind_fit(py::module_& m) {
         else fail("method: unknown method '" + method + "' (expected 'lm' or 'lbfgsb')");
         if (max_iter < 1) fail("max_iter: must be >= 1");
         if (!(ftol >= 0) || !(xtol >= 0)) fail("ftol, xtol: must be >= 0");
+        if (!(gtol > 0) || !std::isfinite(gtol)) fail("gtol: must be finite and > 0");
+        opt.gtol = gtol;
         if (hops < 0) fail("hops: must be >= 0");
         if (!(hop_step > 0) || !(hop_temperature > 0)) fail("hop_step, hop_temperature: must be > 0");
         opt.max_iter = max_iter;
@@ -197,6 +250,7 @@ void bind_fit(py::module_& m) {
           start_arrays.push_back(std::move(st));
         }
         for (std::size_t t = 0; t < T; ++t) tasks[t].problem = &held[t].problem;
+        if (opt.method == Method::lm) check_dense_memory(tasks, nt);
 
         std::vector<std::vector<SolveResult>> results;
         CancelFlag cancel;
@@ -206,7 +260,7 @@ void bind_fit(py::module_& m) {
         for (std::size_t t = 0; t < T; ++t) {
           const auto S = static_cast<py::ssize_t>(tasks[t].n_starts);
           const auto P = static_cast<py::ssize_t>(tasks[t].box.lo.size());
-          darray x(std::vector<py::ssize_t>{S, P}), fun(S), seconds(S);
+          darray x(std::vector<py::ssize_t>{S, P}), fun(S), seconds(S), stationarity(S);
           py::array_t<int> status(S), nit(S), nfev(S), njev(S);
           for (py::ssize_t s = 0; s < S; ++s) {
             const SolveResult& r = results[t][static_cast<std::size_t>(s)];
@@ -218,6 +272,7 @@ void bind_fit(py::module_& m) {
             nfev.mutable_at(s) = r.nfev;
             njev.mutable_at(s) = r.njev;
             seconds.mutable_at(s) = r.seconds;
+            stationarity.mutable_at(s) = r.stationarity;
           }
           py::dict d;
           d["x"] = x;
@@ -227,13 +282,15 @@ void bind_fit(py::module_& m) {
           d["nfev"] = nfev;
           d["njev"] = njev;
           d["seconds"] = seconds;
+          d["stationarity"] = stationarity;
           out.append(d);
         }
         return out;
       },
       py::arg("problems"), py::arg("starts"), py::arg("lower"), py::arg("upper"), py::arg("seeds"),
       py::arg("loss") = "huber", py::arg("delta") = 1e-3, py::arg("residual") = "raw", py::arg("mean") = true,
-      py::arg("curvature") = "exact", py::arg("method") = "lm", py::arg("max_iter") = 1000, py::arg("ftol") = 1e-10, py::arg("xtol") = 1e-10, py::arg("max_step") = 1.0,
+      py::arg("curvature") = "exact", py::arg("method") = "lm", py::arg("max_iter") = 1000, py::arg("ftol") = 1e-10, py::arg("xtol") = 1e-10,
+      py::arg("gtol") = SolverOptions{}.gtol, py::arg("max_step") = 1.0,
       py::arg("hops") = 0, py::arg("hop_step") = 0.5, py::arg("hop_temperature") = 0.05,
       py::arg("screen_iter") = 0, py::arg("screen_ratio") = 1.5, py::arg("screen_keep") = 8,
       py::arg("threads") = py::none(),

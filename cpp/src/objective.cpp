@@ -125,6 +125,7 @@ struct Lanes2x2 {  // baseline: GCC lowers a 4-lane vector badly without AVX (ke
     acc.lo += x.lo * y.lo;
     acc.hi += x.hi * y.hi;
   }
+  static MIXLAW_ALWAYS_INLINE T mul(const T& x, const T& y) { return {x.lo * y.lo, x.hi * y.hi}; }
   static MIXLAW_ALWAYS_INLINE double combine(const T& l) { return (l.lo[0] + l.lo[1]) + (l.hi[0] + l.hi[1]); }
 };
 #else
@@ -140,6 +141,7 @@ struct Lanes2x2 {  // no vector extension: the same sums, one lane at a time
   static void madd(T& acc, const T& x, const T& y) {
     for (int i = 0; i < 4; ++i) acc.l[i] += x.l[i] * y.l[i];
   }
+  static T mul(const T& x, const T& y) { return {{x.l[0] * y.l[0], x.l[1] * y.l[1], x.l[2] * y.l[2], x.l[3] * y.l[3]}}; }
   static double combine(const T& a) { return (a.l[0] + a.l[1]) + (a.l[2] + a.l[3]); }
 };
 #endif
@@ -157,6 +159,7 @@ struct Lanes4 {  // AVX2
   }
   static MIXLAW_ALWAYS_INLINE void add(T& acc, const T& x) { acc += x; }
   static MIXLAW_ALWAYS_INLINE void madd(T& acc, const T& x, const T& y) { acc += x * y; }
+  static MIXLAW_ALWAYS_INLINE T mul(const T& x, const T& y) { return x * y; }
   static MIXLAW_ALWAYS_INLINE double combine(const T& l) { return (l[0] + l[1]) + (l[2] + l[3]); }
 };
 #endif
@@ -199,6 +202,68 @@ MIXLAW_ALWAYS_INLINE void lane_dots4(const double* x, const double* y, std::size
   out[2] = L::combine(a2) + t[2];
   out[3] = L::combine(a3) + t[3];
 }
+// lane_dots4 for rows `stride` apart, over n entries each.
+template <class L>
+MIXLAW_ALWAYS_INLINE void lane_dots4_strided(const double* x, const double* y, std::size_t stride, std::size_t n,
+                                             double (&out)[4]) {
+  typename L::T a0 = L::zero(), a1 = L::zero(), a2 = L::zero(), a3 = L::zero();
+  std::size_t m = 0;
+  for (; m + 4 <= n; m += 4) {
+    const typename L::T xv = L::load(x + m);
+    L::madd(a0, xv, L::load(y + m));
+    L::madd(a1, xv, L::load(y + stride + m));
+    L::madd(a2, xv, L::load(y + 2 * stride + m));
+    L::madd(a3, xv, L::load(y + 3 * stride + m));
+  }
+  double t[4] = {0, 0, 0, 0};
+  for (; m < n; ++m)
+    for (int i = 0; i < 4; ++i) t[i] += x[m] * y[i * stride + m];
+  out[0] = L::combine(a0) + t[0];
+  out[1] = L::combine(a1) + t[1];
+  out[2] = L::combine(a2) + t[2];
+  out[3] = L::combine(a3) + t[3];
+}
+// sum_m (w_m v_m) v_m: the operations of lane_dot(tmp, v) with tmp = w v (a diagonal entry of B).
+template <class L>
+MIXLAW_ALWAYS_INLINE double lane_dot_sq(const double* w, const double* v, std::size_t n) {
+  typename L::T acc = L::zero();
+  std::size_t m = 0;
+  for (; m + 4 <= n; m += 4) {
+    const typename L::T vv = L::load(v + m);
+    L::madd(acc, L::mul(L::load(w + m), vv), vv);
+  }
+  double t = 0.0;
+  for (; m < n; ++m) t += (w[m] * v[m]) * v[m];
+  return L::combine(acc) + t;
+}
+
+using Sums = GaussNewtonOperator::Sums;
+
+// n doubles of per-thread scratch.
+double* row_scratch(std::size_t n) {
+  thread_local std::vector<double> buf;
+  if (buf.size() < n) buf.resize(n);
+  return buf.data();
+}
+
+inline std::size_t slot_pair(int q, int r) { return static_cast<std::size_t>(q * (q + 1) / 2 + r); }
+constexpr std::size_t n_pairs = n_slots * (n_slots + 1) / 2;
+
+// Where each slot's parameter gradients live in Sums::v: a global parameter (gradient 1) has
+// no row, a mixture feature's a-th parameter has row voff + a.
+struct SlotLayout {
+  Source::Type kind[n_slots];
+  std::size_t voff[n_slots];
+  std::size_t nv = 0;
+  explicit SlotLayout(const Plan& plan) {
+    for (int q = 0; q < n_slots; ++q) {
+      const Source& src = plan.src[q];
+      kind[q] = src.type;
+      voff[q] = nv;
+      if (src.type == Source::feature) nv += plan.feature_params[src.index].size();
+    }
+  }
+};
 
 // Expands the mixtures' slot-space sums into parameter space: grad += sum_m sum_q gs_m[q] v_q(m)
 // and B += sum_m sum_{q,r} Q_m[q][r] v_q(m) v_r(m)^T, where v_q(m) is slot q's parameter
@@ -207,26 +272,20 @@ MIXLAW_ALWAYS_INLINE void lane_dots4(const double* x, const double* y, std::size
 // (finish) with the mixtures innermost: every entry of B is then one contiguous dot product
 // over the mixtures, which vectorises (expanding mixture by mixture, in short scattered
 // rank-1 updates, took a quarter of a fit). Only the lower triangle
-// Q[q][r], r <= q, is read. Each slot owns distinct parameters, so an entry of B receives
-// exactly one pair's sum; B is symmetrised by the caller as B + B^T (objective_gauss_newton),
-// so an off-diagonal sum may go to either triangle and a diagonal one is written at half weight.
+// Q[q][r], r <= q, is read. Each slot owns distinct parameters (law.cpp), so an entry of B
+// receives exactly one pair's sum; B is symmetrised by the caller as B + B^T
+// (objective_gauss_newton), so an off-diagonal sum may go to either triangle and a diagonal one
+// is written at half weight. The sums go to `buf`: per-thread scratch for the dense B, or a
+// GaussNewtonOperator that keeps them (finish then only adds the gradient).
 class BatchedExpansion {
  public:
-  BatchedExpansion(const FitProblem& pb, std::size_t n_mix)
-      : plan_(*pb.plan), n_(n_mix), Q_(scratch().Q), g_(scratch().g), v_(scratch().v), tmp_(scratch().tmp) {
-    std::size_t nv = 0;
-    for (int q = 0; q < n_slots; ++q) {
-      const Source& src = plan_.src[q];
-      kind_[q] = src.type;
-      voff_[q] = nv;
-      if (src.type == Source::feature) nv += plan_.feature_params[src.index].size();
-    }
+  BatchedExpansion(const FitProblem& pb, std::size_t n_mix, Sums& buf)
+      : plan_(*pb.plan), n_(n_mix), lay_(plan_), Q_(buf.Q), g_(buf.g), v_(buf.v) {
     // Every entry that finish() reads is written by add() (every mixture is added), so the
-    // per-thread buffers are reused as they are: no allocation or clearing per evaluation.
-    Q_.resize(n_slots * (n_slots + 1) / 2 * n_);
+    // buffers are reused as they are: no allocation or clearing per evaluation.
+    Q_.resize(n_pairs * n_);
     g_.resize(n_slots * n_);
-    v_.resize(nv * n_);
-    tmp_.resize(n_);
+    v_.resize(lay_.nv * n_);
   }
 
   // Where mixture m's sums go: slot pair (q, r), r <= q, at pair_sums(q, r)[m] and slot q's
@@ -234,25 +293,26 @@ class BatchedExpansion {
   double* pair_sums(int q, int r) { return Q_.data() + pair(q, r) * n_; }
   double* slot_sums(int q) { return g_.data() + q * n_; }
   // Slot q's feature gradient rows: row a (the feature's a-th parameter) at +a * n_mix.
-  double* feature_rows(int q) { return v_.data() + voff_[q] * n_; }
+  double* feature_rows(int q) { return v_.data() + lay_.voff[q] * n_; }
   void add_features(std::size_t m, const MixtureWork& mw, int skip_slot = -1) {
     for (int q = 0; q < n_slots; ++q) {
-      if (kind_[q] != Source::feature || q == skip_slot) continue;
+      if (lay_.kind[q] != Source::feature || q == skip_slot) continue;
       const int f = plan_.src[q].index;
       const double* d = mw.dphi.data() + mw.dphi_off[f];
       const std::size_t len = plan_.feature_params[f].size();
-      for (std::size_t a = 0; a < len; ++a) v_[(voff_[q] + a) * n_ + m] = d[a];
+      for (std::size_t a = 0; a < len; ++a) v_[(lay_.voff[q] + a) * n_ + m] = d[a];
     }
   }
   void add(std::size_t m, const double (&Q)[n_slots][n_slots], const double (&gs)[n_slots], const MixtureWork& mw) {
     for (int q = 0; q < n_slots; ++q) {
-      if (kind_[q] == Source::none) continue;
+      if (lay_.kind[q] == Source::none) continue;
       g_[q * n_ + m] = gs[q];
       for (int r = 0; r <= q; ++r) Q_[pair(q, r) * n_ + m] = Q[q][r];
     }
     add_features(m, mw);
   }
 
+  // grad += the mixtures' gradient sums and, unless B is null, B += the expansion (see above).
   // Compiled twice, for the baseline and for AVX2 (chosen at run time, as in vmath.hpp); both
   // give the same bits (see Lanes2x2).
 #if MIXLAW_X86_DISPATCH
@@ -270,18 +330,23 @@ class BatchedExpansion {
  private:
   template <class L>
   MIXLAW_ALWAYS_INLINE void finish_impl(double* grad, double* B, int P) const {
-    double* tmp = tmp_.data();
     for (int q = 0; q < n_slots; ++q) {
-      if (kind_[q] == Source::none) continue;
+      if (lay_.kind[q] == Source::none) continue;
       const Vec vq = slot(q);
       const double* gq = g_.data() + q * n_;
       for (std::size_t a = 0; a < vq.len; ++a)
         grad[vq.idx[a]] += vq.v ? lane_dot<L>(gq, vq.v + a * n_, n_) : lane_sum<L>(gq, n_);
+    }
+    if (!B) return;
+    double* tmp = row_scratch(n_);
+    for (int q = 0; q < n_slots; ++q) {
+      if (lay_.kind[q] == Source::none) continue;
+      const Vec vq = slot(q);
       for (int r = 0; r <= q; ++r) {
-        if (kind_[r] == Source::none) continue;
+        if (lay_.kind[r] == Source::none) continue;
         const Vec vr = slot(r);
         const bool diag = r == q;
-        const double* w = Q_.data() + pair(q, r) * n_;
+        const double* w = Q_.data() + slot_pair(q, r) * n_;
         for (std::size_t a = 0; a < vq.len; ++a) {
           double* row = B + static_cast<std::size_t>(vq.idx[a]) * P;
           if (!vr.v) {  // B_a = sum_m Q_qr(m) v_qa(m)
@@ -321,24 +386,132 @@ class BatchedExpansion {
     const Source& src = plan_.src[q];
     if (src.type == Source::param) return {&src.index, nullptr, 1};
     const auto& fp = plan_.feature_params[src.index];
-    return {fp.data(), v_.data() + voff_[q] * n_, fp.size()};
+    return {fp.data(), v_.data() + lay_.voff[q] * n_, fp.size()};
   }
-  static std::size_t pair(int q, int r) { return static_cast<std::size_t>(q * (q + 1) / 2 + r); }
-
-  struct Scratch {
-    std::vector<double> Q, g, v, tmp;
-  };
-  static Scratch& scratch() {
-    thread_local Scratch s;
-    return s;
-  }
+  static std::size_t pair(int q, int r) { return slot_pair(q, r); }
 
   const Plan& plan_;
   std::size_t n_;
-  Source::Type kind_[n_slots];
-  std::size_t voff_[n_slots];
-  std::vector<double>&Q_, &g_, &v_, &tmp_;  // [pair][m], [slot][m], [feature parameter][m]; [m]
+  SlotLayout lay_;
+  std::vector<double>&Q_, &g_, &v_;  // [pair][m], [slot][m], [feature parameter][m]
 };
+
+// The sums behind the dense B, reused by every evaluation on this thread.
+Sums& dense_scratch() {
+  thread_local Sums s;
+  return s;
+}
+
+// B x from the sums (GaussNewtonOperator::apply): per mixture, t_q = v_q . x for every slot q,
+// s = Q t, then out += sum_m s_q(m) v_q(m). The mixtures go in blocks whose feature rows stay
+// in cache between the two passes over them (t, then out); the block length depends on the
+// law and problem only, so every build and vector width gives the same bits.
+constexpr std::size_t apply_block_max = 512;
+inline std::size_t apply_block(std::size_t nv) {
+  std::size_t b = (std::size_t{1} << 16) / std::max<std::size_t>(nv, 1);  // about 512 KiB of rows
+  return std::max<std::size_t>(16, std::min(apply_block_max, b & ~std::size_t{3}));
+}
+
+template <class L>
+MIXLAW_ALWAYS_INLINE void operator_apply(const Plan& plan, std::size_t n, const Sums& sums, const double* x,
+                                         double* out) {
+  const SlotLayout lay(plan);
+  std::fill(out, out + plan.n_params, 0.0);
+  const double* Q = sums.Q.data();
+  const double* v = sums.v.data();
+  const std::size_t blk = apply_block(lay.nv);
+  double t[n_slots][apply_block_max], s[n_slots][apply_block_max];
+  for (std::size_t m0 = 0; m0 < n; m0 += blk) {
+    const std::size_t nb = std::min(blk, n - m0);
+    for (int q = 0; q < n_slots; ++q) {
+      if (lay.kind[q] == Source::none) continue;
+      double* tq = t[q];
+      if (lay.kind[q] == Source::param) {
+        std::fill(tq, tq + nb, x[plan.src[q].index]);
+        continue;
+      }
+      const auto& idx = plan.feature_params[plan.src[q].index];
+      const double* rows = v + lay.voff[q] * n + m0;
+      std::fill(tq, tq + nb, 0.0);
+      std::size_t a = 0;
+      for (; a + 4 <= idx.size(); a += 4) {  // four rows per pass over t
+        const double x0 = x[idx[a]], x1 = x[idx[a + 1]], x2 = x[idx[a + 2]], x3 = x[idx[a + 3]];
+        const double *r0 = rows + a * n, *r1 = r0 + n, *r2 = r1 + n, *r3 = r2 + n;
+        for (std::size_t i = 0; i < nb; ++i) {
+          double acc = tq[i];
+          acc += x0 * r0[i];
+          acc += x1 * r1[i];
+          acc += x2 * r2[i];
+          acc += x3 * r3[i];
+          tq[i] = acc;
+        }
+      }
+      for (; a < idx.size(); ++a) {
+        const double xa = x[idx[a]];
+        const double* ra = rows + a * n;
+        for (std::size_t i = 0; i < nb; ++i) tq[i] += xa * ra[i];
+      }
+    }
+    for (int q = 0; q < n_slots; ++q) {
+      if (lay.kind[q] == Source::none) continue;
+      double* sq = s[q];
+      std::fill(sq, sq + nb, 0.0);
+      for (int r = 0; r < n_slots; ++r) {
+        if (lay.kind[r] == Source::none) continue;
+        const double* w = Q + (r <= q ? slot_pair(q, r) : slot_pair(r, q)) * n + m0;  // Q is symmetric
+        const double* tr = t[r];
+        for (std::size_t i = 0; i < nb; ++i) sq[i] += w[i] * tr[i];
+      }
+    }
+    for (int q = 0; q < n_slots; ++q) {
+      if (lay.kind[q] == Source::none) continue;
+      const double* sq = s[q];
+      if (lay.kind[q] == Source::param) {
+        out[plan.src[q].index] += lane_sum<L>(sq, nb);
+        continue;
+      }
+      const auto& idx = plan.feature_params[plan.src[q].index];
+      const double* rows = v + lay.voff[q] * n + m0;
+      std::size_t a = 0;
+      for (; a + 4 <= idx.size(); a += 4) {
+        double d[4];
+        lane_dots4_strided<L>(sq, rows + a * n, n, nb, d);
+        for (int i = 0; i < 4; ++i) out[idx[a + i]] += d[i];
+      }
+      for (; a < idx.size(); ++a) out[idx[a]] += lane_dot<L>(sq, rows + a * n, nb);
+    }
+  }
+}
+
+// diag(B): a parameter's entry has only its own slot's diagonal pair (slots own distinct
+// parameters), sum_m Q_qq(m) v_qa(m)^2, summed as the dense expansion does.
+template <class L>
+MIXLAW_ALWAYS_INLINE void operator_diagonal(const Plan& plan, std::size_t n, const Sums& sums, double* out) {
+  const SlotLayout lay(plan);
+  std::fill(out, out + plan.n_params, 0.0);
+  for (int q = 0; q < n_slots; ++q) {
+    if (lay.kind[q] == Source::none) continue;
+    const double* w = sums.Q.data() + slot_pair(q, q) * n;
+    if (lay.kind[q] == Source::param) {
+      out[plan.src[q].index] = lane_sum<L>(w, n);
+      continue;
+    }
+    const auto& idx = plan.feature_params[plan.src[q].index];
+    const double* rows = sums.v.data() + lay.voff[q] * n;
+    for (std::size_t a = 0; a < idx.size(); ++a) out[idx[a]] = lane_dot_sq<L>(w, rows + a * n, n);
+  }
+}
+
+#if MIXLAW_X86_DISPATCH
+__attribute__((target("avx2"))) void operator_apply_avx2(const Plan& plan, std::size_t n, const Sums& sums,
+                                                         const double* x, double* out) {
+  operator_apply<Lanes4>(plan, n, sums, x, out);
+}
+__attribute__((target("avx2"))) void operator_diagonal_avx2(const Plan& plan, std::size_t n, const Sums& sums,
+                                                            double* out) {
+  operator_diagonal<Lanes4>(plan, n, sums, out);
+}
+#endif
 
 // Gradient and B = sum_j c_j omega_j J_j J_j^T, with J_j = sum_slots u_j[q] * (slot q's
 // parameter gradient at mixture m). Per mixture, Q = sum_j c_j omega_j v_j v_j^T over the
@@ -351,7 +524,7 @@ struct GaussNewtonVisitor {
   double gs[n_slots] = {0, 0, 0, 0, 0, 0};
   double Q[n_slots][n_slots] = {};
 
-  explicit GaussNewtonVisitor(const FitProblem& pb_) : pb(pb_), expand(pb_, pb_.rec->n_mix) {}
+  GaussNewtonVisitor(const FitProblem& pb_, Sums& buf) : pb(pb_), expand(pb_, pb_.rec->n_mix, buf) {}
   // Records are buffered (slot values u in structure-of-arrays form, prediction L) and
   // reduced a chunk at a time: the per-slot sums then run as vectorisable loops over
   // records with their accumulators in registers, instead of 27 read-modify-writes of
@@ -563,11 +736,23 @@ const double* batched_inv_power_sum(const Feature& F, const double* theta, const
   t.resize(nm * k);
   phi.resize(nm);
   inv2.resize(nm);
-  for (std::size_t i = 0; i < k; ++i)
-    for (std::size_t m = 0; m < nm; ++m) t[i * nm + m] = g[i] * rec.mix_logh[m * k + i];
+  // The loops that read h and log h (stored [m][i]) while writing [i][m] go through the mixtures
+  // in tiles: a tile's rows of h stay in cache across the domains (a plain pass over m took one
+  // cache miss per element at large k). Element by element the same operations.
+  constexpr std::size_t tile = 32;
+  const double* lh = rec.mix_logh.data();
+  const double* h = rec.mix_h.data();
+  for (std::size_t m0 = 0; m0 < nm; m0 += tile) {
+    const std::size_t m1 = std::min(nm, m0 + tile);
+    for (std::size_t i = 0; i < k; ++i)
+      for (std::size_t m = m0; m < m1; ++m) t[i * nm + m] = g[i] * lh[m * k + i];
+  }
   vexp(t.data(), t.data(), static_cast<int>(t.size()));
-  for (std::size_t i = 0; i < k; ++i)  // a domain with h_i == 0 contributes nothing (lh is 0 there)
-    for (std::size_t m = 0; m < nm; ++m) t[i * nm + m] = rec.mix_h[m * k + i] > 0 ? t[i * nm + m] : 0.0;
+  for (std::size_t m0 = 0; m0 < nm; m0 += tile) {  // a domain with h_i == 0 contributes nothing (lh is 0 there)
+    const std::size_t m1 = std::min(nm, m0 + tile);
+    for (std::size_t i = 0; i < k; ++i)
+      for (std::size_t m = m0; m < m1; ++m) t[i * nm + m] = h[m * k + i] > 0 ? t[i * nm + m] : 0.0;
+  }
   std::fill(phi.begin(), phi.end(), 0.0);
   for (std::size_t i = 0; i < k; ++i)
     for (std::size_t m = 0; m < nm; ++m) phi[m] += C[i] * t[i * nm + m];  // S, summed over i in order
@@ -576,12 +761,15 @@ const double* batched_inv_power_sum(const Feature& F, const double* theta, const
     phi[m] = inv;
     inv2[m] = inv * inv;
   }
-  for (std::size_t i = 0; i < k; ++i)
-    for (std::size_t m = 0; m < nm; ++m) {
-      const double ti = t[i * nm + m];
-      rows[i * nm + m] = -ti * inv2[m];
-      rows[(k + i) * nm + m] = -C[i] * ti * rec.mix_logh[m * k + i] * inv2[m];
-    }
+  for (std::size_t m0 = 0; m0 < nm; m0 += tile) {
+    const std::size_t m1 = std::min(nm, m0 + tile);
+    for (std::size_t i = 0; i < k; ++i)
+      for (std::size_t m = m0; m < m1; ++m) {
+        const double ti = t[i * nm + m];
+        rows[i * nm + m] = -ti * inv2[m];
+        rows[(k + i) * nm + m] = -C[i] * ti * lh[m * k + i] * inv2[m];
+      }
+  }
   return phi.data();
 }
 
@@ -593,7 +781,8 @@ const double* batched_inv_power_sum(const Feature& F, const double* theta, const
 // sums run over the in-band records only (segment_sums_exact). Segments are short (about 9
 // checkpoints of one run), so the loops stay scalar: a branch-free Huber and whole-vector
 // sums over padded segments were both slower (bench/README.md, section 2).
-double gauss_newton_segments(const FitProblem& pb, const double* theta, double* grad, double* B, double reject) {
+double gauss_newton_segments(const FitProblem& pb, const double* theta, double* grad, double* B, double reject,
+                             Sums& buf) {
   const Plan& plan = *pb.plan;
   const Records& rec = *pb.rec;
   const int P = plan.n_params;
@@ -623,7 +812,7 @@ double gauss_newton_segments(const FitProblem& pb, const double* theta, double* 
   const double* peD = eD.data();
   const double* pxD = xeD.data();
 
-  BatchedExpansion expand(pb, rec.n_mix);
+  BatchedExpansion expand(pb, rec.n_mix, buf);
   double* qsum[n_slots][n_slots] = {};  // the mixtures' slot sums are written straight into the expansion
   double* gsum[n_slots];
   for (int q = 0; q < n_slots; ++q) {
@@ -720,7 +909,7 @@ double gauss_newton_segments(const FitProblem& pb, const double* theta, double* 
     }
     expand.add_features(m, mw, fM >= 0 ? slot_M : -1);
   }
-  if (f < reject) expand.finish(grad, B, P);  // else the caller discards grad and B
+  if (f < reject) expand.finish(grad, B, P);  // else the caller discards grad and B (B null: kept as sums)
   return f;
 }
 
@@ -775,9 +964,9 @@ double objective_gauss_newton(const FitProblem& pb, const double* theta, double*
   std::fill(B, B + static_cast<std::size_t>(P) * P, 0.0);
   double f;
   if (pb.segmented) {
-    f = gauss_newton_segments(pb, theta, grad, B, reject);
+    f = gauss_newton_segments(pb, theta, grad, B, reject, dense_scratch());
   } else {
-    GaussNewtonVisitor v{pb};
+    GaussNewtonVisitor v{pb, dense_scratch()};
     walk<true>(pb, theta, v);
     f = v.f;
     if (f < reject) v.expand.finish(grad, B, P);
@@ -790,6 +979,37 @@ double objective_gauss_newton(const FitProblem& pb, const double* theta, double*
       B[static_cast<std::size_t>(q) * P + p] = s;
     }
   return f;
+}
+
+double objective_gauss_newton_operator(const FitProblem& pb, const double* theta, double* grad,
+                                       GaussNewtonOperator& op, double reject) {
+  const int P = pb.plan->n_params;
+  std::fill(grad, grad + P, 0.0);
+  op.plan_ = pb.plan;
+  op.n_mix_ = pb.rec->n_mix;
+  op.P_ = P;
+  // objective_gauss_newton's code with the sums kept in op and B not expanded.
+  if (pb.segmented) return gauss_newton_segments(pb, theta, grad, nullptr, reject, op.sums_);
+  GaussNewtonVisitor v{pb, op.sums_};
+  walk<true>(pb, theta, v);
+  if (v.f < reject) v.expand.finish(grad, nullptr, P);
+  return v.f;
+}
+
+void GaussNewtonOperator::apply(const double* x, double* out) const {
+  if (!plan_) return;
+#if MIXLAW_X86_DISPATCH
+  if (cpu_has_avx2()) return operator_apply_avx2(*plan_, n_mix_, sums_, x, out);
+#endif
+  operator_apply<Lanes2x2>(*plan_, n_mix_, sums_, x, out);
+}
+
+void GaussNewtonOperator::diagonal(double* out) const {
+  if (!plan_) return;
+#if MIXLAW_X86_DISPATCH
+  if (cpu_has_avx2()) return operator_diagonal_avx2(*plan_, n_mix_, sums_, out);
+#endif
+  operator_diagonal<Lanes2x2>(*plan_, n_mix_, sums_, out);
 }
 
 void residuals(const FitProblem& pb, const double* theta, double* out) {

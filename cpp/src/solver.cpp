@@ -62,7 +62,42 @@ struct Space {
   bool active(std::size_t p, double z, double g) const {
     return (z <= zlo[p] && g > 0) || (z >= zhi[p] && g < 0);
   }
+  // First-order stationarity relative to the objective (SolverOptions::gtol): the largest
+  // first-order change of f, as a fraction of f, from moving one free coordinate by its unit.
+  // The unit is 1 in z for a log-scaled parameter (a factor e) and max(1, |z|) for any other,
+  // shortened to sqrt(2 f / B_pp) where the Gauss-Newton curvature B_pp (z coordinates) says
+  // that a shorter move already changes f by f: in such stiff coordinates the gradient left
+  // at a minimum is set by the rounding of f, not by the distance to the minimum. Coordinates
+  // held at a bound count as stationary. diagB may be null (units of 1 / max(1, |z|)).
+  // f_floor: the objective's rounding level (rounding_floor). The objective is never
+  // negative, so a point at or below it is a global minimum to working precision (its
+  // gradient is rounding noise): stationarity 0.
+  double stationarity(const double* z, const double* g, double f, double f_floor, const double* diagB = nullptr,
+                      std::size_t stride = 1) const {
+    if (f <= f_floor) return 0.0;
+    const double fpos = std::max(f, std::numeric_limits<double>::min());
+    double m = 0.0;
+    for (std::size_t p = 0; p < P; ++p) {
+      if (active(p, z[p], g[p])) continue;
+      double unit = logp[p] ? 1.0 : std::max(1.0, std::fabs(z[p]));
+      if (diagB && diagB[p * stride] > 0) unit = std::min(unit, std::sqrt(2.0 * fpos / diagB[p * stride]));
+      m = std::max(m, std::fabs(g[p]) * unit);
+    }
+    return m / fpos;
+  }
 };
+
+// The objective of residuals that are rounding errors alone (16 ulps of each target, or
+// of 1 for log residuals): below it f is zero to working precision.
+double rounding_floor(const FitProblem& pb) {
+  constexpr double u = 16.0 * std::numeric_limits<double>::epsilon();
+  double s = 0.0;
+  for (std::size_t j = 0; j < pb.y.size(); ++j) {
+    const double r = u * (pb.spec.log_residual ? 1.0 : std::fabs(pb.y[j]));
+    s += pb.c[j] * 0.5 * r * r;
+  }
+  return s;
+}
 
 // In-place Cholesky of the n x n matrix A (row-major); false if not positive definite.
 bool cholesky(std::vector<double>& A, std::size_t n) {
@@ -104,18 +139,50 @@ SolveResult solve_lm(const FitProblem& pb, const Space& sp, const double* theta0
   const std::size_t P = sp.P;
   SolveResult res;
   std::vector<double> z(P), theta(P), g(P), B(P * P), z_new(P), theta_new(P), step(P), g_new(P), B_new(P * P);
+  const double f_floor = rounding_floor(pb);
   sp.to_z(theta0, z.data());
   sp.to_theta(z.data(), theta.data());
+  // The problem with the other curvature outside the Huber band (SolverOptions::max_switches),
+  // copied on the first switch.
+  FitProblem switched;
+  bool have_switched = false;
+  const auto other = [&]() -> const FitProblem& {
+    if (!have_switched) {
+      switched = pb;
+      switched.spec.outside_weight = pb.spec.outside_weight == 0.0 ? 1.0 : 0.0;
+      have_switched = true;
+    }
+    return switched;
+  };
+  const FitProblem* cur = &pb;
+  const bool can_switch = pb.spec.loss == LossKind::huber && opt.max_switches > 0;
+  int switches = 0, futile = 0, slow_steps = 0, window_steps = 0;
+  double best_stat = inf, window_f = inf, window_stat = inf, phase_f = inf, phase_stat = inf;
+  std::vector<double> g_exact, B_exact;
   double f = objective_gauss_newton(pb, theta.data(), g.data(), B.data());
   res.nfev = res.njev = 1;
   if (!std::isfinite(f)) {
     res.theta = theta;
     res.f = f;
     res.status = status_not_finite;
+    res.stationarity = std::numeric_limits<double>::quiet_NaN();
     return res;
   }
   std::vector<double> dchain;
   sp.chain(theta.data(), g.data(), B.data(), dchain);
+  // Stationarity at the current point, its curvature units from the exact Gauss-Newton
+  // matrix (the IRLS one, a majoriser, would shorten them).
+  const auto certified_stationarity = [&]() {
+    if (cur->spec.outside_weight == 0.0) return sp.stationarity(z.data(), g.data(), f, f_floor, B.data(), P + 1);
+    const FitProblem& exact = pb.spec.outside_weight == 0.0 ? pb : other();
+    g_exact.resize(P);
+    B_exact.resize(P * P);
+    objective_gauss_newton(exact, theta.data(), g_exact.data(), B_exact.data());
+    ++res.nfev;
+    ++res.njev;
+    sp.chain(theta.data(), g_exact.data(), B_exact.data(), dchain);
+    return sp.stationarity(z.data(), g_exact.data(), f, f_floor, B_exact.data(), P + 1);
+  };
 
   double lambda = 1e-3, nu = 2.0;
   double radius = opt.max_step;  // grows while capped steps keep succeeding
@@ -135,7 +202,7 @@ SolveResult solve_lm(const FitProblem& pb, const Space& sp, const double* theta0
     double gmax = 0.0;
     for (std::size_t p : freev) gmax = std::max(gmax, std::fabs(g[p]));
     if (nF == 0 || gmax == 0.0) {
-      res.status = status_gtol;
+      res.status = status_converged;
       break;
     }
     double dmax = 0.0;
@@ -187,7 +254,7 @@ SolveResult solve_lm(const FitProblem& pb, const Space& sp, const double* theta0
           // Most trial steps are accepted, so the trial point gets its gradient and
           // Gauss-Newton matrix at once: one pass over the data per iteration instead of two
           // (a rejected point, f_new >= f, skips their expansion).
-          f_new = objective_gauss_newton(pb, theta_new.data(), g_new.data(), B_new.data(), f);
+          f_new = objective_gauss_newton(*cur, theta_new.data(), g_new.data(), B_new.data(), f);
           ++res.nfev;
           ++res.njev;
           if (std::isfinite(f_new) && f_new < f) {
@@ -205,31 +272,72 @@ SolveResult solve_lm(const FitProblem& pb, const Space& sp, const double* theta0
       nu *= 2.0;
       if (lambda > 1e16) break;
     }
-    if (!accepted) {
-      res.status = status_no_decrease;
+    bool stop = !accepted;  // no decrease possible along the damped step
+    if (accepted) {
+      const double decrease = f - f_new;
+      double znorm = 0.0;
+      for (double v : z_new) znorm = std::max(znorm, std::isfinite(v) ? std::fabs(v) : 0.0);
+      const double snorm = inf_norm(step);
+      z.swap(z_new);
+      theta.swap(theta_new);
+      g.swap(g_new);
+      B.swap(B_new);
+      f = f_new;
+      sp.chain(theta.data(), g.data(), B.data(), dchain);
+      // A step is slow when it barely decreases f (or barely moves) and does not halve the
+      // smallest stationarity seen since the last switch either: close to a minimum, steps
+      // below ftol that still shrink the gradient are progress.
+      const double stat = sp.stationarity(z.data(), g.data(), f, f_floor);
+      const bool gradient_progress = stat < 0.5 * best_stat;
+      if (gradient_progress) best_stat = stat;
+      const bool tiny = (decrease <= opt.ftol * f && pred <= opt.ftol * f) || snorm <= opt.xtol * (1.0 + znorm);
+      if (tiny && certified_stationarity() <= opt.gtol) {
+        res.status = status_converged;
+        break;
+      }
+      slow_steps = tiny && !gradient_progress ? slow_steps + 1 : 0;
+      stop = slow_steps >= opt.stall_steps;
+      // A crawl: a whole window of steps that together decrease f by less than
+      // crawl_decrease relative, without halving the stationarity either.
+      if (++window_steps == opt.crawl_window) {
+        stop = stop || (window_f - f <= opt.crawl_decrease * f && !(best_stat < 0.5 * window_stat));
+        window_steps = 0;
+        window_f = f;
+        window_stat = best_stat;
+      }
+    }
+    if (!stop) continue;
+    if (certified_stationarity() <= opt.gtol) {
+      res.status = status_converged;
       break;
     }
-    const double decrease = f - f_new;
-    double znorm = 0.0;
-    for (double v : z_new) znorm = std::max(znorm, std::isfinite(v) ? std::fabs(v) : 0.0);
-    const double snorm = inf_norm(step);
-    z.swap(z_new);
-    theta.swap(theta_new);
-    g.swap(g_new);
-    B.swap(B_new);
-    f = f_new;
+    // A phase (the steps since the last switch) made progress when it decreased f by more
+    // than ftol or halved the stationarity.
+    const bool progress = phase_f - f > opt.ftol * f || best_stat < 0.5 * phase_stat;
+    futile = progress ? 0 : futile + 1;
+    if (!can_switch || futile >= opt.max_switches) {
+      res.status = status_stalled;
+      break;
+    }
+    // Stalled short of stationarity: go on with the other curvature from this point.
+    ++switches;
+    cur = cur == &pb ? &other() : &pb;
+    f = objective_gauss_newton(*cur, theta.data(), g.data(), B.data());
+    ++res.nfev;
+    ++res.njev;
     sp.chain(theta.data(), g.data(), B.data(), dchain);
-    if (decrease <= opt.ftol * f && pred <= opt.ftol * f) {
-      res.status = status_ftol;
-      break;
-    }
-    if (snorm <= opt.xtol * (1.0 + znorm)) {
-      res.status = status_xtol;
-      break;
-    }
+    lambda = 1e-3;
+    nu = 2.0;
+    slow_steps = 0;
+    phase_f = f;
+    phase_stat = std::min(phase_stat, best_stat);
+    best_stat = inf;
+    window_steps = 0;
+    window_f = window_stat = inf;
   }
   res.theta = theta;
   res.f = f;
+  res.stationarity = res.status == status_cancelled ? sp.stationarity(z.data(), g.data(), f, f_floor) : certified_stationarity();
   return res;
 }
 
@@ -238,6 +346,7 @@ SolveResult solve_lbfgs(const FitProblem& pb, const Space& sp, const double* the
   const std::size_t P = sp.P;
   SolveResult res;
   std::vector<double> z(P), theta(P), g(P), d(P), z_new(P), theta_new(P), g_new(P);
+  const double f_floor = rounding_floor(pb);
   sp.to_z(theta0, z.data());
   sp.to_theta(z.data(), theta.data());
   double f = objective_grad(pb, theta.data(), g.data());
@@ -247,6 +356,7 @@ SolveResult solve_lbfgs(const FitProblem& pb, const Space& sp, const double* the
     res.theta = theta;
     res.f = f;
     res.status = status_not_finite;
+    res.stationarity = std::numeric_limits<double>::quiet_NaN();
     return res;
   }
   const int m = std::max(1, opt.history);
@@ -266,7 +376,7 @@ SolveResult solve_lbfgs(const FitProblem& pb, const Space& sp, const double* the
       if (freem[p]) gmax = std::max(gmax, std::fabs(g[p]));
     }
     if (gmax == 0.0) {
-      res.status = status_gtol;
+      res.status = status_converged;
       break;
     }
     // Two-loop recursion restricted to the free variables.
@@ -333,7 +443,7 @@ SolveResult solve_lbfgs(const FitProblem& pb, const Space& sp, const double* the
       t *= 0.5;
     }
     if (!ok) {
-      res.status = status_no_decrease;
+      res.status = status_stalled;  // classified by stationarity below
       break;
     }
     f_new = objective_grad(pb, theta_new.data(), g_new.data());
@@ -364,17 +474,15 @@ SolveResult solve_lbfgs(const FitProblem& pb, const Space& sp, const double* the
     theta.swap(theta_new);
     g.swap(g_new);
     f = f_new;
-    if (decrease <= opt.ftol * f) {
-      res.status = status_ftol;
-      break;
-    }
-    if (snorm <= opt.xtol * (1.0 + znorm)) {
-      res.status = status_xtol;
+    if (decrease <= opt.ftol * f || snorm <= opt.xtol * (1.0 + znorm)) {
+      res.status = status_stalled;  // classified by stationarity below
       break;
     }
   }
   res.theta = theta;
   res.f = f;
+  res.stationarity = sp.stationarity(z.data(), g.data(), f, f_floor);
+  if (res.status == status_stalled && res.stationarity <= opt.gtol) res.status = status_converged;
   return res;
 }
 
@@ -382,14 +490,12 @@ SolveResult solve_lbfgs(const FitProblem& pb, const Space& sp, const double* the
 
 const char* status_message(int status) {
   switch (status) {
+    case status_stalled: return "stalled: the steps stopped decreasing the objective before it was stationary (projected gradient above gtol); not a minimum";
     case status_screened: return "screened out: stopped after the screening iterations, its objective then above screen_ratio times the best start's";
     case status_cancelled: return "cancelled (interrupted before or while this start ran)";
     case status_not_finite: return "objective is not finite at the start point";
-    case status_max_iter: return "maximum number of iterations reached";
-    case status_ftol: return "converged: relative decrease of the objective below ftol";
-    case status_xtol: return "converged: relative step below xtol";
-    case status_gtol: return "converged: projected gradient is zero";
-    case status_no_decrease: return "converged: no decrease possible along the damped step (local minimum to working precision)";
+    case status_max_iter: return "maximum number of iterations reached before the objective was stationary";
+    case status_converged: return "converged: first-order stationary (projected gradient, relative to the objective, below gtol)";
   }
   return "unknown status";
 }

@@ -46,7 +46,7 @@ from .laws import NESTED_IN, Law, _bimix_for_target, embed
 from .laws import law as make_law
 from .metrics import metrics as compute_metrics
 
-__all__ = ["Fit", "Fits", "fit", "load_fits", "IdentifiabilityWarning"]
+__all__ = ["Fit", "Fits", "fit", "load_fits", "IdentifiabilityWarning", "ConvergenceWarning"]
 
 BoundsLike = Mapping[str, "tuple[float, float]"]
 
@@ -54,6 +54,23 @@ BoundsLike = Mapping[str, "tuple[float, float]"]
 class IdentifiabilityWarning(UserWarning):
     """The data cannot determine some parameters of the law: the fit runs, but those
     parameters are arbitrary (the message says which, and what to do)."""
+
+
+class ConvergenceWarning(UserWarning):
+    """A fit's result is not to be trusted as it is: its best start is not a stationary
+    point (``Fit.success`` is False), or few starts reached the best objective, so a lower
+    minimum may exist. The message says which target and what to do; filter it with
+    ``warnings.filterwarnings("ignore", category=mixlaw.ConvergenceWarning)``."""
+
+
+#: Status of a start (``Fit.status``, ``Fit.starts_status``); only 1 is a success.
+STATUS_CONVERGED, STATUS_MAX_ITER, STATUS_STALLED, STATUS_SCREENED = 1, 0, -4, -3
+#: At least this many starts must end for the "few starts reached the best" warning, and
+#: fewer than this fraction of them (or one start) reaching the best objective triggers it.
+_FEW_AT_BEST_MIN_STARTS, _FEW_AT_BEST_FRACTION = 8, 0.05
+#: A parameter within this relative distance of a finite bound is at its limit; a
+#: log-scaled coefficient below this fraction of its start range's lower end is ~0.
+_AT_LIMIT_RTOL, _DEGENERATE_FRACTION = 1e-6, 1e-6
 
 
 @dataclass(frozen=True)
@@ -69,13 +86,29 @@ class Fit:
     fun : float
         Objective at ``x`` (mean Huber by default).
     success, status, message :
-        Convergence of the best start (``status > 0`` is success; see
-        :func:`mixlaw._core.status_message`). Non-convergence is reported, never raised.
+        Convergence of the best start. ``success`` is True only when it is first-order
+        stationary (``status == 1``: its projected gradient, relative to the objective, is
+        below ``gtol``; see :attr:`stationarity`). Other statuses: 0 iteration limit, -4
+        stalled (the steps stopped decreasing the objective before it was stationary), -1
+        objective not finite at the start, -2 cancelled, -3 screened out
+        (:func:`mixlaw._core.status_message`). Non-convergence is reported in the result and
+        by a :class:`ConvergenceWarning`, never raised.
+    stationarity : float
+        The best start's stationarity: the largest first-order change of the objective,
+        relative to it, from moving one free parameter by one unit in the solver's
+        coordinates (a factor e for a scale parameter, max(1, |value|) for another, shorter
+        where the Gauss-Newton curvature says a shorter move already changes the objective
+        by its size). ``success`` means ``stationarity <= gtol``.
+    at_limit : dict
+        Parameters that ended at a bound (``"lower"``, ``"upper"``) or, for scale
+        coefficients, at a degenerate value ~0 (``"~0"``), by name, as iminuit flags a
+        parameter at its limit. Such a fit is a boundary solution: the law may be too rich
+        for the data, or the bounds too tight.
     nit, nfev, njev : int
         Iterations and evaluations of the best start (summed over its basin hops).
-    starts_fun, starts_status : ndarray
-        Objective and status of every start, in start order (status -3: screened out,
-        see ``screen_iter`` in :func:`fit`).
+    starts_fun, starts_status, starts_stationarity : ndarray
+        Objective, status and stationarity of every start, in start order (status -3:
+        screened out, see ``screen_iter`` in :func:`fit`).
     n_records : int
         Records used for this target (rows with a missing loss are dropped).
     train : dict
@@ -106,6 +139,9 @@ class Fit:
     options: dict = field(default_factory=dict)
     domains: tuple = ()
     seconds: float = math.nan
+    stationarity: float = math.nan
+    starts_stationarity: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    at_limit: dict = field(default_factory=dict)
 
     @property
     def params(self) -> dict[str, float]:
@@ -169,8 +205,9 @@ class Fit:
         return compute_metrics(pred, y)
 
     def __repr__(self) -> str:
+        limit = f", at_limit={sorted(self.at_limit)}" if self.at_limit else ""
         return (f"Fit({self.law!r}, target={self.target!r}, fun={self.fun:.6g}, "
-                f"train MRE={self.train.get('mre', math.nan):.3f}%, success={self.success})")
+                f"train MRE={self.train.get('mre', math.nan):.3f}%, success={self.success}{limit})")
 
     # -- serialisation ----------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -186,6 +223,9 @@ class Fit:
             "starts_status": self.starts_status.tolist(), "n_records": self.n_records,
             "train": self.train, "options": self.options, "domains": list(self.domains),
             "seconds": None if not math.isfinite(self.seconds) else self.seconds,
+            "stationarity": None if not math.isfinite(self.stationarity) else self.stationarity,
+            "starts_stationarity": [None if not math.isfinite(v) else v for v in self.starts_stationarity.tolist()],
+            "at_limit": dict(self.at_limit),
         }
 
     @classmethod
@@ -200,7 +240,11 @@ class Fit:
                    starts_fun=_frozen(starts_fun), starts_status=_frozen(np.asarray(d["starts_status"], dtype=int)),
                    n_records=int(d["n_records"]), train=dict(d["train"]), options=dict(d["options"]),
                    domains=tuple(d.get("domains", ())),
-                   seconds=math.nan if d.get("seconds") is None else float(d["seconds"]))
+                   seconds=math.nan if d.get("seconds") is None else float(d["seconds"]),
+                   stationarity=math.nan if d.get("stationarity") is None else float(d["stationarity"]),
+                   starts_stationarity=_frozen(np.array([math.nan if v is None else v
+                                                         for v in d.get("starts_stationarity", [])], dtype=float)),
+                   at_limit={str(n): str(v) for n, v in dict(d.get("at_limit", {})).items()})
 
 
 class Fits(Mapping[str, Fit]):
@@ -413,7 +457,7 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
         n_starts: int = 64, seed: int = 0, bounds: Optional[BoundsLike] = None, loss: str = "huber",
         delta: float = 1e-3, residual: str = "raw", reduction: str = "mean", weights: Any = None,
         method: str = "lm", curvature: str = "exact", hops: int = 0, hop_step: float = 0.5, hop_temperature: float = 0.05,
-        max_iter: int = 1000, ftol: float = 1e-10, xtol: float = 1e-10, max_step: float = 1.0,
+        max_iter: int = 1000, ftol: float = 1e-10, xtol: float = 1e-10, gtol: float = 1e-6, max_step: float = 1.0,
         screen_iter: int = 0, screen_ratio: float = 1.5, screen_keep: int = 8, starts: Any = None,
         nest: Union[bool, "Fits"] = True, n_term: bool = True, d_term: bool = True, n_scale: float = 1e6,
         d_scale: float = 1e9, threads: Optional[int] = None) -> Fits:
@@ -452,8 +496,16 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
         the exact second derivative (0, default) or the IRLS weight ``delta/|r|``.
     hops, hop_step, hop_temperature :
         Basin hopping after every local solve (0 hops: plain multi-start).
-    max_iter, ftol, xtol :
-        Local solver limits; both tolerances are relative (scale-free).
+    max_iter, ftol, xtol, gtol :
+        Local solver limits, all relative (scale-free). A start is converged only when it
+        is first-order stationary, its stationarity (see :attr:`Fit.stationarity`) at most
+        ``gtol``. Steps that decrease the objective by less than ``ftol`` (relative) or
+        move by less than ``xtol`` are slow: a run of them, or a window of steps that
+        together barely decrease the objective, ends a phase; the Levenberg-Marquardt
+        solver then switches the curvature of the residuals outside the Huber band (exact
+        <-> IRLS) and goes on, and a start whose phases stop making progress is stalled
+        (status -4, not a success). A start that reaches ``max_iter`` is not a success
+        either (status 0).
     max_step :
         Initial trust radius of a Levenberg-Marquardt step in the solver's coordinates (log
         of a positive parameter, else the parameter): longer steps are shortened along their
@@ -532,6 +584,7 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
                    n_starts=int(n_starts), seed=int(seed), hops=int(hops), hop_step=_float_option(hop_step, "hop_step"),
                    hop_temperature=_float_option(hop_temperature, "hop_temperature"), max_iter=int(max_iter),
                    ftol=_float_option(ftol, "ftol"), xtol=_float_option(xtol, "xtol"),
+                   gtol=_float_option(gtol, "gtol"),
                    max_step=_float_option(max_step, "max_step"), screen_iter=int(screen_iter),
                    screen_ratio=_float_option(screen_ratio, "screen_ratio"), screen_keep=int(screen_keep),
                    nest=bool(nest) if not isinstance(nest, Fits) else True,
@@ -571,7 +624,7 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
                           residual=residual, reduction=reduction, weights=weights, method=method,
                           curvature=curvature, hops=hops,
                           hop_step=hop_step, hop_temperature=hop_temperature, max_iter=max_iter, ftol=ftol,
-                          xtol=xtol, max_step=max_step, screen_iter=screen_iter, screen_ratio=screen_ratio,
+                          xtol=xtol, gtol=gtol, max_step=max_step, screen_iter=screen_iter, screen_ratio=screen_ratio,
                           screen_keep=screen_keep, nest=True, threads=threads,
                           bounds={n: b for n, b in (bounds or {}).items()
                                   if any(fnmatch.fnmatchcase(p, n) for p in simpler.param_names)})
@@ -584,7 +637,7 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
                              threads=threads, **_solver_options(options))
     domains = tuple(getattr(runs, "domains", ()))
     opts = dict(options, nested_start=nested_from is not None)
-    fits = {t: _assemble_fit(laws[ti], t, results[ti], records_n[ti], opts, domains)
+    fits = {t: _assemble_fit(laws[ti], t, results[ti], records_n[ti], opts, domains, lo, hi)
             for ti, t in enumerate(target_list)}
     return Fits(fits, elapsed=time.perf_counter() - t0)
 
@@ -643,7 +696,7 @@ def _prepare_job(runs: Any, L: Law, target: str, *, n_starts: int, seed: int, lo
                 records=(N, D, H, y))
 
 
-_SOLVER_KEYS = ("loss", "delta", "residual", "curvature", "method", "max_iter", "ftol", "xtol", "max_step", "hops",
+_SOLVER_KEYS = ("loss", "delta", "residual", "curvature", "method", "max_iter", "ftol", "xtol", "gtol", "max_step", "hops",
                 "hop_step", "hop_temperature", "screen_iter", "screen_ratio", "screen_keep")
 
 
@@ -654,9 +707,12 @@ def _solver_options(options: Mapping[str, Any]) -> dict:
     return out
 
 
-def _assemble_fit(L: Law, target: str, r: Mapping[str, Any], records: tuple, options: dict, domains: tuple) -> Fit:
+def _assemble_fit(L: Law, target: str, r: Mapping[str, Any], records: tuple, options: dict, domains: tuple,
+                  lo: Optional[np.ndarray] = None, hi: Optional[np.ndarray] = None) -> Fit:
     """The :class:`Fit` of one target from its ``fit_many`` result (best start: the first
-    minimum in start order, so independent of the thread count)."""
+    minimum in start order, so independent of the thread count). Warns
+    (:class:`ConvergenceWarning`) when the best start is not stationary or when few starts
+    reached the best objective."""
     fun = np.where(np.isfinite(r["fun"]), r["fun"], np.inf)
     best = int(np.argmin(fun))
     x = r["x"][best]
@@ -666,11 +722,50 @@ def _assemble_fit(L: Law, target: str, r: Mapping[str, Any], records: tuple, opt
     else:
         train = compute_metrics(L.predict(x, N, D, H if L.k else None), y)
     status = int(r["status"][best])
-    return Fit(law=L, target=target, x=_frozen(x), fun=float(r["fun"][best]), success=status > 0,
-               status=status, message=_core.status_message(status), nit=int(r["nit"][best]),
-               nfev=int(r["nfev"][best]), njev=int(r["njev"][best]), starts_fun=_frozen(r["fun"]),
-               starts_status=_frozen(r["status"]), n_records=int(y.size), train=train, options=dict(options),
-               domains=domains, seconds=float(np.sum(r["seconds"])) if "seconds" in r else math.nan)
+    stationarity = r.get("stationarity", np.full(fun.shape, math.nan))
+    f = Fit(law=L, target=target, x=_frozen(x), fun=float(r["fun"][best]), success=status == STATUS_CONVERGED,
+            status=status, message=_core.status_message(status), nit=int(r["nit"][best]),
+            nfev=int(r["nfev"][best]), njev=int(r["njev"][best]), starts_fun=_frozen(r["fun"]),
+            starts_status=_frozen(r["status"]), n_records=int(y.size), train=train, options=dict(options),
+            domains=domains, seconds=float(np.sum(r["seconds"])) if "seconds" in r else math.nan,
+            stationarity=float(stationarity[best]), starts_stationarity=_frozen(stationarity),
+            at_limit=_at_limit(L, x, L.lower if lo is None else lo, L.upper if hi is None else hi)
+            if np.all(np.isfinite(x)) else {})
+    _convergence_warnings(f)
+    return f
+
+
+def _at_limit(L: Law, x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> dict:
+    """Parameters at a finite bound, and scale coefficients at ~0 (far below the range
+    random starts are drawn from), by name."""
+    out = {}
+    for i, name in enumerate(L.param_names):
+        v = float(x[i])
+        if math.isfinite(lo[i]) and abs(v - lo[i]) <= _AT_LIMIT_RTOL * max(1.0, abs(float(lo[i]))):
+            out[name] = "lower"
+        elif math.isfinite(hi[i]) and abs(v - hi[i]) <= _AT_LIMIT_RTOL * max(1.0, abs(float(hi[i]))):
+            out[name] = "upper"
+        elif L.log_scale[i] and v < _DEGENERATE_FRACTION * float(L.init_lower[i]):
+            out[name] = "~0"
+    return out
+
+
+def _convergence_warnings(f: Fit) -> None:
+    finished = f.starts_status[f.starts_status != STATUS_SCREENED]
+    if not math.isfinite(f.fun):
+        return  # every start failed: the status says why
+    if not f.success:
+        warnings.warn(f"fit: the best start of target {f.target!r} ({f.law!r}) is not a stationary point: "
+                      f"{f.message} (stationarity {f.stationarity:.2g}); its parameters are not a minimum. Raise "
+                      "max_iter, or try curvature='irls' or more starts", ConvergenceWarning,
+                      stacklevel=_user_stacklevel())
+        return
+    n_best = f.spread["n_at_best"]
+    if finished.size >= _FEW_AT_BEST_MIN_STARTS and n_best < max(2, _FEW_AT_BEST_FRACTION * finished.size):
+        warnings.warn(f"fit: only {n_best} of {finished.size} starts of target {f.target!r} ({f.law!r}) reached "
+                      f"the best objective {f.fun:.6g}, so a lower minimum may exist that no start found; raise "
+                      "n_starts (or use hops) until the best objective stops falling", ConvergenceWarning,
+                      stacklevel=_user_stacklevel())
 
 
 def _target_seed(seed: int, target: str) -> int:

@@ -253,9 +253,10 @@ def _run_cells(runs: Any, cells: Sequence[Cell], fit_options: Mapping[str, Any],
                                  [j.seed for j, _, _, _ in jobs], threads=threads, **_solver_options(options))
         fit_opts = {k: v for k, v in options.items() if k != "bounds"}
         fit_opts.update(n_starts=n_starts, seed=seed, nest=nest)
-        for (job, _, _, _), (ukey, L, t, domains), r in zip(jobs, meta, results):
+        for (job, _, lo, hi), (ukey, L, t, domains), r in zip(jobs, meta, results):
             fitted[(ukey[0], ukey[1], ukey[2], t)] = _assemble_fit(
-                L, t, r, job.records, dict(fit_opts, nested_start=nest and L.name in NESTED_IN), tuple(domains))
+                L, t, r, job.records, dict(fit_opts, nested_start=nest and L.name in NESTED_IN), tuple(domains),
+                lo, hi)
 
     rows, cell_fits = [], []
     for c in cells:

@@ -74,6 +74,45 @@ double objective_grad(const FitProblem& pb, const double* theta, double* grad);
 double objective_gauss_newton(const FitProblem& pb, const double* theta, double* grad, double* B,
                               double reject = std::numeric_limits<double>::infinity());
 
+// The Gauss-Newton matrix of one evaluation as an operator, for matrix-free steps (conjugate
+// gradients): B = sum_m sum_{q,r} Q_m[q][r] v_q(m) v_r(m)^T is kept factored, as the
+// mixtures' 6x6 slot matrices Q_m and the slots' parameter gradients v_q(m) (the sums that
+// objective_gauss_newton expands into the dense B), so B x costs O(mixtures * (feature
+// parameters + 36)) instead of O(P^2) and forming B O(mixtures * P^2). Filled by
+// objective_gauss_newton_operator; owns its buffers (a solver keeps one per point and swaps
+// them) and reuses them across evaluations. Valid while the FitProblem's plan lives.
+class GaussNewtonOperator;
+
+// Value and gradient as objective_gauss_newton (the same bits), and its B as the operator
+// `op`. When the value is not below `reject`, grad and op are left unspecified.
+double objective_gauss_newton_operator(const FitProblem& pb, const double* theta, double* grad,
+                                       GaussNewtonOperator& op,
+                                       double reject = std::numeric_limits<double>::infinity());
+
+class GaussNewtonOperator {
+ public:
+  std::size_t n_params() const { return static_cast<std::size_t>(P_); }
+  // out = B x (out: P, overwritten; must not alias x).
+  void apply(const double* x, double* out) const;
+  // out = diag(B) (P, overwritten); the same bits as the dense B's diagonal.
+  void diagonal(double* out) const;
+
+  // The per-mixture sums, mixtures innermost: Q_m[q][r] (r <= q) at Q[pair(q, r) * n_mix + m],
+  // slot gradient sums g[q * n_mix + m], feature gradients v[(voff_q + a) * n_mix + m].
+  struct Sums {
+    std::vector<double> Q, g, v;
+  };
+
+ private:
+  friend double objective_gauss_newton_operator(const FitProblem&, const double*, double*, GaussNewtonOperator&,
+                                                double);
+
+  const Plan* plan_ = nullptr;
+  std::size_t n_mix_ = 0;
+  int P_ = 0;
+  Sums sums_;
+};
+
 // Residuals r_j in original record order (for reporting).
 void residuals(const FitProblem& pb, const double* theta, double* out);
 
