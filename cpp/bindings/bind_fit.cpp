@@ -109,37 +109,46 @@ void run_interruptible(CancelFlag& cancel, Work&& work) {
   if (error) std::rethrow_exception(error);
 }
 
-// Refuses, before any solve allocates, a call whose dense Levenberg-Marquardt work would not
-// fit in memory: each running start holds five P x P matrices (current and trial Gauss-Newton
+// Refuses, before any solve allocates, a call whose solver work would not fit in memory. Each
+// running start holds, with dense steps, five P x P matrices (current and trial Gauss-Newton
 // matrices, the damped system, the exact-curvature matrix) and the per-mixture sums of one
-// evaluation; at most `threads` starts run at once. The limit is 3/4 of physical memory.
-void check_dense_memory(const std::vector<FitTask>& tasks, int threads) {
+// evaluation; with matrix-free steps three sets of per-mixture sums (current, trial, exact
+// curvature: mixtures x (P + 34) values each). At most `threads` starts run at once. The
+// limit is 3/4 of physical memory.
+void check_memory(const std::vector<FitTask>& tasks, int threads, const SolverOptions& opt) {
   const double page = static_cast<double>(sysconf(_SC_PAGESIZE));
   const double pages = static_cast<double>(sysconf(_SC_PHYS_PAGES));
   const double limit = page > 0 && pages > 0 ? 0.75 * page * pages : 16.0 * (1ull << 30);
   const int nt = resolve_threads(threads);
-  std::vector<double> per_start;
+  double per_start = 0.0;
   std::size_t units = 0, P_max = 0;
+  bool dense = false;
   for (const FitTask& t : tasks) {
-    P_max = std::max(P_max, t.box.lo.size());
-    const double P = static_cast<double>(t.box.lo.size());
-    const double n_mix = static_cast<double>(t.problem->rec->n_mix);
-    per_start.push_back(8.0 * (5.0 * P * P + n_mix * (P + 28.0)));
+    const std::size_t Pn = t.box.lo.size();
+    const double P = static_cast<double>(Pn), n_mix = static_cast<double>(t.problem->rec->n_mix);
+    const bool d = opt.method == Method::lm && uses_dense_steps(opt, Pn);
+    const double bytes = opt.method == Method::lbfgsb ? 8.0 * (2.0 * opt.history + 10.0) * P
+                         : d ? 8.0 * (5.0 * P * P + n_mix * (P + 28.0))
+                             : 8.0 * (3.0 * n_mix * (P + 34.0) + 30.0 * P);
+    if (bytes > per_start) {
+      per_start = bytes;
+      P_max = Pn;
+      dense = d;
+    }
     units += static_cast<std::size_t>(std::max(t.n_starts, 0));
   }
-  std::sort(per_start.rbegin(), per_start.rend());
-  // Upper estimate: the largest problems' starts run together.
+  // Upper estimate: the largest problem's starts run together.
   const std::size_t running = std::min<std::size_t>(static_cast<std::size_t>(std::max(nt, 1)), units);
-  const double need = per_start.empty() ? 0.0 : static_cast<double>(running) * per_start.front();
+  const double need = static_cast<double>(running) * per_start;
   if (need > limit) {
     const double gib = 1024.0 * 1024.0 * 1024.0;
-    char msg[512];
+    char msg[600];
     std::snprintf(msg, sizeof msg,
-                  "starts: the dense Levenberg-Marquardt solve needs about %.3g GiB per running start (%zu parameters"
-                  ") and %zu running at once would need %.3g GiB, more than the limit of %.3g GiB (3/4 of this "
-                  "machine's memory); use fewer threads, method='lbfgsb', or a law with fewer parameters",
-                  per_start.front() / gib, P_max, running,
-                  need / gib, limit / gib);
+                  "starts: the %s solve needs about %.3g GiB per running start (%zu parameters) and %zu running at "
+                  "once would need %.3g GiB, more than the limit of %.3g GiB (3/4 of this machine's memory); use "
+                  "fewer threads%s, or a law with fewer parameters or fewer mixtures",
+                  dense ? "dense Levenberg-Marquardt" : (opt.method == Method::lbfgsb ? "L-BFGS" : "matrix-free Levenberg-Marquardt"),
+                  per_start / gib, P_max, running, need / gib, limit / gib, dense ? ", linear_solver='cg'" : "");
     fail(msg);
   }
 }
@@ -185,8 +194,8 @@ void bind_fit(py::module_& m) {
       "fit_many",
       [](const py::list& problems, const py::list& starts, const py::list& lower, const py::list& upper,
          const py::list& seeds, const std::string& loss, double delta, const std::string& residual, bool mean,
-         const std::string& curvature, const std::string& method, int max_iter, double ftol, double xtol, double gtol,
-         double max_step, int hops, double hop_step,
+         const std::string& curvature, const std::string& method, const std::string& linear_solver, int max_iter,
+         double ftol, double xtol, double gtol, double max_step, int hops, double hop_step,
          double hop_temperature, int screen_iter, double screen_ratio, int screen_keep, std::optional<int> threads) {
         const int nt = threads_arg(threads);
         const ObjectiveSpec spec = objective_spec(loss, delta, residual, curvature);
@@ -194,6 +203,10 @@ void bind_fit(py::module_& m) {
         if (method == "lm") opt.method = Method::lm;
         else if (method == "lbfgsb") opt.method = Method::lbfgsb;
         else fail("method: unknown method '" + method + "' (expected 'lm' or 'lbfgsb')");
+        if (linear_solver == "auto") opt.linear_solver = LinearSolver::automatic;
+        else if (linear_solver == "dense") opt.linear_solver = LinearSolver::dense;
+        else if (linear_solver == "cg") opt.linear_solver = LinearSolver::matrix_free;
+        else fail("linear_solver: unknown linear solver '" + linear_solver + "' (expected 'auto', 'dense' or 'cg')");
         if (max_iter < 1) fail("max_iter: must be >= 1");
         if (!(ftol >= 0) || !(xtol >= 0)) fail("ftol, xtol: must be >= 0");
         if (!(gtol > 0) || !std::isfinite(gtol)) fail("gtol: must be finite and > 0");
@@ -250,7 +263,7 @@ void bind_fit(py::module_& m) {
           start_arrays.push_back(std::move(st));
         }
         for (std::size_t t = 0; t < T; ++t) tasks[t].problem = &held[t].problem;
-        if (opt.method == Method::lm) check_dense_memory(tasks, nt);
+        check_memory(tasks, nt, opt);
 
         std::vector<std::vector<SolveResult>> results;
         CancelFlag cancel;
@@ -289,7 +302,7 @@ void bind_fit(py::module_& m) {
       },
       py::arg("problems"), py::arg("starts"), py::arg("lower"), py::arg("upper"), py::arg("seeds"),
       py::arg("loss") = "huber", py::arg("delta") = 1e-3, py::arg("residual") = "raw", py::arg("mean") = true,
-      py::arg("curvature") = "exact", py::arg("method") = "lm", py::arg("max_iter") = 1000, py::arg("ftol") = 1e-10, py::arg("xtol") = 1e-10,
+      py::arg("curvature") = "exact", py::arg("method") = "lm", py::arg("linear_solver") = "auto", py::arg("max_iter") = 1000, py::arg("ftol") = 1e-10, py::arg("xtol") = 1e-10,
       py::arg("gtol") = SolverOptions{}.gtol, py::arg("max_step") = 1.0,
       py::arg("hops") = 0, py::arg("hop_step") = 0.5, py::arg("hop_temperature") = 0.05,
       py::arg("screen_iter") = 0, py::arg("screen_ratio") = 1.5, py::arg("screen_keep") = 8,

@@ -6,6 +6,8 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
+#include <utility>
 
 #include "mixlaw/evaluate.hpp"
 #include "mixlaw/vmath.hpp"
@@ -346,7 +348,7 @@ class BatchedExpansion {
         if (lay_.kind[r] == Source::none) continue;
         const Vec vr = slot(r);
         const bool diag = r == q;
-        const double* w = Q_.data() + slot_pair(q, r) * n_;
+        const double* w = Q_.data() + pair(q, r) * n_;
         for (std::size_t a = 0; a < vq.len; ++a) {
           double* row = B + static_cast<std::size_t>(vq.idx[a]) * P;
           if (!vr.v) {  // B_a = sum_m Q_qr(m) v_qa(m)
@@ -995,6 +997,12 @@ double objective_gauss_newton_operator(const FitProblem& pb, const double* theta
   if (v.f < reject) v.expand.finish(grad, nullptr, P);
   return v.f;
 }
+
+// A solver keeps the current and the trial point's operators and swaps them.
+static_assert(std::is_nothrow_move_constructible<GaussNewtonOperator>::value &&
+                  std::is_nothrow_move_assignable<GaussNewtonOperator>::value &&
+                  std::is_nothrow_swappable<GaussNewtonOperator>::value,
+              "GaussNewtonOperator: cheap to swap");
 
 void GaussNewtonOperator::apply(const double* x, double* out) const {
   if (!plan_) return;

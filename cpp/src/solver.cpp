@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <utility>
 
 #include "mixlaw/random.hpp"
@@ -41,17 +42,6 @@ struct Space {
   }
   void to_theta(const double* z, double* theta) const {
     for (std::size_t p = 0; p < P; ++p) theta[p] = logp[p] ? std::exp(z[p]) : z[p];
-  }
-  // Chain rule d theta / d z applied to a gradient and a matrix.
-  void chain(const double* theta, double* g, double* B, std::vector<double>& d) const {
-    d.resize(P);
-    for (std::size_t p = 0; p < P; ++p) d[p] = logp[p] ? theta[p] : 1.0;
-    for (std::size_t p = 0; p < P; ++p) {
-      const double dp = d[p];
-      g[p] *= dp;
-      double* row = B + p * P;
-      for (std::size_t q = 0; q < P; ++q) row[q] *= dp * d[q];
-    }
   }
   void chain_grad(const double* theta, double* g) const {
     for (std::size_t p = 0; p < P; ++p)
@@ -135,10 +125,174 @@ double inf_norm(const std::vector<double>& v) {
   return m;
 }
 
+// The Gauss-Newton model of the current Levenberg-Marquardt iterate in z coordinates, and the
+// damped step on the free coordinates. Two implementations of the same model:
+// - DenseModel forms B (P x P, O(n_mix P^2) per evaluation) and factors the damped system
+//   (O(P^3)); fastest while P is small.
+// - OperatorModel keeps B factored per mixture (GaussNewtonOperator: a product B x costs
+//   O(n_mix x feature parameters)) and solves the damped system by conjugate gradients
+//   preconditioned with its diagonal; no P x P storage or work.
+class DenseModel {
+ public:
+  explicit DenseModel(std::size_t P) : P_(P), B_(P * P) {}
+  double evaluate(const FitProblem& pb, const double* theta, double* grad, double reject = inf) {
+    return objective_gauss_newton(pb, theta, grad, B_.data(), reject);
+  }
+  // B <- D B D for the chain rule d theta / d z = diag(d).
+  void chain(const std::vector<double>& d) {
+    for (std::size_t p = 0; p < P_; ++p) {
+      double* row = B_.data() + p * P_;
+      for (std::size_t q = 0; q < P_; ++q) row[q] *= d[p] * d[q];
+    }
+  }
+  const double* diagonal() const { return B_.data(); }
+  std::size_t diagonal_stride() const { return P_ + 1; }
+  // Solves (B_FF + lambda diag(max(B_pp, dmin))) s = rhs over the free coordinates `freev`,
+  // in place (rhs: one entry per free coordinate); false when the system is not positive
+  // definite to working precision.
+  bool solve(const std::vector<std::size_t>& freev, double lambda, double dmin, std::vector<double>& rhs,
+             const SolverOptions&) {
+    const std::size_t nF = freev.size();
+    A_.resize(nF * nF);  // every entry is written below
+    if (nF == P_) A_.assign(B_.begin(), B_.end());  // the common case: no bound active
+    else
+      for (std::size_t a = 0; a < nF; ++a)
+        for (std::size_t b = 0; b < nF; ++b) A_[a * nF + b] = B_[freev[a] * P_ + freev[b]];
+    for (std::size_t a = 0; a < nF; ++a) A_[a * nF + a] += lambda * std::max(B_[freev[a] * (P_ + 1)], dmin);
+    if (!cholesky(A_, nF)) return false;
+    cholesky_solve(A_, nF, rhs);
+    return true;
+  }
+  // s^T B s (s: P entries).
+  double quadratic(const std::vector<double>& s) {
+    double sBs = 0.0;
+    for (std::size_t p = 0; p < P_; ++p) {
+      if (s[p] == 0.0) continue;
+      double row = 0.0;
+      for (std::size_t q = 0; q < P_; ++q) row += B_[p * P_ + q] * s[q];
+      sBs += s[p] * row;
+    }
+    return sBs;
+  }
+  void swap(DenseModel& o) { B_.swap(o.B_); }
+
+ private:
+  std::size_t P_;
+  std::vector<double> B_, A_;
+};
+
+class OperatorModel {
+ public:
+  explicit OperatorModel(std::size_t P) : P_(P), d_(P, 1.0), diag_(P), u_(P), w_(P) {}
+  double evaluate(const FitProblem& pb, const double* theta, double* grad, double reject = inf) {
+    return objective_gauss_newton_operator(pb, theta, grad, op_, reject);
+  }
+  void chain(const std::vector<double>& d) {
+    d_ = d;
+    op_.diagonal(diag_.data());
+    for (std::size_t p = 0; p < P_; ++p) diag_[p] *= d[p] * d[p];
+  }
+  const double* diagonal() const { return diag_.data(); }
+  std::size_t diagonal_stride() const { return 1; }
+  // Preconditioned conjugate gradients on the damped system over the free coordinates,
+  // from 0 (every iterate is a descent direction), to a relative residual of cg_tol or
+  // cg_max_iter products; polls the cancel flag every product.
+  bool solve(const std::vector<std::size_t>& freev, double lambda, double dmin, std::vector<double>& rhs,
+             const SolverOptions& opt) {
+    const std::size_t nF = freev.size();
+    x_.assign(nF, 0.0);
+    r_ = rhs;
+    m_.resize(nF);
+    for (std::size_t a = 0; a < nF; ++a) {
+      const double dp = diag_[freev[a]];
+      m_[a] = 1.0 / (dp + lambda * std::max(dp, dmin));
+    }
+    z_.resize(nF);
+    p_.resize(nF);
+    q_.resize(nF);
+    double rz = 0.0, bb = 0.0;
+    for (std::size_t a = 0; a < nF; ++a) {
+      z_[a] = m_[a] * r_[a];
+      p_[a] = z_[a];
+      rz += r_[a] * z_[a];
+      bb += r_[a] * r_[a];
+    }
+    const double stop2 = opt.cg_tol * opt.cg_tol * bb;
+    const int max_it = std::max(1, std::min<int>(opt.cg_max_iter, static_cast<int>(nF)));
+    for (int it = 0; it < max_it && bb > 0; ++it) {
+      if (cancelled(opt)) return false;
+      damped_product(freev, lambda, dmin, p_, q_);
+      double pq = 0.0;
+      for (std::size_t a = 0; a < nF; ++a) pq += p_[a] * q_[a];
+      if (!(pq > 0) || !std::isfinite(pq)) break;  // curvature lost to rounding: keep the iterate
+      const double alpha = rz / pq;
+      double rr = 0.0;
+      for (std::size_t a = 0; a < nF; ++a) {
+        x_[a] += alpha * p_[a];
+        r_[a] -= alpha * q_[a];
+        rr += r_[a] * r_[a];
+      }
+      if (rr <= stop2) break;
+      double rz_new = 0.0;
+      for (std::size_t a = 0; a < nF; ++a) {
+        z_[a] = m_[a] * r_[a];
+        rz_new += r_[a] * z_[a];
+      }
+      const double beta = rz_new / rz;
+      rz = rz_new;
+      for (std::size_t a = 0; a < nF; ++a) p_[a] = z_[a] + beta * p_[a];
+    }
+    for (std::size_t a = 0; a < nF; ++a)
+      if (!std::isfinite(x_[a])) return false;
+    rhs = x_;
+    return true;
+  }
+  double quadratic(const std::vector<double>& s) {
+    apply(s.data(), w_.data());
+    double sBs = 0.0;
+    for (std::size_t p = 0; p < P_; ++p) sBs += s[p] * w_[p];
+    return sBs;
+  }
+  void swap(OperatorModel& o) {
+    std::swap(op_, o.op_);
+    d_.swap(o.d_);
+    diag_.swap(o.diag_);
+  }
+
+ private:
+  // out = B_z x (full length P).
+  void apply(const double* x, double* out) {
+    for (std::size_t p = 0; p < P_; ++p) u_[p] = d_[p] * x[p];
+    op_.apply(u_.data(), out);
+    for (std::size_t p = 0; p < P_; ++p) out[p] *= d_[p];
+  }
+  // q = (B_FF + lambda diag(max(B_pp, dmin))) v over the free coordinates.
+  void damped_product(const std::vector<std::size_t>& freev, double lambda, double dmin,
+                      const std::vector<double>& v, std::vector<double>& q) {
+    std::fill(full_in().begin(), full_in().end(), 0.0);
+    for (std::size_t a = 0; a < freev.size(); ++a) full_in()[freev[a]] = v[a];
+    apply(full_in().data(), w_.data());
+    for (std::size_t a = 0; a < freev.size(); ++a) {
+      const std::size_t p = freev[a];
+      q[a] = w_[p] + lambda * std::max(diag_[p], dmin) * v[a];
+    }
+  }
+  std::vector<double>& full_in() {
+    in_.resize(P_);
+    return in_;
+  }
+
+  std::size_t P_;
+  GaussNewtonOperator op_;
+  std::vector<double> d_, diag_, u_, w_, in_, x_, r_, m_, z_, p_, q_;
+};
+
+template <class Model>
 SolveResult solve_lm(const FitProblem& pb, const Space& sp, const double* theta0, const SolverOptions& opt) {
   const std::size_t P = sp.P;
   SolveResult res;
-  std::vector<double> z(P), theta(P), g(P), B(P * P), z_new(P), theta_new(P), step(P), g_new(P), B_new(P * P);
+  std::vector<double> z(P), theta(P), g(P), z_new(P), theta_new(P), step(P), g_new(P);
+  Model model(P), model_new(P);
   const double f_floor = rounding_floor(pb);
   sp.to_z(theta0, z.data());
   sp.to_theta(z.data(), theta.data());
@@ -158,8 +312,15 @@ SolveResult solve_lm(const FitProblem& pb, const Space& sp, const double* theta0
   const bool can_switch = pb.spec.loss == LossKind::huber && opt.max_switches > 0;
   int switches = 0, futile = 0, slow_steps = 0, window_steps = 0;
   double best_stat = inf, window_f = inf, window_stat = inf, phase_f = inf, phase_stat = inf;
-  std::vector<double> g_exact, B_exact;
-  double f = objective_gauss_newton(pb, theta.data(), g.data(), B.data());
+  std::vector<double> g_exact, dchain(P);
+  std::unique_ptr<Model> model_exact;
+  // Gradient and model into z coordinates.
+  const auto chain = [&](const std::vector<double>& th, std::vector<double>& grad, Model& m) {
+    for (std::size_t p = 0; p < P; ++p) dchain[p] = sp.logp[p] ? th[p] : 1.0;
+    for (std::size_t p = 0; p < P; ++p) grad[p] *= dchain[p];
+    m.chain(dchain);
+  };
+  double f = model.evaluate(pb, theta.data(), g.data());
   res.nfev = res.njev = 1;
   if (!std::isfinite(f)) {
     res.theta = theta;
@@ -168,26 +329,27 @@ SolveResult solve_lm(const FitProblem& pb, const Space& sp, const double* theta0
     res.stationarity = std::numeric_limits<double>::quiet_NaN();
     return res;
   }
-  std::vector<double> dchain;
-  sp.chain(theta.data(), g.data(), B.data(), dchain);
+  chain(theta, g, model);
   // Stationarity at the current point, its curvature units from the exact Gauss-Newton
   // matrix (the IRLS one, a majoriser, would shorten them).
   const auto certified_stationarity = [&]() {
-    if (cur->spec.outside_weight == 0.0) return sp.stationarity(z.data(), g.data(), f, f_floor, B.data(), P + 1);
+    if (cur->spec.outside_weight == 0.0)
+      return sp.stationarity(z.data(), g.data(), f, f_floor, model.diagonal(), model.diagonal_stride());
     const FitProblem& exact = pb.spec.outside_weight == 0.0 ? pb : other();
+    if (!model_exact) model_exact = std::make_unique<Model>(P);
     g_exact.resize(P);
-    B_exact.resize(P * P);
-    objective_gauss_newton(exact, theta.data(), g_exact.data(), B_exact.data());
+    model_exact->evaluate(exact, theta.data(), g_exact.data());
     ++res.nfev;
     ++res.njev;
-    sp.chain(theta.data(), g_exact.data(), B_exact.data(), dchain);
-    return sp.stationarity(z.data(), g_exact.data(), f, f_floor, B_exact.data(), P + 1);
+    chain(theta, g_exact, *model_exact);
+    return sp.stationarity(z.data(), g_exact.data(), f, f_floor, model_exact->diagonal(),
+                           model_exact->diagonal_stride());
   };
 
   double lambda = 1e-3, nu = 2.0;
   double radius = opt.max_step;  // grows while capped steps keep succeeding
   std::vector<std::size_t> freev;
-  std::vector<double> A, rhs;
+  std::vector<double> rhs;
   res.status = status_max_iter;
   for (res.nit = 0; res.nit < opt.max_iter;) {
     if (cancelled(opt)) {
@@ -205,26 +367,19 @@ SolveResult solve_lm(const FitProblem& pb, const Space& sp, const double* theta0
       res.status = status_converged;
       break;
     }
+    const double* diag = model.diagonal();
+    const std::size_t ds = model.diagonal_stride();
     double dmax = 0.0;
-    for (std::size_t p : freev) dmax = std::max(dmax, B[p * P + p]);
+    for (std::size_t p : freev) dmax = std::max(dmax, diag[p * ds]);
     const double dmin = dmax > 0 ? 1e-12 * dmax : 1.0;
 
     bool accepted = false;
     double f_new = f, pred = 0.0;
-    while (!accepted) {
-      A.resize(nF * nF);  // every entry is written below
+    while (!accepted && !cancelled(opt)) {
       rhs.resize(nF);
-      if (nF == P) A.assign(B.begin(), B.end());  // the common case: no bound active
-      else
-        for (std::size_t a = 0; a < nF; ++a)
-          for (std::size_t b = 0; b < nF; ++b) A[a * nF + b] = B[freev[a] * P + freev[b]];
-      for (std::size_t a = 0; a < nF; ++a) {
-        A[a * nF + a] += lambda * std::max(B[freev[a] * P + freev[a]], dmin);
-        rhs[a] = -g[freev[a]];
-      }
+      for (std::size_t a = 0; a < nF; ++a) rhs[a] = -g[freev[a]];
       double shrink = 1.0;
-      if (cholesky(A, nF)) {
-        cholesky_solve(A, nF, rhs);
+      if (model.solve(freev, lambda, dmin, rhs, opt)) {
         std::fill(step.begin(), step.end(), 0.0);
         z_new = z;
         double longest = 0.0, longest_log = 0.0;
@@ -240,21 +395,15 @@ SolveResult solve_lm(const FitProblem& pb, const Space& sp, const double* theta0
           step[p] = z_new[p] - z[p];
         }
         // Predicted decrease of the quadratic model along the projected step.
-        double gs = 0.0, sBs = 0.0;
-        for (std::size_t p = 0; p < P; ++p) {
-          if (step[p] == 0.0) continue;
-          gs += g[p] * step[p];
-          double row = 0.0;
-          for (std::size_t q = 0; q < P; ++q) row += B[p * P + q] * step[q];
-          sBs += step[p] * row;
-        }
-        pred = -(gs + 0.5 * sBs);
+        double gs = 0.0;
+        for (std::size_t p = 0; p < P; ++p) gs += g[p] * step[p];
+        pred = -(gs + 0.5 * model.quadratic(step));
         if (pred > 0) {
           sp.to_theta(z_new.data(), theta_new.data());
           // Most trial steps are accepted, so the trial point gets its gradient and
-          // Gauss-Newton matrix at once: one pass over the data per iteration instead of two
+          // Gauss-Newton model at once: one pass over the data per iteration instead of two
           // (a rejected point, f_new >= f, skips their expansion).
-          f_new = objective_gauss_newton(*cur, theta_new.data(), g_new.data(), B_new.data(), f);
+          f_new = model_new.evaluate(*cur, theta_new.data(), g_new.data(), f);
           ++res.nfev;
           ++res.njev;
           if (std::isfinite(f_new) && f_new < f) {
@@ -272,6 +421,10 @@ SolveResult solve_lm(const FitProblem& pb, const Space& sp, const double* theta0
       nu *= 2.0;
       if (lambda > 1e16) break;
     }
+    if (cancelled(opt)) {
+      res.status = status_cancelled;
+      break;
+    }
     bool stop = !accepted;  // no decrease possible along the damped step
     if (accepted) {
       const double decrease = f - f_new;
@@ -281,9 +434,9 @@ SolveResult solve_lm(const FitProblem& pb, const Space& sp, const double* theta0
       z.swap(z_new);
       theta.swap(theta_new);
       g.swap(g_new);
-      B.swap(B_new);
+      model.swap(model_new);
       f = f_new;
-      sp.chain(theta.data(), g.data(), B.data(), dchain);
+      chain(theta, g, model);
       // A step is slow when it barely decreases f (or barely moves) and does not halve the
       // smallest stationarity seen since the last switch either: close to a minimum, steps
       // below ftol that still shrink the gradient are progress.
@@ -322,10 +475,10 @@ SolveResult solve_lm(const FitProblem& pb, const Space& sp, const double* theta0
     // Stalled short of stationarity: go on with the other curvature from this point.
     ++switches;
     cur = cur == &pb ? &other() : &pb;
-    f = objective_gauss_newton(*cur, theta.data(), g.data(), B.data());
+    f = model.evaluate(*cur, theta.data(), g.data());
     ++res.nfev;
     ++res.njev;
-    sp.chain(theta.data(), g.data(), B.data(), dchain);
+    chain(theta, g, model);
     lambda = 1e-3;
     nu = 2.0;
     slow_steps = 0;
@@ -337,7 +490,8 @@ SolveResult solve_lm(const FitProblem& pb, const Space& sp, const double* theta0
   }
   res.theta = theta;
   res.f = f;
-  res.stationarity = res.status == status_cancelled ? sp.stationarity(z.data(), g.data(), f, f_floor) : certified_stationarity();
+  res.stationarity =
+      res.status == status_cancelled ? sp.stationarity(z.data(), g.data(), f, f_floor) : certified_stationarity();
   return res;
 }
 
@@ -500,9 +654,16 @@ const char* status_message(int status) {
   return "unknown status";
 }
 
+bool uses_dense_steps(const SolverOptions& opt, std::size_t P) {
+  if (opt.linear_solver != LinearSolver::automatic) return opt.linear_solver == LinearSolver::dense;
+  return P <= static_cast<std::size_t>(std::max(opt.dense_max_params, 0));
+}
+
 SolveResult local_solve(const FitProblem& pb, const Box& box, const double* theta0, const SolverOptions& opt) {
   const Space sp(box);
-  return opt.method == Method::lm ? solve_lm(pb, sp, theta0, opt) : solve_lbfgs(pb, sp, theta0, opt);
+  if (opt.method == Method::lbfgsb) return solve_lbfgs(pb, sp, theta0, opt);
+  return uses_dense_steps(opt, sp.P) ? solve_lm<DenseModel>(pb, sp, theta0, opt)
+                                     : solve_lm<OperatorModel>(pb, sp, theta0, opt);
 }
 
 SolveResult global_solve(const FitProblem& pb, const Box& box, const double* theta0, const SolverOptions& opt,

@@ -456,7 +456,7 @@ def _degenerate_warnings(law: Law, H: np.ndarray, y: np.ndarray, target: str, do
 def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, str, Sequence[str]] = None,
         n_starts: int = 64, seed: int = 0, bounds: Optional[BoundsLike] = None, loss: str = "huber",
         delta: float = 1e-3, residual: str = "raw", reduction: str = "mean", weights: Any = None,
-        method: str = "lm", curvature: str = "exact", hops: int = 0, hop_step: float = 0.5, hop_temperature: float = 0.05,
+        method: str = "lm", curvature: str = "exact", linear_solver: str = "auto", hops: int = 0, hop_step: float = 0.5, hop_temperature: float = 0.05,
         max_iter: int = 1000, ftol: float = 1e-10, xtol: float = 1e-10, gtol: float = 1e-6, max_step: float = 1.0,
         screen_iter: int = 0, screen_ratio: float = 1.5, screen_keep: int = 8, starts: Any = None,
         nest: Union[bool, "Fits"] = True, n_term: bool = True, d_term: bool = True, n_scale: float = 1e6,
@@ -494,6 +494,13 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
     curvature : {"exact", "irls"}
         Gauss-Newton curvature of a residual outside the Huber band for ``method="lm"``:
         the exact second derivative (0, default) or the IRLS weight ``delta/|r|``.
+    linear_solver : {"auto", "dense", "cg"}
+        How a Levenberg-Marquardt step is solved: ``"dense"`` forms the P x P Gauss-Newton
+        matrix and factors it (cost per iteration O(mixtures x P^2 + P^3)); ``"cg"`` solves
+        the step by conjugate gradients on products with the per-mixture factors of that
+        matrix (O(mixtures x P) per product, no P x P memory); ``"auto"`` (default) uses
+        dense steps up to 100 parameters and conjugate gradients beyond (measured crossover: see
+        bench/README.md, many domains).
     hops, hop_step, hop_temperature :
         Basin hopping after every local solve (0 hops: plain multi-start).
     max_iter, ftol, xtol, gtol :
@@ -580,7 +587,7 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
 
     lo, hi, touched = _resolve_bounds(L, bounds)
     options = dict(loss=loss, delta=_float_option(delta, "delta"), residual=residual, reduction=reduction,
-                   method=method, curvature=curvature,
+                   method=method, curvature=curvature, linear_solver=linear_solver,
                    n_starts=int(n_starts), seed=int(seed), hops=int(hops), hop_step=_float_option(hop_step, "hop_step"),
                    hop_temperature=_float_option(hop_temperature, "hop_temperature"), max_iter=int(max_iter),
                    ftol=_float_option(ftol, "ftol"), xtol=_float_option(xtol, "xtol"),
@@ -622,7 +629,7 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
                       d_scale=L.d_scale)
         nested_from = fit(runs, simpler, targets=target_list, n_starts=n_starts, seed=seed, loss=loss, delta=delta,
                           residual=residual, reduction=reduction, weights=weights, method=method,
-                          curvature=curvature, hops=hops,
+                          curvature=curvature, linear_solver=linear_solver, hops=hops,
                           hop_step=hop_step, hop_temperature=hop_temperature, max_iter=max_iter, ftol=ftol,
                           xtol=xtol, gtol=gtol, max_step=max_step, screen_iter=screen_iter, screen_ratio=screen_ratio,
                           screen_keep=screen_keep, nest=True, threads=threads,
@@ -696,7 +703,7 @@ def _prepare_job(runs: Any, L: Law, target: str, *, n_starts: int, seed: int, lo
                 records=(N, D, H, y))
 
 
-_SOLVER_KEYS = ("loss", "delta", "residual", "curvature", "method", "max_iter", "ftol", "xtol", "gtol", "max_step", "hops",
+_SOLVER_KEYS = ("loss", "delta", "residual", "curvature", "method", "linear_solver", "max_iter", "ftol", "xtol", "gtol", "max_step", "hops",
                 "hop_step", "hop_temperature", "screen_iter", "screen_ratio", "screen_keep")
 
 

@@ -94,11 +94,11 @@ class GaussNewtonOperator {
   std::size_t n_params() const { return static_cast<std::size_t>(P_); }
   // out = B x (out: P, overwritten; must not alias x).
   void apply(const double* x, double* out) const;
-  // out = diag(B) (P, overwritten); the same bits as the dense B's diagonal.
+  // out = diag(B) (P, overwritten), summed as objective_gauss_newton sums the dense B's.
   void diagonal(double* out) const;
 
-  // The per-mixture sums, mixtures innermost: Q_m[q][r] (r <= q) at Q[pair(q, r) * n_mix + m],
-  // slot gradient sums g[q * n_mix + m], feature gradients v[(voff_q + a) * n_mix + m].
+  // (Internal) the per-mixture sums, mixtures innermost: the slot matrices' lower triangles
+  // [pair][m], the slot gradient sums [slot][m] and the feature gradients [parameter][m].
   struct Sums {
     std::vector<double> Q, g, v;
   };

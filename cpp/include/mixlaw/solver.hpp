@@ -20,6 +20,7 @@
 namespace mixlaw {
 
 enum class Method : int { lm = 0, lbfgsb = 1 };
+enum class LinearSolver : int { automatic = 0, dense = 1, matrix_free = 2 };
 
 struct SolverOptions {
   Method method = Method::lm;
@@ -46,6 +47,14 @@ struct SolverOptions {
   // keeps making progress there, and the exact curvature then converges fast once the band
   // is populated. The start is stalled after max_switches switches in a row without progress.
   int max_switches = 2;
+  // How a Levenberg-Marquardt step is solved: dense (form the P x P Gauss-Newton matrix and
+  // factor it, O(n_mix P^2 + P^3) per iteration), matrix-free (conjugate gradients on
+  // products with the per-mixture factors, O(n_mix x feature parameters) per product), or
+  // automatic: dense up to dense_max_params parameters (bench/README.md, many domains).
+  LinearSolver linear_solver = LinearSolver::automatic;
+  int dense_max_params = 100;
+  double cg_tol = 1e-6;   // relative residual of the damped system
+  int cg_max_iter = 250;  // products per step (at most the number of free parameters)
   int history = 10;     // L-BFGS memory
   // Largest change of any z coordinate (log of a positive parameter, else the parameter)
   // in one Levenberg-Marquardt step. Far from a fit most residuals lie outside the Huber
@@ -102,6 +111,9 @@ struct SolveResult {
   double seconds = 0.0;  // wall time of this solve (reporting only; never affects results)
   bool success() const { return status == status_converged; }
 };
+
+// Whether Levenberg-Marquardt forms and factors the dense Gauss-Newton matrix for P parameters.
+bool uses_dense_steps(const SolverOptions& opt, std::size_t P);
 
 // One local solve from theta0 (clipped into the box first).
 SolveResult local_solve(const FitProblem& pb, const Box& box, const double* theta0, const SolverOptions& opt);
