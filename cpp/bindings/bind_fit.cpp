@@ -196,7 +196,8 @@ void bind_fit(py::module_& m) {
          const py::list& seeds, const std::string& loss, double delta, const std::string& residual, bool mean,
          const std::string& curvature, const std::string& method, const std::string& linear_solver, int max_iter,
          double ftol, double xtol, double gtol, double max_step, int hops, double hop_step,
-         double hop_temperature, int screen_iter, double screen_ratio, int screen_keep, std::optional<int> threads) {
+         double hop_temperature, int screen_iter, double screen_ratio, int screen_keep, std::optional<int> threads,
+         const py::object& tie) {
         const int nt = threads_arg(threads);
         const ObjectiveSpec spec = objective_spec(loss, delta, residual, curvature);
         SolverOptions opt;
@@ -230,6 +231,11 @@ void bind_fit(py::module_& m) {
         const std::size_t T = problems.size();
         if (starts.size() != T || lower.size() != T || upper.size() != T || seeds.size() != T)
           fail("starts, lower, upper, seeds: need one entry per problem");
+        py::list ties;
+        if (!tie.is_none()) {
+          ties = tie.cast<py::list>();
+          if (ties.size() != T) fail("tie: need one entry per problem (None: no ties)");
+        }
 
         std::vector<HeldProblem> held;
         held.reserve(T);
@@ -256,6 +262,25 @@ void bind_fit(py::module_& m) {
             if (!(task.box.lo[p] <= task.box.hi[p]) || std::isnan(task.box.lo[p]))
               fail("bounds: lower > upper for " + plan.params[p].name);
             task.box.log_scale[p] = plan.params[p].log_scale && task.box.lo[p] >= 0;
+          }
+          if (!tie.is_none() && !ties[t].is_none()) {
+            const py::array_t<long long, py::array::c_style | py::array::forcecast> labels(ties[t]);
+            if (labels.ndim() != 1 || static_cast<std::size_t>(labels.shape(0)) != P)
+              fail("tie: expected " + std::to_string(P) + " labels (one per parameter)");
+            task.box.group.resize(P);
+            std::vector<std::size_t> first_of;  // by label: the first parameter with it
+            for (std::size_t p = 0; p < P; ++p) {
+              const long long v = labels.at(static_cast<py::ssize_t>(p));
+              if (v < 0 || v >= static_cast<long long>(P)) fail("tie: labels must be in [0, number of parameters)");
+              task.box.group[p] = static_cast<int>(v);
+              if (first_of.size() <= static_cast<std::size_t>(v)) first_of.resize(static_cast<std::size_t>(v) + 1, P);
+              std::size_t& q = first_of[static_cast<std::size_t>(v)];
+              if (q == P) q = p;
+              else if (task.box.lo[p] != task.box.lo[q] || task.box.hi[p] != task.box.hi[q] ||
+                       task.box.log_scale[p] != task.box.log_scale[q])
+                fail("tie: " + plan.params[q].name + " and " + plan.params[p].name +
+                     " are tied but have different bounds or scaling");
+            }
           }
           task.starts = st.data();
           task.n_starts = static_cast<int>(st.shape(0));
@@ -306,8 +331,10 @@ void bind_fit(py::module_& m) {
       py::arg("gtol") = SolverOptions{}.gtol, py::arg("max_step") = 1.0,
       py::arg("hops") = 0, py::arg("hop_step") = 0.5, py::arg("hop_temperature") = 0.05,
       py::arg("screen_iter") = 0, py::arg("screen_ratio") = 1.5, py::arg("screen_keep") = 8,
-      py::arg("threads") = py::none(),
-      "Fit every (problem, start) pair in one parallel call. problems: list of (law, records, y, weights).");
+      py::arg("threads") = py::none(), py::arg("tie") = py::none(),
+      "Fit every (problem, start) pair in one parallel call. problems: list of (law, records, y, weights).\n"
+      "tie: None, or one entry per problem: None or P integer labels in [0, P); parameters with equal labels\n"
+      "share one value (equal bounds and scaling required; a start's group value is its first member's).");
 
   m.def("status_message", &status_message, py::arg("status"));
 }

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <unordered_map>
 #include <utility>
 
 #include "mixlaw/random.hpp"
@@ -15,38 +16,105 @@ constexpr double inf = std::numeric_limits<double>::infinity();
 
 bool cancelled(const SolverOptions& opt) { return opt.cancel != nullptr && opt.cancel->is_set(); }
 
-// The z <-> theta map and its box.
+// The z <-> theta map and its box. Without ties z has one coordinate per parameter; with
+// ties (Box::group) one per group, numbered in order of first appearance (so a group's index
+// is at most its first member's: DenseModel reduces its matrix in place on that account).
+// The expansion theta = T(z) has the Jacobian D M: M (P x Z) the 0/1 membership matrix,
+// D = diag(theta_p for a log-scaled parameter, else 1); the solvers see g_z = M^T D g and
+// B_z = M^T D B D M.
 struct Space {
-  std::size_t P;
-  std::vector<double> zlo, zhi;
-  std::vector<char> logp;
+  std::size_t P;  // parameters (theta)
+  std::size_t Z;  // solver coordinates (z); Z == P without ties
+  std::vector<double> zlo, zhi;  // Z
+  std::vector<char> logp;        // Z: coordinate moves in log space
+  std::vector<int> group;        // P: coordinate of each parameter; empty without ties
+  // Ties only: the members of coordinate i are member[member_start[i] .. member_start[i + 1]),
+  // ascending (first: member[member_start[i]]).
+  std::vector<std::size_t> member_start, member;
 
-  explicit Space(const Box& box) : P(box.lo.size()), zlo(P), zhi(P), logp(box.log_scale) {
-    for (std::size_t p = 0; p < P; ++p) {
-      if (logp[p]) {
+  explicit Space(const Box& box) : P(box.lo.size()), Z(P) {
+    if (!box.group.empty()) number_groups(box.group);
+    zlo.resize(Z);
+    zhi.resize(Z);
+    logp.resize(Z);
+    for (std::size_t i = 0; i < Z; ++i) {
+      const std::size_t p = tied() ? first(i) : i;
+      logp[i] = box.log_scale[p];
+      if (logp[i]) {
         // exp(z) must stay finite and non-zero: |z| <= 700 (about 1e304).
-        zlo[p] = box.lo[p] > 0 ? std::max(std::log(box.lo[p]), -700.0) : -700.0;
-        zhi[p] = std::min(std::log(box.hi[p]), 700.0);
+        zlo[i] = box.lo[p] > 0 ? std::max(std::log(box.lo[p]), -700.0) : -700.0;
+        zhi[i] = std::min(std::log(box.hi[p]), 700.0);
       } else {
-        zlo[p] = box.lo[p];
-        zhi[p] = box.hi[p];
+        zlo[i] = box.lo[p];
+        zhi[i] = box.hi[p];
       }
     }
   }
+  bool tied() const { return !group.empty(); }
+  std::size_t first(std::size_t i) const { return member[member_start[i]]; }
+  std::size_t size(std::size_t i) const { return member_start[i + 1] - member_start[i]; }
+  // Whether parameter p (not coordinate) is log-scaled.
+  bool log_param(std::size_t p) const { return logp[tied() ? static_cast<std::size_t>(group[p]) : p]; }
+  // A group's value is its first member's (the start of a tied group: its first member's draw).
   void to_z(const double* theta, double* z) const {
-    for (std::size_t p = 0; p < P; ++p) {
-      double v = logp[p] ? (theta[p] > 0 ? std::log(theta[p]) : zlo[p]) : theta[p];
-      if (logp[p] && !std::isfinite(v)) v = -700.0;  // theta == 0 with lo == 0: start very small
-      z[p] = std::min(std::max(v, zlo[p]), zhi[p]);
+    for (std::size_t i = 0; i < Z; ++i) {
+      const double t = theta[tied() ? first(i) : i];
+      double v = logp[i] ? (t > 0 ? std::log(t) : zlo[i]) : t;
+      if (logp[i] && !std::isfinite(v)) v = -700.0;  // theta == 0 with lo == 0: start very small
+      z[i] = std::min(std::max(v, zlo[i]), zhi[i]);
     }
   }
+  // Every member of a group gets the same bits.
   void to_theta(const double* z, double* theta) const {
-    for (std::size_t p = 0; p < P; ++p) theta[p] = logp[p] ? std::exp(z[p]) : z[p];
+    if (!tied()) {
+      for (std::size_t p = 0; p < P; ++p) theta[p] = logp[p] ? std::exp(z[p]) : z[p];
+      return;
+    }
+    for (std::size_t p = 0; p < P; ++p) {
+      const auto i = static_cast<std::size_t>(group[p]);
+      theta[p] = logp[i] ? std::exp(z[i]) : z[i];
+    }
   }
-  void chain_grad(const double* theta, double* g) const {
-    for (std::size_t p = 0; p < P; ++p)
-      if (logp[p]) g[p] *= theta[p];
+  // d theta_p / d z of each parameter (P entries): theta_p for a log-scaled one, else 1.
+  void chain_factors(const double* theta, double* d) const {
+    for (std::size_t p = 0; p < P; ++p) d[p] = log_param(p) ? theta[p] : 1.0;
   }
+  // g = M^T D gfull (Z entries) from the parameter gradient gfull (P entries); without ties
+  // g may be gfull itself (scaled in place).
+  void chain_grad(const double* theta, const double* gfull, double* g) const {
+    if (!tied()) {
+      for (std::size_t p = 0; p < P; ++p) g[p] = logp[p] ? gfull[p] * theta[p] : gfull[p];
+      return;
+    }
+    std::fill(g, g + Z, 0.0);
+    for (std::size_t p = 0; p < P; ++p) {
+      const auto i = static_cast<std::size_t>(group[p]);
+      g[i] += logp[i] ? gfull[p] * theta[p] : gfull[p];
+    }
+  }
+
+ private:
+  void number_groups(const std::vector<int>& labels) {
+    std::unordered_map<int, std::size_t> coordinate;  // label -> coordinate, by first appearance
+    std::vector<int> g(P);
+    std::vector<std::vector<std::size_t>> members;
+    for (std::size_t p = 0; p < P; ++p) {
+      const auto [it, fresh] = coordinate.emplace(labels[p], members.size());
+      if (fresh) members.emplace_back();
+      g[p] = static_cast<int>(it->second);
+      members[it->second].push_back(p);
+    }
+    if (members.size() == P) return;  // every label distinct: no ties
+    Z = members.size();
+    group = std::move(g);
+    member_start.assign(1, 0);
+    for (const auto& m : members) {
+      member.insert(member.end(), m.begin(), m.end());
+      member_start.push_back(member.size());
+    }
+  }
+
+ public:
   double clip(std::size_t p, double v) const { return std::min(std::max(v, zlo[p]), zhi[p]); }
   // A coordinate is held at its bound when the gradient pushes it outwards.
   bool active(std::size_t p, double z, double g) const {
@@ -58,7 +126,9 @@ struct Space {
   // shortened to sqrt(2 f / B_pp) where the Gauss-Newton curvature B_pp (z coordinates) says
   // that a shorter move already changes f by f: in such stiff coordinates the gradient left
   // at a minimum is set by the rounding of f, not by the distance to the minimum. Coordinates
-  // held at a bound count as stationary. diagB may be null (units of 1 / max(1, |z|)).
+  // held at a bound count as stationary. A scale coefficient collapsed to ~0 is stationary in
+  // z (its gradient there is theta times the parameter-space one) even where raising it
+  // would lower f: the fit names it in Fit.at_limit ("~0").
   // f_floor: the objective's rounding level (rounding_floor). The objective is never
   // negative, so a point at or below it is a global minimum to working precision (its
   // gradient is rounding noise): stationarity 0.
@@ -67,7 +137,7 @@ struct Space {
     if (f <= f_floor) return 0.0;
     const double fpos = std::max(f, std::numeric_limits<double>::min());
     double m = 0.0;
-    for (std::size_t p = 0; p < P; ++p) {
+    for (std::size_t p = 0; p < Z; ++p) {
       if (active(p, z[p], g[p])) continue;
       double unit = logp[p] ? 1.0 : std::max(1.0, std::fabs(z[p]));
       if (diagB && diagB[p * stride] > 0) unit = std::min(unit, std::sqrt(2.0 * fpos / diagB[p * stride]));
@@ -134,42 +204,48 @@ double inf_norm(const std::vector<double>& v) {
 //   preconditioned with its diagonal; no P x P storage or work.
 class DenseModel {
  public:
-  explicit DenseModel(std::size_t P) : P_(P), B_(P * P) {}
+  explicit DenseModel(const Space& sp) : sp_(&sp), P_(sp.P), Z_(sp.Z), B_(P_ * P_) {}
   double evaluate(const FitProblem& pb, const double* theta, double* grad, double reject = inf) {
     return objective_gauss_newton(pb, theta, grad, B_.data(), reject);
   }
-  // B <- D B D for the chain rule d theta / d z = diag(d).
+  // B <- D B D for the chain rule d theta / d z = diag(d); with ties B <- M^T D B D M (Z x Z,
+  // row-major with stride Z, in place in B's first Z * Z entries: see reduce).
   void chain(const std::vector<double>& d) {
+    if (sp_->tied()) {
+      reduce(d);
+      return;
+    }
     for (std::size_t p = 0; p < P_; ++p) {
       double* row = B_.data() + p * P_;
       for (std::size_t q = 0; q < P_; ++q) row[q] *= d[p] * d[q];
     }
   }
   const double* diagonal() const { return B_.data(); }
-  std::size_t diagonal_stride() const { return P_ + 1; }
+  std::size_t diagonal_stride() const { return Z_ + 1; }
   // Solves (B_FF + lambda diag(max(B_pp, dmin))) s = rhs over the free coordinates `freev`,
   // in place (rhs: one entry per free coordinate); false when the system is not positive
   // definite to working precision.
   bool solve(const std::vector<std::size_t>& freev, double lambda, double dmin, std::vector<double>& rhs,
              const SolverOptions&) {
-    const std::size_t nF = freev.size();
+    const std::size_t nF = freev.size(), n = Z_;
     A_.resize(nF * nF);  // every entry is written below
-    if (nF == P_) A_.assign(B_.begin(), B_.end());  // the common case: no bound active
+    if (nF == n) A_.assign(B_.begin(), B_.begin() + static_cast<std::ptrdiff_t>(n * n));  // no bound active
     else
       for (std::size_t a = 0; a < nF; ++a)
-        for (std::size_t b = 0; b < nF; ++b) A_[a * nF + b] = B_[freev[a] * P_ + freev[b]];
-    for (std::size_t a = 0; a < nF; ++a) A_[a * nF + a] += lambda * std::max(B_[freev[a] * (P_ + 1)], dmin);
+        for (std::size_t b = 0; b < nF; ++b) A_[a * nF + b] = B_[freev[a] * n + freev[b]];
+    for (std::size_t a = 0; a < nF; ++a) A_[a * nF + a] += lambda * std::max(B_[freev[a] * (n + 1)], dmin);
     if (!cholesky(A_, nF)) return false;
     cholesky_solve(A_, nF, rhs);
     return true;
   }
-  // s^T B s (s: P entries).
+  // s^T B s (s: one entry per coordinate).
   double quadratic(const std::vector<double>& s) {
+    const std::size_t n = Z_;
     double sBs = 0.0;
-    for (std::size_t p = 0; p < P_; ++p) {
+    for (std::size_t p = 0; p < n; ++p) {
       if (s[p] == 0.0) continue;
       double row = 0.0;
-      for (std::size_t q = 0; q < P_; ++q) row += B_[p * P_ + q] * s[q];
+      for (std::size_t q = 0; q < n; ++q) row += B_[p * n + q] * s[q];
       sBs += s[p] * row;
     }
     return sBs;
@@ -177,20 +253,76 @@ class DenseModel {
   void swap(DenseModel& o) { B_.swap(o.B_); }
 
  private:
-  std::size_t P_;
-  std::vector<double> B_, A_;
+  // B_z = M^T D B D M in place, O(P^2): first each row p's columns are summed over the groups
+  // (into the row's first Z entries), then the rows of each group are summed into row i of the
+  // Z x Z result at offset i Z. Coordinates are numbered by first appearance, so every member
+  // p of group i has p >= i, and the rows still to be read (p >= i + 1, at offset p P >= (i + 1) Z)
+  // lie past the rows written so far: no P x P scratch (check_memory counts none).
+  void reduce(const std::vector<double>& d) {
+    const std::vector<int>& group = sp_->group;
+    acc_.resize(Z_);
+    for (std::size_t p = 0; p < P_; ++p) {
+      double* row = B_.data() + p * P_;
+      std::fill(acc_.begin(), acc_.end(), 0.0);
+      for (std::size_t q = 0; q < P_; ++q) acc_[static_cast<std::size_t>(group[q])] += d[q] * row[q];
+      std::copy(acc_.begin(), acc_.end(), row);
+    }
+    for (std::size_t i = 0; i < Z_; ++i) {
+      std::fill(acc_.begin(), acc_.end(), 0.0);
+      for (std::size_t m = sp_->member_start[i]; m < sp_->member_start[i + 1]; ++m) {
+        const std::size_t p = sp_->member[m];
+        const double* row = B_.data() + p * P_;
+        for (std::size_t j = 0; j < Z_; ++j) acc_[j] += d[p] * row[j];
+      }
+      std::copy(acc_.begin(), acc_.end(), B_.begin() + static_cast<std::ptrdiff_t>(i * Z_));
+    }
+  }
+
+  const Space* sp_;
+  std::size_t P_, Z_;
+  std::vector<double> B_, A_, acc_;
 };
 
 class OperatorModel {
  public:
-  explicit OperatorModel(std::size_t P) : P_(P), d_(P, 1.0), diag_(P), u_(P), w_(P) {}
+  explicit OperatorModel(const Space& sp)
+      : sp_(&sp), P_(sp.P), Z_(sp.Z), d_(P_, 1.0), diag_(Z_), u_(P_), w_(Z_), wf_(sp.tied() ? P_ : 0) {}
   double evaluate(const FitProblem& pb, const double* theta, double* grad, double reject = inf) {
     return objective_gauss_newton_operator(pb, theta, grad, op_, reject);
   }
+  // With ties the diagonal of B_z = M^T D B D M is, for a group of one member p, d_p^2 B_pp;
+  // for a group of several it also holds the cross terms: v^T B v with v = D 1_group (not the
+  // sum of the members' diagonals), computed exactly by one operator product per such group,
+  // O(mixtures x (P + 36)) each; a conjugate-gradient step costs up to min(cg_max_iter, free
+  // coordinates) such products, so a few shared groups add little per iteration, and groups
+  // of one member (untied parameters) none.
   void chain(const std::vector<double>& d) {
     d_ = d;
-    op_.diagonal(diag_.data());
-    for (std::size_t p = 0; p < P_; ++p) diag_[p] *= d[p] * d[p];
+    if (!sp_->tied()) {
+      op_.diagonal(diag_.data());
+      for (std::size_t p = 0; p < P_; ++p) diag_[p] *= d[p] * d[p];
+      return;
+    }
+    op_.diagonal(wf_.data());
+    std::fill(u_.begin(), u_.end(), 0.0);
+    for (std::size_t i = 0; i < Z_; ++i) {
+      if (sp_->size(i) == 1) {
+        const std::size_t p = sp_->first(i);
+        diag_[i] = wf_[p] * d[p] * d[p];
+        continue;
+      }
+      const std::size_t* m0 = sp_->member.data() + sp_->member_start[i];
+      const std::size_t* m1 = sp_->member.data() + sp_->member_start[i + 1];
+      for (const std::size_t* m = m0; m != m1; ++m) u_[*m] = d[*m];
+      bv_.resize(P_);
+      op_.apply(u_.data(), bv_.data());
+      double vBv = 0.0;
+      for (const std::size_t* m = m0; m != m1; ++m) {
+        vBv += d[*m] * bv_[*m];
+        u_[*m] = 0.0;
+      }
+      diag_[i] = vBv;
+    }
   }
   const double* diagonal() const { return diag_.data(); }
   std::size_t diagonal_stride() const { return 1; }
@@ -250,7 +382,7 @@ class OperatorModel {
   double quadratic(const std::vector<double>& s) {
     apply(s.data(), w_.data());
     double sBs = 0.0;
-    for (std::size_t p = 0; p < P_; ++p) sBs += s[p] * w_[p];
+    for (std::size_t p = 0; p < Z_; ++p) sBs += s[p] * w_[p];
     return sBs;
   }
   void swap(OperatorModel& o) {
@@ -260,11 +392,19 @@ class OperatorModel {
   }
 
  private:
-  // out = B_z x (full length P).
+  // out = B_z x (one entry per coordinate): D B D x, or M^T D B D M x with ties.
   void apply(const double* x, double* out) {
-    for (std::size_t p = 0; p < P_; ++p) u_[p] = d_[p] * x[p];
-    op_.apply(u_.data(), out);
-    for (std::size_t p = 0; p < P_; ++p) out[p] *= d_[p];
+    if (!sp_->tied()) {
+      for (std::size_t p = 0; p < P_; ++p) u_[p] = d_[p] * x[p];
+      op_.apply(u_.data(), out);
+      for (std::size_t p = 0; p < P_; ++p) out[p] *= d_[p];
+      return;
+    }
+    const std::vector<int>& group = sp_->group;
+    for (std::size_t p = 0; p < P_; ++p) u_[p] = d_[p] * x[group[p]];
+    op_.apply(u_.data(), wf_.data());
+    std::fill(out, out + Z_, 0.0);
+    for (std::size_t p = 0; p < P_; ++p) out[group[p]] += d_[p] * wf_[p];
   }
   // q = (B_FF + lambda diag(max(B_pp, dmin))) v over the free coordinates.
   void damped_product(const std::vector<std::size_t>& freev, double lambda, double dmin,
@@ -278,21 +418,27 @@ class OperatorModel {
     }
   }
   std::vector<double>& full_in() {
-    in_.resize(P_);
+    in_.resize(Z_);
     return in_;
   }
 
-  std::size_t P_;
+  const Space* sp_;
+  std::size_t P_, Z_;
   GaussNewtonOperator op_;
-  std::vector<double> d_, diag_, u_, w_, in_, x_, r_, m_, z_, p_, q_;
+  // d_, u_, wf_: per parameter; diag_, w_, in_ and the CG vectors: per coordinate.
+  std::vector<double> d_, diag_, u_, w_, wf_, bv_, in_, x_, r_, m_, z_, p_, q_;
 };
 
 template <class Model>
 SolveResult solve_lm(const FitProblem& pb, const Space& sp, const double* theta0, const SolverOptions& opt) {
-  const std::size_t P = sp.P;
+  const std::size_t P = sp.P, n = sp.Z;  // parameters, coordinates
   SolveResult res;
-  std::vector<double> z(P), theta(P), g(P), z_new(P), theta_new(P), step(P), g_new(P);
-  Model model(P), model_new(P);
+  std::vector<double> z(n), theta(P), g(n), z_new(n), theta_new(P), step(n), g_new(n);
+  // With ties the models write parameter gradients here (gf*, P entries) and chain reduces
+  // them into g*; without, they write into g* directly.
+  std::vector<double> gf(sp.tied() ? P : 0), gf_new(gf.size()), gf_exact;
+  const auto full = [&](std::vector<double>& gz, std::vector<double>& gp) { return sp.tied() ? gp.data() : gz.data(); };
+  Model model(sp), model_new(sp);
   const double f_floor = rounding_floor(pb);
   sp.to_z(theta0, z.data());
   sp.to_theta(z.data(), theta.data());
@@ -314,13 +460,16 @@ SolveResult solve_lm(const FitProblem& pb, const Space& sp, const double* theta0
   double best_stat = inf, window_f = inf, window_stat = inf, phase_f = inf, phase_stat = inf;
   std::vector<double> g_exact, dchain(P);
   std::unique_ptr<Model> model_exact;
-  // Gradient and model into z coordinates.
-  const auto chain = [&](const std::vector<double>& th, std::vector<double>& grad, Model& m) {
-    for (std::size_t p = 0; p < P; ++p) dchain[p] = sp.logp[p] ? th[p] : 1.0;
-    for (std::size_t p = 0; p < P; ++p) grad[p] *= dchain[p];
+  // Gradient and model into z coordinates (gradient: from gpar with ties, in place without).
+  const auto chain = [&](const std::vector<double>& th, std::vector<double>& grad, const std::vector<double>& gpar,
+                         Model& m) {
+    sp.chain_factors(th.data(), dchain.data());
+    if (sp.tied()) sp.chain_grad(th.data(), gpar.data(), grad.data());
+    else
+      for (std::size_t p = 0; p < P; ++p) grad[p] *= dchain[p];
     m.chain(dchain);
   };
-  double f = model.evaluate(pb, theta.data(), g.data());
+  double f = model.evaluate(pb, theta.data(), full(g, gf));
   res.nfev = res.njev = 1;
   if (!std::isfinite(f)) {
     res.theta = theta;
@@ -329,19 +478,20 @@ SolveResult solve_lm(const FitProblem& pb, const Space& sp, const double* theta0
     res.stationarity = std::numeric_limits<double>::quiet_NaN();
     return res;
   }
-  chain(theta, g, model);
+  chain(theta, g, gf, model);
   // Stationarity at the current point, its curvature units from the exact Gauss-Newton
   // matrix (the IRLS one, a majoriser, would shorten them).
   const auto certified_stationarity = [&]() {
     if (cur->spec.outside_weight == 0.0)
       return sp.stationarity(z.data(), g.data(), f, f_floor, model.diagonal(), model.diagonal_stride());
     const FitProblem& exact = pb.spec.outside_weight == 0.0 ? pb : other();
-    if (!model_exact) model_exact = std::make_unique<Model>(P);
-    g_exact.resize(P);
-    model_exact->evaluate(exact, theta.data(), g_exact.data());
+    if (!model_exact) model_exact = std::make_unique<Model>(sp);
+    g_exact.resize(n);
+    gf_exact.resize(gf.size());
+    model_exact->evaluate(exact, theta.data(), full(g_exact, gf_exact));
     ++res.nfev;
     ++res.njev;
-    chain(theta, g_exact, *model_exact);
+    chain(theta, g_exact, gf_exact, *model_exact);
     return sp.stationarity(z.data(), g_exact.data(), f, f_floor, model_exact->diagonal(),
                            model_exact->diagonal_stride());
   };
@@ -358,7 +508,7 @@ SolveResult solve_lm(const FitProblem& pb, const Space& sp, const double* theta0
     }
     ++res.nit;
     freev.clear();
-    for (std::size_t p = 0; p < P; ++p)
+    for (std::size_t p = 0; p < n; ++p)
       if (!sp.active(p, z[p], g[p])) freev.push_back(p);
     const std::size_t nF = freev.size();
     double gmax = 0.0;
@@ -396,14 +546,14 @@ SolveResult solve_lm(const FitProblem& pb, const Space& sp, const double* theta0
         }
         // Predicted decrease of the quadratic model along the projected step.
         double gs = 0.0;
-        for (std::size_t p = 0; p < P; ++p) gs += g[p] * step[p];
+        for (std::size_t p = 0; p < n; ++p) gs += g[p] * step[p];
         pred = -(gs + 0.5 * model.quadratic(step));
         if (pred > 0) {
           sp.to_theta(z_new.data(), theta_new.data());
           // Most trial steps are accepted, so the trial point gets its gradient and
           // Gauss-Newton model at once: one pass over the data per iteration instead of two
           // (a rejected point, f_new >= f, skips their expansion).
-          f_new = model_new.evaluate(*cur, theta_new.data(), g_new.data(), f);
+          f_new = model_new.evaluate(*cur, theta_new.data(), full(g_new, gf_new), f);
           ++res.nfev;
           ++res.njev;
           if (std::isfinite(f_new) && f_new < f) {
@@ -434,9 +584,10 @@ SolveResult solve_lm(const FitProblem& pb, const Space& sp, const double* theta0
       z.swap(z_new);
       theta.swap(theta_new);
       g.swap(g_new);
+      gf.swap(gf_new);
       model.swap(model_new);
       f = f_new;
-      chain(theta, g, model);
+      chain(theta, g, gf, model);
       // A step is slow when it barely decreases f (or barely moves) and does not halve the
       // smallest stationarity seen since the last switch either: close to a minimum, steps
       // below ftol that still shrink the gradient are progress.
@@ -475,10 +626,10 @@ SolveResult solve_lm(const FitProblem& pb, const Space& sp, const double* theta0
     // Stalled short of stationarity: go on with the other curvature from this point.
     ++switches;
     cur = cur == &pb ? &other() : &pb;
-    f = model.evaluate(*cur, theta.data(), g.data());
+    f = model.evaluate(*cur, theta.data(), full(g, gf));
     ++res.nfev;
     ++res.njev;
-    chain(theta, g, model);
+    chain(theta, g, gf, model);
     lambda = 1e-3;
     nu = 2.0;
     slow_steps = 0;
@@ -497,14 +648,16 @@ SolveResult solve_lm(const FitProblem& pb, const Space& sp, const double* theta0
 
 // Projected L-BFGS: two-loop direction on the free variables, projected Armijo search.
 SolveResult solve_lbfgs(const FitProblem& pb, const Space& sp, const double* theta0, const SolverOptions& opt) {
-  const std::size_t P = sp.P;
+  const std::size_t P = sp.Z;  // coordinates (the parameters: sp.P)
   SolveResult res;
-  std::vector<double> z(P), theta(P), g(P), d(P), z_new(P), theta_new(P), g_new(P);
+  std::vector<double> z(P), theta(sp.P), g(P), d(P), z_new(P), theta_new(sp.P), g_new(P);
+  std::vector<double> gf(sp.tied() ? sp.P : 0);  // the parameter gradient with ties
+  double* const gpar = sp.tied() ? gf.data() : nullptr;
   const double f_floor = rounding_floor(pb);
   sp.to_z(theta0, z.data());
   sp.to_theta(z.data(), theta.data());
-  double f = objective_grad(pb, theta.data(), g.data());
-  sp.chain_grad(theta.data(), g.data());
+  double f = objective_grad(pb, theta.data(), gpar ? gpar : g.data());
+  sp.chain_grad(theta.data(), gpar ? gpar : g.data(), g.data());
   res.nfev = res.njev = 1;
   if (!std::isfinite(f)) {
     res.theta = theta;
@@ -600,8 +753,8 @@ SolveResult solve_lbfgs(const FitProblem& pb, const Space& sp, const double* the
       res.status = status_stalled;  // classified by stationarity below
       break;
     }
-    f_new = objective_grad(pb, theta_new.data(), g_new.data());
-    sp.chain_grad(theta_new.data(), g_new.data());
+    f_new = objective_grad(pb, theta_new.data(), gpar ? gpar : g_new.data());
+    sp.chain_grad(theta_new.data(), gpar ? gpar : g_new.data(), g_new.data());
     ++res.njev;
     std::vector<double> s(P), y(P);
     double sy = 0.0, yy = 0.0, snorm = 0.0, znorm = 0.0;
@@ -679,14 +832,14 @@ SolveResult basin_hop(const FitProblem& pb, const Box& box, SolveResult first, c
   Rng rng(seed);
   SolveResult current = best;
   int nit = best.nit, nfev = best.nfev, njev = best.njev;
-  std::vector<double> z(sp.P), trial(sp.P);
+  std::vector<double> z(sp.Z), trial(sp.P);
   for (int hop = 0; hop < opt.hops; ++hop) {
     if (cancelled(opt)) {
       best.status = status_cancelled;
       break;
     }
     sp.to_z(current.theta.data(), z.data());
-    for (std::size_t p = 0; p < sp.P; ++p) z[p] = sp.clip(p, z[p] + opt.hop_step * (2.0 * rng.uniform() - 1.0));
+    for (std::size_t p = 0; p < sp.Z; ++p) z[p] = sp.clip(p, z[p] + opt.hop_step * (2.0 * rng.uniform() - 1.0));
     sp.to_theta(z.data(), trial.data());
     SolveResult r = local_solve(pb, box, trial.data(), opt);
     nit += r.nit;

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import _core
 from .data import Runs
-from .fit import Fits, _solver_options, _target_seed, fit, random_starts
+from .fit import Fits, _resolve_tie, _solver_options, _target_seed, fit, random_starts
 from .laws import Law
 from .laws import law as make_law
 from .protocols import slimpajama_paper_split
@@ -311,11 +311,12 @@ def bootstrap(runs: Runs, law: Union[str, Law] = "additive", *, targets: Union[N
             lo[L.index(n)], hi[L.index(n)] = a, c
         return lo, hi
 
-    problems, starts, seeds, keys, lows, highs = [], [], [], [], [], []
+    problems, starts, seeds, keys, lows, highs, ties = [], [], [], [], [], [], []
     for t in base:
         L = base[t].law  # per target: bimix describes each target through its own domain
         y_all = np.asarray(runs.targets[t], dtype=float)
         lo, hi = law_bounds(L)
+        tie_labels, _ = _resolve_tie(L, opts.get("tie") or None, lo, hi)  # refits tied as the estimate
         for b, sample in enumerate(resamples):
             idx = np.concatenate([rows_of[r] for r in sample])
             idx = idx[np.isfinite(y_all[idx])]
@@ -329,7 +330,9 @@ def bootstrap(runs: Runs, law: Union[str, Law] = "additive", *, targets: Union[N
             keys.append((t, b))
             lows.append(lo)
             highs.append(hi)
-    res = _core.fit_many(problems, starts, lows, highs, seeds, threads=threads, **_solver_options(opts))
+            ties.append(tie_labels)
+    res = _core.fit_many(problems, starts, lows, highs, seeds, threads=threads,
+                         tie=None if all(x is None for x in ties) else ties, **_solver_options(opts))
     samples = {t: np.full((n_boot, base[t].law.n_params), np.nan) for t in base}
     for (t, b), r in zip(keys, res):
         fun = np.where(np.isfinite(r["fun"]), r["fun"], np.inf)

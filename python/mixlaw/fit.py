@@ -369,6 +369,50 @@ def _resolve_bounds(law: Law, bounds: Optional[BoundsLike]) -> tuple[np.ndarray,
     return lo, hi, touched
 
 
+def _resolve_tie(law: Law, tie: Any, lo: np.ndarray, hi: np.ndarray) -> tuple[Optional[np.ndarray], dict]:
+    """The solver's labels of ``tie`` (one per parameter: the index of its group's first
+    member, or its own; None without ties) and the groups as ``{shared name: [parameter
+    names in law order]}`` for ``Fit.options``."""
+    if tie is None:
+        return None, {}
+    if not isinstance(tie, Mapping):
+        raise TypeError("tie: expected a mapping {shared name: glob or list of globs}")
+    names = law.param_names
+    log_scale = np.asarray(law.log_scale, dtype=bool) & (lo >= 0)  # as the solver moves them
+    owner: dict = {}
+    groups: dict = {}
+    labels = np.arange(law.n_params, dtype=np.int64)
+    for shared, globs in tie.items():
+        if not isinstance(shared, str) or not shared:
+            raise TypeError(f"tie: shared names must be non-empty strings, got {shared!r}")
+        pats = [globs] if isinstance(globs, str) else globs
+        if not isinstance(pats, Sequence) or not pats or not all(isinstance(g, str) for g in pats):
+            raise TypeError(f"tie: group {shared!r} must map to a glob or a non-empty list of globs, got {globs!r}")
+        idx: set = set()
+        for pat in pats:
+            hit = [i for i, n in enumerate(names) if fnmatch.fnmatchcase(n, pat)]
+            if not hit:
+                raise ValueError(f"tie: {pat!r} (group {shared!r}) matches no parameter of {law!r}; "
+                                 f"parameters: {list(names)}")
+            idx.update(hit)
+        members = sorted(idx)
+        for i in members:
+            if names[i] in owner:
+                raise ValueError(f"tie: parameter {names[i]!r} is in two groups, {owner[names[i]]!r} and {shared!r}")
+            owner[names[i]] = shared
+        logs = [names[i] for i in members if log_scale[i]]
+        if logs and len(logs) < len(members):
+            raise ValueError(f"tie: group {shared!r} mixes log-scaled parameters {logs} with linear ones "
+                             f"{[names[i] for i in members if not log_scale[i]]}; tie parameters of one kind")
+        if any(lo[i] != lo[members[0]] or hi[i] != hi[members[0]] for i in members):
+            detail = ", ".join(f"{names[i]} [{lo[i]:g}, {hi[i]:g}]" for i in members)
+            raise ValueError(f"tie: group {shared!r} ties parameters with different bounds ({detail}); give them "
+                             "the same bounds with bounds=")
+        labels[members] = members[0]
+        groups[shared] = [names[i] for i in members]
+    return (labels if groups else None), groups
+
+
 def random_starts(law: Law, n_starts: int, rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray,
                   init_lo: Optional[np.ndarray] = None, init_hi: Optional[np.ndarray] = None) -> np.ndarray:
     """Starts drawn in the law's init ranges (log-uniform for log-scaled parameters),
@@ -454,7 +498,8 @@ def _degenerate_warnings(law: Law, H: np.ndarray, y: np.ndarray, target: str, do
 
 
 def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, str, Sequence[str]] = None,
-        n_starts: int = 64, seed: int = 0, bounds: Optional[BoundsLike] = None, loss: str = "huber",
+        n_starts: int = 64, seed: int = 0, bounds: Optional[BoundsLike] = None,
+        tie: Optional[Mapping[str, Union[str, Sequence[str]]]] = None, loss: str = "huber",
         delta: float = 1e-3, residual: str = "raw", reduction: str = "mean", weights: Any = None,
         method: str = "lm", curvature: str = "exact", linear_solver: str = "auto", hops: int = 0, hop_step: float = 0.5, hop_temperature: float = 0.05,
         max_iter: int = 1000, ftol: float = 1e-10, xtol: float = 1e-10, gtol: float = 1e-6, max_step: float = 1.0,
@@ -488,6 +533,21 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
     bounds : mapping, optional
         ``{name or glob: (lower, upper)}`` overriding the law's defaults, e.g.
         ``{"E": (0, 2), "gamma_*": (0, 1)}``.
+    tie : mapping, optional
+        Parameter tying: ``{shared name: glob or list of globs}``; the parameters a group
+        matches take one common value during the fit, e.g. ``{"gamma": "gamma_*"}`` (one
+        exponent shared by all domains) or ``{"gamma_code": ["gamma_3", "gamma_4"],
+        "gamma_web": "gamma_[125]"}``. For designs with many domains and few mixtures, which
+        cannot identify one exponent per domain. :attr:`Fit.x` still holds every parameter
+        of the law (tied ones exactly equal), and ``Fit.options["tie"]`` records the groups
+        as ``{shared name: [parameter names]}`` (``{}`` without ties; pass it back as ``tie``
+        to refit). The solver works on one coordinate per group (gradients and
+        Gauss-Newton matrices summed over its members). A group starts at its first
+        member's (law order) value of each start, random or explicit. A glob that matches
+        no parameter, a parameter in two groups, a group mixing log-scaled and linear
+        parameters, or one whose members have different bounds (after ``bounds``): a
+        ValueError naming ``tie``. With nesting, the simpler law is fitted with the groups
+        restricted to its own parameters.
     weights : array (n,), optional
         Per-record weights (aligned with ``runs``).
     method : {"lm", "lbfgsb"}
@@ -586,6 +646,7 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
             raise ValueError("weights: must be finite and >= 0")
 
     lo, hi, touched = _resolve_bounds(L, bounds)
+    tie_labels, tie_groups = _resolve_tie(L, tie, lo, hi)
     options = dict(loss=loss, delta=_float_option(delta, "delta"), residual=residual, reduction=reduction,
                    method=method, curvature=curvature, linear_solver=linear_solver,
                    n_starts=int(n_starts), seed=int(seed), hops=int(hops), hop_step=_float_option(hop_step, "hop_step"),
@@ -595,7 +656,8 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
                    max_step=_float_option(max_step, "max_step"), screen_iter=int(screen_iter),
                    screen_ratio=_float_option(screen_ratio, "screen_ratio"), screen_keep=int(screen_keep),
                    nest=bool(nest) if not isinstance(nest, Fits) else True,
-                   bounds={n: [float(lo[L.index(n)]), float(hi[L.index(n)])] for n in sorted(touched)})
+                   bounds={n: [float(lo[L.index(n)]), float(hi[L.index(n)])] for n in sorted(touched)},
+                   tie=tie_groups)
 
     # Per-target data, identifiability checks and starts.
     explicit = None if starts is None else _floats(starts, "starts")
@@ -634,14 +696,17 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
                           xtol=xtol, gtol=gtol, max_step=max_step, screen_iter=screen_iter, screen_ratio=screen_ratio,
                           screen_keep=screen_keep, nest=True, threads=threads,
                           bounds={n: b for n, b in (bounds or {}).items()
-                                  if any(fnmatch.fnmatchcase(p, n) for p in simpler.param_names)})
+                                  if any(fnmatch.fnmatchcase(p, n) for p in simpler.param_names)},
+                          tie={g: kept for g, members in tie_groups.items()
+                               if (kept := [n for n in members if n in simpler.param_names])})
     if nested_from is not None:
         for ti, t in enumerate(target_list):
             mapped = embed(nested_from[t].x, nested_from[t].law, L)
             start_list[ti] = np.vstack([mapped[None, :], start_list[ti]])
 
     results = _core.fit_many(problems, start_list, [lo] * len(problems), [hi] * len(problems), seeds,
-                             threads=threads, **_solver_options(options))
+                             threads=threads, tie=None if tie_labels is None else [tie_labels] * len(problems),
+                             **_solver_options(options))
     domains = tuple(getattr(runs, "domains", ()))
     opts = dict(options, nested_start=nested_from is not None)
     fits = {t: _assemble_fit(laws[ti], t, results[ti], records_n[ti], opts, domains, lo, hi)

@@ -23,7 +23,7 @@ namespace mixlaw {
 
 struct FitTask {
   const FitProblem* problem = nullptr;
-  Box box;
+  Box box;  // bounds, log scaling and ties (Box::group) of the problem's parameters
   const double* starts = nullptr;  // n_starts x P, parameter space
   int n_starts = 0;
   std::uint64_t seed = 0;  // basin-hopping stream of start s: mix_seed(seed, s)

@@ -1,7 +1,10 @@
 // Bounded local solvers for one fitting problem, and basin hopping around them.
 //
 // Both solvers work in an internal space z where positive scale parameters are
-// log-transformed (theta = exp(z)); bounds become a box in z. Stopping rules use
+// log-transformed (theta = exp(z)); bounds become a box in z. Tied parameters (Box::group)
+// share one z coordinate: theta = expand(z), gradients and Gauss-Newton models are reduced
+// by the chain rule, and bounds, active sets, stopping rules and basin hopping all work on
+// the reduced z. Stopping rules use
 // relative decreases, relative steps and the gradient relative to the objective only, so
 // scaling the objective (mean vs sum) never changes where a solver stops.
 //
@@ -100,6 +103,13 @@ const char* status_message(int status);
 struct Box {
   std::vector<double> lo, hi;
   std::vector<char> log_scale;  // move this parameter in log space
+  // Parameter tying (empty: none). P labels: parameters with equal labels share one solver
+  // coordinate, so they take one common value; the solvers work on one coordinate per label
+  // (numbered in order of first appearance), and results keep every parameter (tied ones
+  // bitwise equal). Members of a group must have equal lo, hi and log_scale (the caller
+  // checks). A start's group value is its first member's. Labels all distinct: the untied
+  // solver, bit for bit.
+  std::vector<int> group;
 };
 
 struct SolveResult {
