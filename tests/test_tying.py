@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import mixlaw
-from test_convergence import additive_terms
+from test_convergence import additive_terms, draw_additive_runs
 
 GTOL = 1e-6  # fit()'s default
 DELTA = 1e-3
@@ -25,15 +25,7 @@ def additive_runs(k: int, n_mix: int, seed: int, common_gamma=None, noise: float
     truth = np.concatenate([[1.8, 400.0, 400.0, 0.35, 0.3], np.exp(rng.uniform(np.log(0.5), np.log(5), k)), gamma])
 
     def draw(n: int) -> mixlaw.Runs:
-        Hm = rng.dirichlet(np.ones(k), size=n)
-        Hm[rng.random(Hm.shape) < 0.2] = 0
-        Hm[Hm.sum(1) == 0, 0] = 1
-        Hm /= Hm.sum(1, keepdims=True)
-        NN, DD = np.meshgrid([50e6, 100e6, 200e6, 400e6], np.array([1, 2, 4, 8, 16]) * 1e9, indexing="ij")
-        N, D = np.tile(NN.ravel(), n), np.tile(DD.ravel(), n)
-        H = np.repeat(Hm, NN.size, axis=0)
-        y = additive_terms(truth, k, N, D, H)[0] * (1 + noise * rng.standard_normal(N.size))
-        return mixlaw.Runs(N, D, H, targets={"loss": y})
+        return draw_additive_runs(rng, truth, k, n, noise)
 
     return truth, draw
 

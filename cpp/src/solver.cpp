@@ -797,6 +797,7 @@ SolveResult solve_lbfgs(const FitProblem& pb, const Space& sp, const double* the
 
 const char* status_message(int status) {
   switch (status) {
+    case status_collapsed: return "collapsed: stationary in log coordinates, but a scale coefficient was driven to ~0 although raising it lowers the objective; not a minimum";
     case status_stalled: return "stalled: the steps stopped decreasing the objective before it was stationary (projected gradient above gtol); not a minimum";
     case status_screened: return "screened out: stopped after the screening iterations, its objective then above screen_ratio times the best start's";
     case status_cancelled: return "cancelled (interrupted before or while this start ran)";

@@ -64,7 +64,7 @@ class ConvergenceWarning(UserWarning):
 
 
 #: Status of a start (``Fit.status``, ``Fit.starts_status``); only 1 is a success.
-STATUS_CONVERGED, STATUS_MAX_ITER, STATUS_STALLED, STATUS_SCREENED = 1, 0, -4, -3
+STATUS_CONVERGED, STATUS_MAX_ITER, STATUS_STALLED, STATUS_SCREENED, STATUS_COLLAPSED = 1, 0, -4, -3, -5
 #: At least this many starts must end for the "few starts reached the best" warning, and
 #: fewer than this fraction of them (or one start) reaching the best objective triggers it.
 _FEW_AT_BEST_MIN_STARTS, _FEW_AT_BEST_FRACTION = 8, 0.05
@@ -89,7 +89,9 @@ class Fit:
         Convergence of the best start. ``success`` is True only when it is first-order
         stationary (``status == 1``: its projected gradient, relative to the objective, is
         below ``gtol``; see :attr:`stationarity`). Other statuses: 0 iteration limit, -4
-        stalled (the steps stopped decreasing the objective before it was stationary), -1
+        stalled (the steps stopped decreasing the objective before it was stationary), -5
+        collapsed (stationary in the solver's log coordinates, but a scale coefficient was
+        driven to ~0 although raising it lowers the objective: not a minimum), -1
         objective not finite at the start, -2 cancelled, -3 screened out
         (:func:`mixlaw._core.status_message`). Non-convergence is reported in the result and
         by a :class:`ConvergenceWarning`, never raised.
@@ -707,9 +709,10 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
     results = _core.fit_many(problems, start_list, [lo] * len(problems), [hi] * len(problems), seeds,
                              threads=threads, tie=None if tie_labels is None else [tie_labels] * len(problems),
                              **_solver_options(options))
+    _revive_collapsed(laws, problems, results, lo, hi, seeds, options, threads, tie_labels)
     domains = tuple(getattr(runs, "domains", ()))
     opts = dict(options, nested_start=nested_from is not None)
-    fits = {t: _assemble_fit(laws[ti], t, results[ti], records_n[ti], opts, domains, lo, hi)
+    fits = {t: _assemble_fit(laws[ti], t, results[ti], records_n[ti], opts, domains, lo, hi, problems[ti])
             for ti, t in enumerate(target_list)}
     return Fits(fits, elapsed=time.perf_counter() - t0)
 
@@ -779,8 +782,81 @@ def _solver_options(options: Mapping[str, Any]) -> dict:
     return out
 
 
+def _collapse_gain(L: Law, x: np.ndarray, problem: tuple, options: Mapping[str, Any], hi: np.ndarray) -> np.ndarray:
+    """Per parameter, how far a converged start is from a minimum in parameter space through a
+    coefficient collapsed to ~0: the solver moves scale coefficients in log space, where a
+    coefficient driven to ~0 has a vanishing gradient even when raising it would lower the
+    objective (a violated KKT condition at theta = 0 that no measure in log coordinates sees).
+    The first-order decrease of f, relative to f, from raising such a coefficient to the bottom
+    of the range random starts are drawn from; 0 for every other parameter."""
+    low = L.log_scale & (x < _DEGENERATE_FRACTION * L.init_lower) & (x < hi)
+    if not np.any(low):
+        return np.zeros(x.shape)
+    f, g = _core.objective(problem[0], problem[1], problem[2], problem[3], x, loss=options["loss"],
+                           delta=options["delta"], residual=options["residual"],
+                           mean=options.get("reduction", "mean") == "mean")
+    if not (f > 0 and np.all(np.isfinite(g))):
+        return np.zeros(x.shape)
+    return np.where(low & (g < 0), -g * (L.init_lower - x), 0.0) / f
+
+
+def _collapsed(L: Law, x: np.ndarray, problem: tuple, options: Mapping[str, Any], hi: np.ndarray) -> float:
+    """The largest :func:`_collapse_gain` of a start (0: no collapsed coefficient to raise)."""
+    return float(np.max(_collapse_gain(L, x, problem, options, hi), initial=0.0))
+
+
+#: Rounds of reviving collapsed coefficients (see _revive_collapsed).
+_REVIVE_ROUNDS = 3
+
+
+def _revive_collapsed(laws: Sequence[Law], problems: Sequence[tuple], results: list, lo: np.ndarray,
+                      hi: np.ndarray, seeds: Sequence[int], options: Mapping[str, Any],
+                      threads: Optional[int], tie_labels: Optional[np.ndarray] = None) -> None:
+    """Starts that converged in log coordinates with coefficients collapsed to ~0 that should
+    grow (:func:`_collapse_gain` above gtol) go on from their end point with those coefficients
+    raised to the bottom of their start range, all such starts in one parallel call, for up to
+    _REVIVE_ROUNDS rounds; a revived solve replaces the start's result only when it ends lower.
+    Iterations and evaluations add up. In place on ``results``; depends only on the results, so
+    never on the thread count."""
+    gtol = options.get("gtol", 1e-6)
+    shared = np.zeros(laws[0].n_params, dtype=bool)  # tied with others: not raised alone
+    if tie_labels is not None:
+        labels, counts = np.unique(tie_labels, return_counts=True)
+        shared = np.isin(tie_labels, labels[counts > 1])
+    for _ in range(_REVIVE_ROUNDS):
+        todo: dict = {}
+        for ti, r in enumerate(results):
+            L = laws[ti]
+            for s in np.flatnonzero(np.asarray(r["status"]) == STATUS_CONVERGED):
+                gain = np.where(shared, 0.0, _collapse_gain(L, r["x"][s], problems[ti], options, hi))
+                if np.max(gain, initial=0.0) > gtol:
+                    start = r["x"][s].copy()
+                    raise_ = gain > gtol
+                    start[raise_] = L.init_lower[raise_]
+                    todo.setdefault(ti, []).append((s, start))
+        if not todo:
+            return
+        order = sorted(todo)
+        again = _core.fit_many([problems[ti] for ti in order],
+                               [np.array([st for _, st in todo[ti]]) for ti in order],
+                               [lo for _ in order], [hi for _ in order], [seeds[ti] for ti in order], threads=threads,
+                               tie=None if tie_labels is None else [tie_labels] * len(order), **_solver_options(options))
+        for ti, r2 in zip(order, again):
+            r = results[ti]
+            for j, (s, _) in enumerate(todo[ti]):
+                for key in ("nit", "nfev", "njev"):
+                    r[key][s] += r2[key][j]
+                if "seconds" in r:
+                    r["seconds"][s] += r2["seconds"][j]
+                if np.isfinite(r2["fun"][j]) and r2["fun"][j] < r["fun"][s]:
+                    for key in ("x", "fun", "status", "stationarity"):
+                        if key in r:
+                            r[key][s] = r2[key][j]
+
+
 def _assemble_fit(L: Law, target: str, r: Mapping[str, Any], records: tuple, options: dict, domains: tuple,
-                  lo: Optional[np.ndarray] = None, hi: Optional[np.ndarray] = None) -> Fit:
+                  lo: Optional[np.ndarray] = None, hi: Optional[np.ndarray] = None,
+                  problem: Optional[tuple] = None) -> Fit:
     """The :class:`Fit` of one target from its ``fit_many`` result (best start: the first
     minimum in start order, so independent of the thread count). Warns
     (:class:`ConvergenceWarning`) when the best start is not stationary or when few starts
@@ -789,16 +865,22 @@ def _assemble_fit(L: Law, target: str, r: Mapping[str, Any], records: tuple, opt
     best = int(np.argmin(fun))
     x = r["x"][best]
     N, D, H, y = records
+    status_all = np.array(r["status"], dtype=int)
+    if problem is not None:  # converged in log coordinates is not enough: see _collapsed
+        gtol = options.get("gtol", 1e-6)
+        for s in np.flatnonzero(status_all == STATUS_CONVERGED):
+            if _collapsed(L, r["x"][s], problem, options, L.upper if hi is None else hi) > gtol:
+                status_all[s] = STATUS_COLLAPSED
     if not np.isfinite(fun[best]):
         train = {"mre": math.nan, "r2": math.nan, "mae": math.nan, "rmse": math.nan, "n": int(y.size)}
     else:
         train = compute_metrics(L.predict(x, N, D, H if L.k else None), y)
-    status = int(r["status"][best])
+    status = int(status_all[best])
     stationarity = r.get("stationarity", np.full(fun.shape, math.nan))
     f = Fit(law=L, target=target, x=_frozen(x), fun=float(r["fun"][best]), success=status == STATUS_CONVERGED,
             status=status, message=_core.status_message(status), nit=int(r["nit"][best]),
             nfev=int(r["nfev"][best]), njev=int(r["njev"][best]), starts_fun=_frozen(r["fun"]),
-            starts_status=_frozen(r["status"]), n_records=int(y.size), train=train, options=dict(options),
+            starts_status=_frozen(status_all), n_records=int(y.size), train=train, options=dict(options),
             domains=domains, seconds=float(np.sum(r["seconds"])) if "seconds" in r else math.nan,
             stationarity=float(stationarity[best]), starts_stationarity=_frozen(stationarity),
             at_limit=_at_limit(L, x, L.lower if lo is None else lo, L.upper if hi is None else hi)

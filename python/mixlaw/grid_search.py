@@ -256,7 +256,7 @@ def _run_cells(runs: Any, cells: Sequence[Cell], fit_options: Mapping[str, Any],
         for (job, _, lo, hi), (ukey, L, t, domains), r in zip(jobs, meta, results):
             fitted[(ukey[0], ukey[1], ukey[2], t)] = _assemble_fit(
                 L, t, r, job.records, dict(fit_opts, nested_start=nest and L.name in NESTED_IN), tuple(domains),
-                lo, hi)
+                lo, hi, job.problem)
 
     rows, cell_fits = [], []
     for c in cells:

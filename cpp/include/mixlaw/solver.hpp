@@ -89,6 +89,7 @@ struct SolverOptions {
 
 // How a start ended. Only status_converged is a success.
 enum Status : int {
+  status_collapsed = -5,  // set by the Python layer (fit.py, _collapsed): see status_message
   status_stalled = -4,  // steps stopped decreasing f before it was stationary
   status_screened = -3,
   status_cancelled = -2,
