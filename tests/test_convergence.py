@@ -374,3 +374,17 @@ def test_collapsed_start_is_not_a_success(collapsed_start, monkeypatch):
     assert not f.success and f.status == -5 and "collapsed" in f.message
     assert f.fun == plain["fun"][0]
     assert any(v in ("~0", "lower") for v in f.at_limit.values())
+
+
+def test_curvature_auto_is_irls_first_beyond_100_parameters():
+    # P = 37 (k = 16): exact curvature first; P = 133 (k = 64): IRLS first; explicit values kept.
+    for k, want in ((16, "exact"), (64, "irls")):
+        law, _, runs = synthetic_additive(k, k + 10, seed=2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", mixlaw.ConvergenceWarning)
+            f = mixlaw.fit(runs, "additive", n_starts=1, max_iter=2, threads=1)["loss"]
+            assert f.options["curvature"] == want
+            g = mixlaw.fit(runs, "additive", n_starts=1, max_iter=2, threads=1, curvature="exact")["loss"]
+            assert g.options["curvature"] == "exact"
+    with pytest.raises(ValueError, match="curvature"):
+        mixlaw.fit(runs, "additive", n_starts=1, curvature="newton")
