@@ -184,27 +184,7 @@ MIXLAW_ALWAYS_INLINE double lane_dot(const double* x, const double* y, std::size
   for (; m < n; ++m) t += x[m] * y[m];
   return L::combine(acc) + t;
 }
-// Four dot products of x with the consecutive rows y, y + n, y + 2n, y + 3n at once.
-template <class L>
-MIXLAW_ALWAYS_INLINE void lane_dots4(const double* x, const double* y, std::size_t n, double (&out)[4]) {
-  typename L::T a0 = L::zero(), a1 = L::zero(), a2 = L::zero(), a3 = L::zero();
-  std::size_t m = 0;
-  for (; m + 4 <= n; m += 4) {
-    const typename L::T xv = L::load(x + m);
-    L::madd(a0, xv, L::load(y + m));
-    L::madd(a1, xv, L::load(y + n + m));
-    L::madd(a2, xv, L::load(y + 2 * n + m));
-    L::madd(a3, xv, L::load(y + 3 * n + m));
-  }
-  double t[4] = {0, 0, 0, 0};
-  for (; m < n; ++m)
-    for (int i = 0; i < 4; ++i) t[i] += x[m] * y[i * n + m];
-  out[0] = L::combine(a0) + t[0];
-  out[1] = L::combine(a1) + t[1];
-  out[2] = L::combine(a2) + t[2];
-  out[3] = L::combine(a3) + t[3];
-}
-// lane_dots4 for rows `stride` apart, over n entries each.
+// Four dot products of x with the rows y, y + stride, y + 2 stride, y + 3 stride (n entries each).
 template <class L>
 MIXLAW_ALWAYS_INLINE void lane_dots4_strided(const double* x, const double* y, std::size_t stride, std::size_t n,
                                              double (&out)[4]) {
@@ -224,6 +204,11 @@ MIXLAW_ALWAYS_INLINE void lane_dots4_strided(const double* x, const double* y, s
   out[1] = L::combine(a1) + t[1];
   out[2] = L::combine(a2) + t[2];
   out[3] = L::combine(a3) + t[3];
+}
+// ... with the consecutive rows y, y + n, y + 2n, y + 3n.
+template <class L>
+MIXLAW_ALWAYS_INLINE void lane_dots4(const double* x, const double* y, std::size_t n, double (&out)[4]) {
+  lane_dots4_strided<L>(x, y, n, n, out);
 }
 // sum_m (w_m v_m) v_m: the operations of lane_dot(tmp, v) with tmp = w v (a diagonal entry of B).
 template <class L>
