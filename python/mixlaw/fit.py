@@ -722,7 +722,7 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
     _revive_collapsed(laws, problems, results, lo, hi, seeds, options, threads, tie_labels)
     domains = tuple(getattr(runs, "domains", ()))
     opts = dict(options, nested_start=nested_from is not None)
-    fits = {t: _assemble_fit(laws[ti], t, results[ti], records_n[ti], opts, domains, lo, hi, problems[ti])
+    fits = {t: _assemble_fit(laws[ti], t, results[ti], records_n[ti], opts, domains, lo, hi)
             for ti, t in enumerate(target_list)}
     return Fits(fits, elapsed=time.perf_counter() - t0)
 
@@ -810,11 +810,6 @@ def _collapse_gain(L: Law, x: np.ndarray, problem: tuple, options: Mapping[str, 
     return np.where(low & (g < 0), -g * (L.init_lower - x), 0.0) / f
 
 
-def _collapsed(L: Law, x: np.ndarray, problem: tuple, options: Mapping[str, Any], hi: np.ndarray) -> float:
-    """The largest :func:`_collapse_gain` of a start (0: no collapsed coefficient to raise)."""
-    return float(np.max(_collapse_gain(L, x, problem, options, hi), initial=0.0))
-
-
 #: curvature="auto": IRLS first above this many parameters (as linear_solver="auto" turns to
 #: matrix-free steps), exact below.
 _AUTO_IRLS_PARAMS = 100
@@ -825,30 +820,40 @@ _REVIVE_ROUNDS = 3
 
 def _revive_collapsed(laws: Sequence[Law], problems: Sequence[tuple], results: list, lo: np.ndarray,
                       hi: np.ndarray, seeds: Sequence[int], options: Mapping[str, Any],
-                      threads: Optional[int], tie_labels: Optional[np.ndarray] = None) -> None:
+                      threads: Optional[int], tie_labels: Optional[np.ndarray] = None,
+                      rounds: Optional[int] = None) -> None:
     """Starts that converged in log coordinates with coefficients collapsed to ~0 that should
     grow (:func:`_collapse_gain` above gtol) go on from their end point with those coefficients
     raised to the bottom of their start range, all such starts in one parallel call, for up to
-    _REVIVE_ROUNDS rounds; a revived solve replaces the start's result only when it ends lower.
-    Iterations and evaluations add up. In place on ``results``; depends only on the results, so
-    never on the thread count."""
+    ``rounds`` rounds (default _REVIVE_ROUNDS); a revived solve replaces the start's result only
+    when it ends lower. Iterations and evaluations add up. Converged starts still collapsed
+    after the last round get STATUS_COLLAPSED (``rounds=0``: marking only). Coefficients tied
+    with others are never raised alone, but count for the status. In place on ``results``;
+    depends only on the results, so never on the thread count."""
+    rounds = _REVIVE_ROUNDS if rounds is None else rounds
     gtol = options.get("gtol", 1e-6)
     shared = np.zeros(laws[0].n_params, dtype=bool)  # tied with others: not raised alone
     if tie_labels is not None:
         labels, counts = np.unique(tie_labels, return_counts=True)
         shared = np.isin(tie_labels, labels[counts > 1])
-    for _ in range(_REVIVE_ROUNDS):
+    for round_ in range(rounds + 1):
         todo: dict = {}
+        collapsed = []
         for ti, r in enumerate(results):
             L = laws[ti]
             for s in np.flatnonzero(np.asarray(r["status"]) == STATUS_CONVERGED):
-                gain = np.where(shared, 0.0, _collapse_gain(L, r["x"][s], problems[ti], options, hi))
-                if np.max(gain, initial=0.0) > gtol:
+                gain = _collapse_gain(L, r["x"][s], problems[ti], options, hi)
+                if np.max(gain, initial=0.0) <= gtol:
+                    continue
+                collapsed.append((ti, s))
+                raise_ = (gain > gtol) & ~shared
+                if raise_.any():
                     start = r["x"][s].copy()
-                    raise_ = gain > gtol
                     start[raise_] = L.init_lower[raise_]
                     todo.setdefault(ti, []).append((s, start))
-        if not todo:
+        if round_ == rounds or not todo:
+            for ti, s in collapsed:
+                results[ti]["status"][s] = STATUS_COLLAPSED
             return
         order = sorted(todo)
         again = _core.fit_many([problems[ti] for ti in order],
@@ -869,8 +874,7 @@ def _revive_collapsed(laws: Sequence[Law], problems: Sequence[tuple], results: l
 
 
 def _assemble_fit(L: Law, target: str, r: Mapping[str, Any], records: tuple, options: dict, domains: tuple,
-                  lo: Optional[np.ndarray] = None, hi: Optional[np.ndarray] = None,
-                  problem: Optional[tuple] = None) -> Fit:
+                  lo: Optional[np.ndarray] = None, hi: Optional[np.ndarray] = None) -> Fit:
     """The :class:`Fit` of one target from its ``fit_many`` result (best start: the first
     minimum in start order, so independent of the thread count). Warns
     (:class:`ConvergenceWarning`) when the best start is not stationary or when few starts
@@ -879,22 +883,16 @@ def _assemble_fit(L: Law, target: str, r: Mapping[str, Any], records: tuple, opt
     best = int(np.argmin(fun))
     x = r["x"][best]
     N, D, H, y = records
-    status_all = np.array(r["status"], dtype=int)
-    if problem is not None:  # converged in log coordinates is not enough: see _collapsed
-        gtol = options.get("gtol", 1e-6)
-        for s in np.flatnonzero(status_all == STATUS_CONVERGED):
-            if _collapsed(L, r["x"][s], problem, options, L.upper if hi is None else hi) > gtol:
-                status_all[s] = STATUS_COLLAPSED
     if not np.isfinite(fun[best]):
         train = {"mre": math.nan, "r2": math.nan, "mae": math.nan, "rmse": math.nan, "n": int(y.size)}
     else:
         train = compute_metrics(L.predict(x, N, D, H if L.k else None), y)
-    status = int(status_all[best])
+    status = int(r["status"][best])
     stationarity = r.get("stationarity", np.full(fun.shape, math.nan))
     f = Fit(law=L, target=target, x=_frozen(x), fun=float(r["fun"][best]), success=status == STATUS_CONVERGED,
             status=status, message=_core.status_message(status), nit=int(r["nit"][best]),
             nfev=int(r["nfev"][best]), njev=int(r["njev"][best]), starts_fun=_frozen(r["fun"]),
-            starts_status=_frozen(status_all), n_records=int(y.size), train=train, options=dict(options),
+            starts_status=_frozen(r["status"]), n_records=int(y.size), train=train, options=dict(options),
             domains=domains, seconds=float(np.sum(r["seconds"])) if "seconds" in r else math.nan,
             stationarity=float(stationarity[best]), starts_stationarity=_frozen(stationarity),
             at_limit=_at_limit(L, x, L.lower if lo is None else lo, L.upper if hi is None else hi)

@@ -39,7 +39,8 @@ import numpy as np
 
 from . import _core
 from .data import _has_losses
-from .fit import Fit, Fits, _assemble_fit, _prepare_job, _resolve_bounds, _solver_options, _user_stacklevel
+from .fit import (Fit, Fits, _assemble_fit, _prepare_job, _resolve_bounds, _revive_collapsed, _solver_options,
+                  _user_stacklevel)
 from .laws import NESTED_IN, Law, _bimix_for_target, embed
 from .laws import law as make_law
 
@@ -254,9 +255,11 @@ def _run_cells(runs: Any, cells: Sequence[Cell], fit_options: Mapping[str, Any],
         fit_opts = {k: v for k, v in options.items() if k != "bounds"}
         fit_opts.update(n_starts=n_starts, seed=seed, nest=nest)
         for (job, _, lo, hi), (ukey, L, t, domains), r in zip(jobs, meta, results):
+            # Starts collapsed in log coordinates are marked, not revived (grid solves each cell once).
+            _revive_collapsed([L], [job.problem], [r], lo, hi, [job.seed], options, threads, rounds=0)
             fitted[(ukey[0], ukey[1], ukey[2], t)] = _assemble_fit(
                 L, t, r, job.records, dict(fit_opts, nested_start=nest and L.name in NESTED_IN), tuple(domains),
-                lo, hi, job.problem)
+                lo, hi)
 
     rows, cell_fits = [], []
     for c in cells:
