@@ -155,22 +155,29 @@ def np_predict(law: str, k: int, p: np.ndarray, d: Design) -> np.ndarray:
     return q["E"] + inv[d.idx] + Ah[d.idx] * nN + Bh[d.idx] * nD
 
 
-def np_objective_grad(law: str, k: int, p: np.ndarray, d: Design, y: np.ndarray, delta: float = DELTA):
-    """Mean Huber(delta) of L - y and its analytic gradient in parameter space (theta)."""
+def _np_forward(law: str, k: int, p: np.ndarray, d: Design, y: np.ndarray) -> dict:
+    """The law's terms at parameters p (shared by the gradient and the Gauss-Newton diagonal):
+    per mixture T = h^gamma, 1/S(h) and, for joint, u = H CA (CB) and their powers; per record
+    N'^-alpha, D'^-beta, the two token/size terms and the residual L - y."""
     q = _split(law, p, k)
-    M = d.Hm.shape[0]
     T = np.where(d.pos, np.exp(q["gamma"] * d.logHm), 0.0)
-    S = T @ q["C"]
-    inv = 1.0 / S
+    inv = 1.0 / (T @ q["C"])
     nN, nD = np.exp(-q["alpha"] * d.lnN), np.exp(-q["beta"] * d.lnD)
+    out = dict(q=q, T=T, inv=inv, nN=nN, nD=nD, M=d.Hm.shape[0])
     if law == "additive":
-        aN, aD = q["A"] * nN, q["B"] * nD
-        Ah = Bh = None
+        out.update(aN=q["A"] * nN, aD=q["B"] * nD)
     else:
         uA, uB = d.Hm @ q["CA"], d.Hm @ q["CB"]
         Ah, Bh = uA ** q["gA"], uB ** q["gB"]
-        aN, aD = Ah[d.idx] * nN, Bh[d.idx] * nD
-    r = q["E"] + inv[d.idx] + aN + aD - y
+        out.update(uA=uA, uB=uB, Ah=Ah, Bh=Bh, aN=Ah[d.idx] * nN, aD=Bh[d.idx] * nD)
+    out["r"] = q["E"] + inv[d.idx] + out["aN"] + out["aD"] - y
+    return out
+
+
+def np_objective_grad(law: str, k: int, p: np.ndarray, d: Design, y: np.ndarray, delta: float = DELTA):
+    """Mean Huber(delta) of L - y and its analytic gradient in parameter space (theta)."""
+    t = _np_forward(law, k, p, d, y)
+    q, T, inv, nN, nD, aN, aD, r, M = (t[n] for n in ("q", "T", "inv", "nN", "nD", "aN", "aD", "r", "M"))
     a = np.abs(r)
     f = float(np.mean(np.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta))))
     psi = np.clip(r, -delta, delta) / r.size
@@ -183,6 +190,7 @@ def np_objective_grad(law: str, k: int, p: np.ndarray, d: Design, y: np.ndarray,
     if law == "additive":
         g = np.concatenate([[dE, np.dot(psi, nN), np.dot(psi, nD), dalpha, dbeta], dC, dG])
     else:
+        uA, uB, Ah, Bh = t["uA"], t["uB"], t["Ah"], t["Bh"]
         vA = np.bincount(d.idx, psi * nN, M)
         vB = np.bincount(d.idx, psi * nD, M)
         dCA = d.Hm.T @ (vA * q["gA"] * Ah / uA)
@@ -196,19 +204,8 @@ def np_objective_grad(law: str, k: int, p: np.ndarray, d: Design, y: np.ndarray,
 def np_gauss_newton_diag(law: str, k: int, p: np.ndarray, d: Design, y: np.ndarray, delta: float = DELTA):
     """diag(J^T W J) / n in parameter space with the exact Huber curvature (W = 1 inside the
     band, 0 outside): the curvature mixlaw's documented stationarity measure uses."""
-    q = _split(law, p, k)
-    M = d.Hm.shape[0]
-    T = np.where(d.pos, np.exp(q["gamma"] * d.logHm), 0.0)
-    S = T @ q["C"]
-    inv = 1.0 / S
-    nN, nD = np.exp(-q["alpha"] * d.lnN), np.exp(-q["beta"] * d.lnD)
-    if law == "additive":
-        aN, aD = q["A"] * nN, q["B"] * nD
-    else:
-        uA, uB = d.Hm @ q["CA"], d.Hm @ q["CB"]
-        Ah, Bh = uA ** q["gA"], uB ** q["gB"]
-        aN, aD = Ah[d.idx] * nN, Bh[d.idx] * nD
-    r = q["E"] + inv[d.idx] + aN + aD - y
+    t = _np_forward(law, k, p, d, y)
+    q, T, inv, nN, nD, aN, aD, r, M = (t[n] for n in ("q", "T", "inv", "nN", "nD", "aN", "aD", "r", "M"))
     w = (np.abs(r) <= delta) / r.size
     wm = np.bincount(d.idx, w, M) * inv ** 4  # (d L / d S)^2 summed per mixture
     dC = (T * T).T @ wm
@@ -218,6 +215,7 @@ def np_gauss_newton_diag(law: str, k: int, p: np.ndarray, d: Design, y: np.ndarr
     dbeta = np.dot(w, (aD * d.lnD) ** 2)
     if law == "additive":
         return np.concatenate([[dE, np.dot(w, nN ** 2), np.dot(w, nD ** 2), dalpha, dbeta], dC, dG])
+    uA, uB, Ah, Bh = t["uA"], t["uB"], t["Ah"], t["Bh"]
     vA = np.bincount(d.idx, w * nN ** 2, M)
     vB = np.bincount(d.idx, w * nD ** 2, M)
     dCA = (d.Hm ** 2).T @ (vA * (q["gA"] * Ah / uA) ** 2)
