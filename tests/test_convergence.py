@@ -42,27 +42,37 @@ def additive_terms(x: np.ndarray, k: int, N, D, H):
     return L, J
 
 
-def numpy_stationarity(law, x, runs, lo, hi, delta=1e-3):
+def numpy_stationarity(law, x, runs, lo, hi, delta=1e-3, M=None, diag: str = "exact"):
     """The documented stationarity measure (mixlaw.Fit.stationarity), from NumPy alone:
-    mean-Huber gradient and exact Gauss-Newton diagonal in the solver's coordinates
-    (log for scale parameters), coordinates at a bound pushed outwards excluded."""
+    mean-Huber gradient and exact Gauss-Newton diagonal in the solver's coordinates (log for
+    scale parameters), coordinates at a bound pushed outwards excluded. Returns (stat, f).
+    With ties, M (P x Z, 0/1) maps the reduced coordinates to the parameters: g_z = M^T D g,
+    the diagonal of B_z = M^T D B D M from the reduced Jacobian (cross terms of a group
+    included; diag="members" sums the members' diagonals instead, the wrong formula)."""
+    x = np.asarray(x, float)
+    M = np.eye(x.size) if M is None else M
     N, D, H, y = runs.target("loss")
-    L, J = additive_terms(np.asarray(x, float), law.k, N, D, H)
+    L, J = additive_terms(x, law.k, N, D, H)
     r = L - y
     n = r.size
     inside = np.abs(r) <= delta
     psi = np.where(inside, r, delta * np.sign(r))
     f = float(np.sum(np.where(inside, 0.5 * r * r, delta * (np.abs(r) - 0.5 * delta))) / n)
     logp = law.log_scale & (lo >= 0)
-    dz = np.where(logp, x, 1.0)  # d theta / d z
-    Jz = J * dz
+    Jz_full = J * np.where(logp, x, 1.0)  # d theta / d z
+    Jz = Jz_full @ M
     g = psi @ Jz / n
-    Bdiag = (inside[:, None] * Jz * Jz).sum(axis=0) / n
-    z = np.where(logp, np.log(np.maximum(x, 1e-300)), x)
-    zlo = np.where(logp, np.log(np.where(lo > 0, lo, 1e-300)), lo)
-    zhi = np.where(logp, np.log(hi), hi)
+    if diag == "exact":
+        Bdiag = (inside[:, None] * Jz * Jz).sum(axis=0) / n
+    else:
+        Bdiag = ((inside[:, None] * Jz_full * Jz_full).sum(axis=0) / n) @ M
+    first = M.argmax(axis=0)  # first member of each coordinate
+    logz, xz = logp[first], x[first]
+    z = np.where(logz, np.log(np.maximum(xz, 1e-300)), xz)
+    zlo = np.where(logz, np.log(np.where(lo[first] > 0, lo[first], 1e-300)), lo[first])
+    zhi = np.where(logz, np.log(hi[first]), hi[first])
     active = ((z <= zlo) & (g > 0)) | ((z >= zhi) & (g < 0))
-    unit = np.where(logp, 1.0, np.maximum(1.0, np.abs(z)))
+    unit = np.where(logz, 1.0, np.maximum(1.0, np.abs(z)))
     with np.errstate(divide="ignore"):
         unit = np.where(Bdiag > 0, np.minimum(unit, np.sqrt(2 * f / Bdiag)), unit)
     return float(np.max(np.where(active, 0.0, np.abs(g) * unit)) / f), f

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import mixlaw
-from test_convergence import additive_terms, draw_additive_runs
+from test_convergence import additive_terms, draw_additive_runs, numpy_stationarity
 
 GTOL = 1e-6  # fit()'s default
 DELTA = 1e-3
@@ -54,40 +54,6 @@ def huber(r):
     return np.where(a <= DELTA, 0.5 * r * r, DELTA * (a - 0.5 * DELTA))
 
 
-def reduced_stationarity(law, x, runs, M, lo, hi, diag: str = "exact"):
-    """Fit.stationarity of the tied problem from NumPy alone: the mean-Huber gradient in the
-    reduced solver coordinates (log of scale parameters) g_z = M^T D g, units shortened by the
-    exact Gauss-Newton diagonal of B_z = M^T D B D M (its column sums of the reduced Jacobian,
-    cross terms of a group included; diag="members" sums the members' diagonals instead, the
-    wrong formula), coordinates at a bound pushed outwards excluded. Returns (stat, f)."""
-    N, D, H, y = runs.target("loss")
-    L, J = additive_terms(np.asarray(x, float), law.k, N, D, H)
-    r = L - y
-    n = r.size
-    inside = np.abs(r) <= DELTA
-    psi = np.where(inside, r, DELTA * np.sign(r))
-    f = float(np.sum(huber(r)) / n)
-    logp = law.log_scale & (lo >= 0)
-    Jz_full = J * np.where(logp, x, 1.0)
-    Jz = Jz_full @ M
-    g = psi @ Jz / n
-    if diag == "exact":
-        Bdiag = (inside[:, None] * Jz * Jz).sum(axis=0) / n
-    else:
-        Bdiag = ((inside[:, None] * Jz_full * Jz_full).sum(axis=0) / n) @ M
-    first = M.argmax(axis=0)  # first member of each coordinate
-    logz = logp[first]
-    xz = x[first]
-    z = np.where(logz, np.log(np.maximum(xz, 1e-300)), xz)
-    zlo = np.where(logz, np.log(np.where(lo[first] > 0, lo[first], 1e-300)), lo[first])
-    zhi = np.where(logz, np.log(hi[first]), hi[first])
-    active = ((z <= zlo) & (g > 0)) | ((z >= zhi) & (g < 0))
-    unit = np.where(logz, 1.0, np.maximum(1.0, np.abs(z)))
-    with np.errstate(divide="ignore"):
-        unit = np.where(Bdiag > 0, np.minimum(unit, np.sqrt(2 * f / Bdiag)), unit)
-    return float(np.max(np.where(active, 0.0, np.abs(g) * unit)) / f), f
-
-
 TIE = {"gamma": "gamma_*"}
 
 
@@ -127,7 +93,7 @@ def test_tied_fit_is_a_minimum_of_the_reduced_problem_by_scipy(k6, tied_fits):
     ls = least_squares(resid, u0, bounds=(lo, hi), loss="huber", f_scale=DELTA, x_scale="jac", max_nfev=2000)
     assert ls.cost / y.size >= f.fun * (1 - 1e-6), (ls.cost / y.size, f.fun)
     # The NumPy gradient in the reduced coordinates is ~0 relative to the objective.
-    stat, fn = reduced_stationarity(law, f.x, runs, M, law.lower, law.upper)
+    stat, fn = numpy_stationarity(law, f.x, runs, law.lower, law.upper, M=M)
     assert fn == pytest.approx(f.fun, rel=1e-10)
     assert stat <= GTOL
     assert f.stationarity <= GTOL
@@ -140,7 +106,7 @@ def test_both_step_solvers_are_stationary_by_numpy(k6, tied_fits, ls):
     f = tied_fits[ls]
     M = membership(law, f.options["tie"])
     assert f.success and f.options["linear_solver"] == ls
-    stat, fn = reduced_stationarity(law, f.x, runs, M, law.lower, law.upper)
+    stat, fn = numpy_stationarity(law, f.x, runs, law.lower, law.upper, M=M)
     assert stat <= GTOL, (ls, stat)
     assert fn == pytest.approx(f.fun, rel=1e-10)
     # Same minimum from both step solvers.
@@ -168,8 +134,8 @@ def test_reported_stationarity_uses_the_reduced_curvature(k6, ls, free, tie, val
     for n, (a, b) in pin.items():
         lo[law.index(n)], hi[law.index(n)] = a, b
     M = membership(law, f.options["tie"])
-    stat, _ = reduced_stationarity(law, f.x, runs, M, lo, hi)
-    wrong, _ = reduced_stationarity(law, f.x, runs, M, lo, hi, diag="members")
+    stat, _ = numpy_stationarity(law, f.x, runs, lo, hi, M=M)
+    wrong, _ = numpy_stationarity(law, f.x, runs, lo, hi, M=M, diag="members")
     assert stat > 1e-4  # not stationary: the comparison is not rounding noise
     assert abs(wrong - stat) > 1e-2 * stat  # the diagonal matters here
     assert f.stationarity == pytest.approx(stat, rel=1e-9)
