@@ -74,7 +74,9 @@ def test_chunking_and_resume_do_not_change_results(runs, small_grid, tmp_path):
     calls.clear()
     full = grid(runs, ["additive", "joint"], evaluate.HeldOutMixtures(n_fit=20), seeds=[0, 1], targets=["c4", "book"],
                 n_starts=4, out=out, progress=lambda done, total: calls.append((done, total)))
-    assert calls == [(8, 8)]  # the 4 finished cells were read back, not recomputed
+    # the 4 finished cells were read back, not recomputed (with out=, local jobs are small: the
+    # first reports at least 4 + 1 cells)
+    assert calls[-1] == (8, 8) and calls[0][0] > 4
     assert len(out.read_text().splitlines()) == 8
     same(small_grid, full)
     assert all(json.loads(line)["cell_key"] for line in out.read_text().splitlines())

@@ -16,7 +16,11 @@ seeds, so the table is identical however the grid is cut into jobs and wherever 
 
 With ``out=`` every finished job is appended to a JSON-lines file; rerunning the same
 grid with the same file skips the cells already there, so an interrupted search keeps
-what it finished.
+what it finished. Every row carries fingerprints of the data and of every option that
+changes its result, so rows of another call (other runs, ``n_starts``, ``seed``, fit
+options, law specs, protocol parameters, budgets) are refused rather than returned as this
+call's results; local grids with ``out=`` run in small jobs (the laws of one target on one
+split) so that Ctrl-C keeps every finished job.
 
 Fork safety: OpenMP (used by the C++ core) is not fork-safe; use process pools with the
 "spawn" or "forkserver" start method, and ``threads=1`` per worker process when several
@@ -25,6 +29,7 @@ workers share a machine.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -336,8 +341,8 @@ def _add_mixtures(rows: list, cells: Sequence[Cell], fitted: dict, budgets: Sequ
 def grid(runs: Any, laws: Any, protocols: Any, *, targets: Union[None, str, Sequence[str]] = None,
          seeds: Optional[Iterable[int]] = None, n_starts: int = 64, seed: int = 0, nest: bool = True,
          budgets: Optional[Sequence[tuple[float, float]]] = None, mixture_weights: Optional[Mapping[str, float]] = None,
-         executor: Any = None, chunk_size: Optional[int] = None, out: Any = None, progress: Union[bool, Callable] = False,
-         threads: Optional[int] = None, **fit_options: Any) -> Any:
+         executor: Any = None, chunk_size: Optional[int] = None, out: Any = None, if_exists: str = "resume",
+         progress: Union[bool, Callable] = False, threads: Optional[int] = None, **fit_options: Any) -> Any:
     """Run the grid ``laws x targets x protocols (x seeds)`` and return a tidy table.
 
     Parameters
@@ -365,12 +370,34 @@ def grid(runs: Any, laws: Any, protocols: Any, *, targets: Union[None, str, Sequ
         Any ``concurrent.futures``-style executor (``ProcessPoolExecutor`` with the spawn
         start method, ``distributed.Client``, ...). Default: run here.
     chunk_size : int, optional
-        Cells per job (default: the whole grid in one job when running here, one
-        (law, split) group per job on an executor). Cells of one (protocol, split, law) group
-        always stay together.
+        Cells per job, packing whole (protocol, split, law) groups (the cells of a group always
+        stay together). Default: on an executor one group per job; here, the whole grid in one
+        job, or with ``out`` small jobs (the laws of one target on one split, or of all targets
+        of one split with ``budgets``; joined until each job has at least 4 (cell, start)
+        pairs per thread), so that an interruption loses at most one small job.
     out : path, optional
-        JSON-lines file to append each finished job's rows to; cells already in it are
-        not recomputed (resume after an interruption).
+        JSON-lines file that every finished job's rows are appended to, one complete line
+        per cell, so that an interrupted search (Ctrl-C, a killed job) keeps what it
+        finished; rerunning the same call resumes it: cells already in the file are read
+        back, not recomputed. Each row carries a ``fingerprint``: SHA-256 hashes of the
+        runs (``N``, ``D``, ``H``, domain names, target values, run ids), of the fitting and
+        evaluation records of its split (so protocol parameters count), of its law, and of
+        every option that changes a result (``n_starts``, ``seed``, ``nest``, every fit
+        option with its default, ``budgets``, ``mixture_weights``; the row also stores them
+        readably under ``options``). ``threads``, ``executor``, ``chunk_size`` and
+        ``progress`` change no result and are not part of it. A last line cut short by an
+        interrupted write is ignored with a ``RuntimeWarning`` (and removed when the file is
+        next written); its cell is computed again. A line that is not a mixlaw grid row
+        raises a ``ValueError`` naming it.
+    if_exists : {"resume", "replace", "fail"}
+        What to do when ``out`` already holds rows (the names of pandas' ``to_sql``).
+        ``"resume"`` (default): reuse the rows of this call's cells and compute the others;
+        rows of another call (other runs, ``n_starts``, ``seed``, fit options, protocol
+        parameters, law under the same label, budgets, or rows of an older mixlaw without
+        fingerprints) raise a ``ValueError`` instead of being returned as this call's
+        results. Rows of other cells of the same data and options (e.g. a larger grid) are
+        kept and ignored. ``"replace"``: empty the file, then compute every cell.
+        ``"fail"``: raise a ``ValueError`` if the file exists and is not empty.
     progress : bool or callable
         Report finished jobs on stderr, or call ``progress(done_cells, total_cells)``.
     threads : int, optional
@@ -396,6 +423,8 @@ def grid(runs: Any, laws: Any, protocols: Any, *, targets: Union[None, str, Sequ
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer))
                                    or chunk_size < 1):
         raise ValueError("chunk_size: must be an int >= 1")
+    if not isinstance(if_exists, str) or if_exists not in _IF_EXISTS:
+        raise ValueError(f"if_exists: expected one of {_IF_EXISTS}, got {if_exists!r}")
     if budgets is not None:
         budgets = [tuple(b) for b in budgets]
         if any(len(b) != 2 or not (float(b[0]) > 0 and float(b[1]) > 0) for b in budgets):
@@ -411,40 +440,66 @@ def grid(runs: Any, laws: Any, protocols: Any, *, targets: Union[None, str, Sequ
     cells, groups = _make_cells(runs, law_list, target_list, protocol_list)
 
     done: dict = {}
-    if out is not None and os.path.exists(out):
-        with open(out, encoding="utf-8") as fh:
-            for line in fh:
-                if line.strip():
-                    row = json.loads(line)
-                    done[row["cell_key"]] = row
-    todo_groups = [[i for i in g if cells[i].key not in done] for g in groups]
-    todo_groups = [g for g in todo_groups if g]
+    stamp: Optional[_Stamp] = None
+    if out is not None:
+        out = os.fspath(out)
+        stamp = _stamp(runs, cells, groups, protocol_list, n_starts=int(n_starts), seed=int(seed), nest=bool(nest),
+                       fit_options=fit_options, budgets=budgets, mixture_weights=mixture_weights)
+        if if_exists != "replace" and os.path.exists(out) and os.path.getsize(out) > 0:
+            if if_exists == "fail":
+                raise ValueError(f"out: {out!r} already exists and is not empty (if_exists='fail'); pass "
+                                 f"if_exists='resume' to resume it, if_exists='replace' to start afresh, or "
+                                 f"another out file")
+            done = _read_out(out, cells, stamp)
+    todo = [i for i in range(len(cells)) if cells[i].key not in done]
+    if budgets is not None and todo:
+        # A group's mixtures are optimised over all its targets: a group with a missing cell
+        # (an interruption between its rows, a cut last line) is computed again as a whole.
+        todo_set = set(todo)
+        todo = sorted(i for g in groups if todo_set.intersection(g) for i in g)
 
-    # Jobs: whole groups, packed up to chunk_size cells.
-    size = chunk_size if chunk_size is not None else (sum(map(len, todo_groups)) if executor is None else 1)
-    jobs: list[list[int]] = []
-    for g in todo_groups:
-        if jobs and len(jobs[-1]) + len(g) <= size:
-            jobs[-1].extend(g)
-        else:
-            jobs.append(list(g))
+    if out is not None and executor is None and chunk_size is None:
+        n_threads = threads if threads is not None and threads > 0 else (os.cpu_count() or 1)
+        jobs = _small_jobs(cells, todo, whole_splits=budgets is not None,
+                           min_pairs=_PAIRS_PER_THREAD * n_threads, n_starts=int(n_starts))
+    else:
+        # Jobs: whole groups, packed up to chunk_size cells.
+        todo_set = set(todo)
+        todo_groups = [[i for i in g if i in todo_set] for g in groups]
+        todo_groups = [g for g in todo_groups if g]
+        size = chunk_size if chunk_size is not None else (len(todo) if executor is None else 1)
+        jobs = []
+        for g in todo_groups:
+            if jobs and len(jobs[-1]) + len(g) <= size:
+                jobs[-1].extend(g)
+            else:
+                jobs.append(list(g))
 
     total = len(cells)
-    finished = len(cells) - sum(map(len, todo_groups))
+    finished = len(cells) - len(todo)
     report = progress if callable(progress) else (_stderr_progress if progress else None)
     args = dict(n_starts=int(n_starts), seed=int(seed), nest=bool(nest), budgets=budgets,
                 mixture_weights=mixture_weights, threads=threads)
     results: dict = dict(done)
 
+    if out is not None and (jobs or if_exists == "replace"):
+        # Before any work: the file can be written, and a cut last line is removed.
+        _prepare_out(out, replace=if_exists == "replace", truncate_at=stamp.truncate_at,
+                     newline=stamp.needs_newline)
+
     def collect(job: list[int], rows: list[dict]) -> None:
         nonlocal finished
         for i, row in zip(job, rows):
             row["cell_key"] = cells[i].key
+            if stamp is not None:
+                row["fingerprint"] = {"data": stamp.data, "options": stamp.options, "cell": stamp.cells[i]}
+                row["options"] = stamp.readable
             results[cells[i].key] = row
         if out is not None:
-            with open(out, "a", encoding="utf-8") as fh:
+            with open(out, "a", encoding="utf-8", newline="") as fh:
                 for row in rows:
-                    fh.write(json.dumps(row, default=_json_default) + "\n")
+                    fh.write(json.dumps(row, default=_json_default) + "\n")  # a whole line, then flush
+                    fh.flush()
         finished += len(job)
         if report is not None:
             report(finished, total)
@@ -460,7 +515,231 @@ def grid(runs: Any, laws: Any, protocols: Any, *, targets: Union[None, str, Sequ
 
     table = [results[c.key] for c in cells]
     df = pd.DataFrame(table)
-    return df.drop(columns=["cell_key"], errors="ignore")
+    return df.drop(columns=list(_ROW_META), errors="ignore")
+
+
+# -- resumable output files ------------------------------------------------------------------
+
+_IF_EXISTS = ("resume", "replace", "fail")
+_ROW_META = ("cell_key", "fingerprint", "options")
+# Version of the fingerprint scheme; rows of another version are rows of another call.
+_FINGERPRINT_VERSION = 1
+# Local jobs with out=: at least this many (cell, start) pairs per thread in each job.
+_PAIRS_PER_THREAD = 4
+
+
+@dataclass
+class _Stamp:
+    """This call's fingerprints: of the data, of the options, of every cell (hex SHA-256),
+    the options as stored readably in each row, and what reading ``out`` found."""
+
+    data: str
+    options: str
+    readable: dict
+    cells: list
+    truncate_at: Optional[int] = None
+    needs_newline: bool = False
+
+
+def _canon(o: Any) -> Any:
+    """``o`` as plain JSON values, the same for equal values given in different types
+    (tuples and lists, numpy and Python numbers, 1 and 1.0; non-finite floats as strings)."""
+    if o is None or isinstance(o, (str, bool, np.bool_)):
+        return bool(o) if isinstance(o, np.bool_) else o
+    if isinstance(o, (int, np.integer)):
+        return int(o)
+    if isinstance(o, (float, np.floating)):
+        f = float(o)
+        if not math.isfinite(f):
+            return repr(f)
+        return int(f) if f.is_integer() and abs(f) < 2.0 ** 53 else f
+    if isinstance(o, Mapping):
+        return {str(k): _canon(v) for k, v in sorted(o.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(o, np.ndarray):
+        return [_canon(v) for v in o.tolist()]
+    if isinstance(o, (list, tuple)):
+        return [_canon(v) for v in o]
+    if isinstance(o, (set, frozenset)):
+        return sorted((_canon(v) for v in o), key=lambda v: json.dumps(v, sort_keys=True))
+    return repr(o)
+
+
+def _sha(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
+def _runs_digest(runs: Any) -> str:
+    """SHA-256 of a runs table: N, D, H, domain names, target names and values, run ids
+    (stable across processes and machines: fixed little-endian dtypes, one NaN)."""
+    h = hashlib.sha256()
+
+    def add(name: str, a: Any, dtype: str) -> None:
+        a = np.ascontiguousarray(np.asarray(a, dtype=dtype))
+        h.update(json.dumps([name, list(a.shape)]).encode("utf-8"))
+        h.update(a.tobytes())
+
+    add("N", runs.N, "<f8")
+    add("D", runs.D, "<f8")
+    add("H", runs.H, "<f8")
+    h.update(json.dumps(["domains", [str(d) for d in getattr(runs, "domains", ())]]).encode("utf-8"))
+    for t in runs.target_names:
+        y = np.asarray(runs.targets[t], dtype="<f8")
+        add(f"target:{t}", np.where(np.isnan(y), np.nan, y), "<f8")
+    run = getattr(runs, "run", None)
+    if run is not None:
+        add("run", run, "<i8")
+    return h.hexdigest()
+
+
+def _law_spec(L: Law) -> list:
+    return _canon([list(L._key()), list(getattr(L, "param_names", ())), getattr(L, "lower", None),
+                   getattr(L, "upper", None), getattr(L, "init_lower", None), getattr(L, "init_upper", None),
+                   getattr(L, "log_scale", None)])
+
+
+def _stamp(runs: Any, cells: Sequence[Cell], groups: Sequence[Sequence[int]], protocol_list: Sequence[Any], *,
+           n_starts: int, seed: int, nest: bool, fit_options: Mapping[str, Any], budgets: Optional[Sequence],
+           mixture_weights: Optional[Mapping[str, float]]) -> _Stamp:
+    """Fingerprints of this call. Every cell's covers the data, the options, its law, its
+    split's fitting and evaluation records, and (with budgets) the targets of its mixture
+    group."""
+    options = dict(_FIT_DEFAULTS)
+    options.update(fit_options)
+    options.update(n_starts=n_starts, seed=seed, nest=nest, fingerprint_version=_FINGERPRINT_VERSION)
+    if budgets is not None:  # mixture_weights only matter with budgets
+        options.update(budgets=budgets, mixture_weights=mixture_weights)
+    readable = _canon(options)
+    data, opts = _runs_digest(runs), _sha(readable)
+    split_digests: dict = {}
+    for p in protocol_list:
+        label = _protocol_label(p)
+        if label not in split_digests:
+            split_digests[label] = [(str(name), _runs_digest(fr), _runs_digest(ev)) for name, fr, ev in p.splits(runs)]
+    group_targets: dict = {}
+    if budgets is not None:
+        for g in groups:
+            ts = sorted(cells[i].target for i in g)
+            for i in g:
+                group_targets[i] = ts
+    cell_fps = [_sha([data, opts, _law_spec(c.law), c.target, split_digests[_protocol_label(c.protocol)][c.split],
+                      group_targets.get(i)])
+                for i, c in enumerate(cells)]
+    return _Stamp(data, opts, readable, cell_fps)
+
+
+def _options_diff(theirs: Any, ours: dict) -> str:
+    if not isinstance(theirs, dict):
+        return ""
+    unset = object()
+
+    def show(v: Any) -> str:
+        return "unset" if v is unset else repr(v)
+
+    parts = [f"{name}={show(theirs.get(name, unset))} (this call: {show(ours.get(name, unset))})"
+             for name in sorted(set(theirs) | set(ours)) if theirs.get(name, unset) != ours.get(name, unset)]
+    return ", ".join(parts)
+
+
+def _read_out(path: str, cells: Sequence[Cell], stamp: _Stamp) -> dict:
+    """Rows of ``path`` that are this call's cells, by cell key. Raises ``ValueError`` on a
+    line that is not a grid row, and on rows of another call; a last line that is not
+    valid JSON (cut by an interrupted write) is skipped with a warning."""
+    with open(path, "rb") as fh:
+        content = fh.read()
+    index = {c.key: i for i, c in enumerate(cells)}
+    lines, pos = [], 0
+    for raw in content.split(b"\n"):
+        lines.append((pos, raw))
+        pos += len(raw) + 1
+    last = max((no for no, (_, raw) in enumerate(lines, 1) if raw.strip()), default=0)
+    done: dict = {}
+    mismatch: Optional[tuple[int, str]] = None
+    n_rows = n_mismatch = 0
+    for no, (offset, raw) in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw)
+        except ValueError:  # JSONDecodeError, UnicodeDecodeError
+            if no == last:
+                warnings.warn(f"out: line {no} of {path!r} is cut short or not valid JSON (an interrupted write?); "
+                              f"it is ignored, and its cell computed again", RuntimeWarning,
+                              stacklevel=_user_stacklevel())
+                stamp.truncate_at = offset
+                continue
+            raise ValueError(f"out: line {no} of {path!r} is not valid JSON, so the file is not a mixlaw grid file "
+                             f"(or was edited); give another out file, or if_exists='replace' to overwrite it") from None
+        fp = row.get("fingerprint") if isinstance(row, dict) else None
+        if not (isinstance(row, dict) and isinstance(row.get("cell_key"), str) and
+                (fp is None and "fingerprint" not in row or isinstance(fp, dict) and
+                 all(isinstance(fp.get(n), str) for n in ("data", "options", "cell")))):
+            raise ValueError(f"out: line {no} of {path!r} is not a mixlaw grid row (expected a JSON object with "
+                             f"'cell_key' and 'fingerprint', got {raw[:60].decode('utf-8', 'replace')!r}); give "
+                             f"another out file, or if_exists='replace' to overwrite it")
+        n_rows += 1
+        reason = None
+        if fp is None:
+            reason = "has no fingerprint of its data and options (written by an earlier version of mixlaw)"
+        elif fp["data"] != stamp.data:
+            reason = "was computed on other data (the runs' N, D, H, domains, target values or run ids differ)"
+        elif fp["options"] != stamp.options:
+            diff = _options_diff(row.get("options"), stamp.readable)
+            reason = "was computed with other options" + (f": {diff}" if diff else "")
+        elif row["cell_key"] in index:
+            i = index[row["cell_key"]]
+            if fp["cell"] != stamp.cells[i]:
+                reason = (f"holds cell {row['cell_key']} computed with another law under the same label, other "
+                          f"fitting or evaluation records (protocol parameters), or other targets in its mixture "
+                          f"group")
+            else:
+                done[row["cell_key"]] = row
+        if reason is not None:
+            n_mismatch += 1
+            if mismatch is None:
+                mismatch = (no, reason)
+    if mismatch is not None:
+        no, reason = mismatch
+        raise ValueError(f"out: {path!r} holds results of another grid call, not of this one: line {no} {reason} "
+                         f"({n_mismatch} of its {n_rows} rows are not this call's). Pass if_exists='replace' to "
+                         f"discard the file's rows and compute afresh, or give another out file (rerunning the "
+                         f"call that wrote it resumes it)")
+    stamp.needs_newline = stamp.truncate_at is None and bool(content) and not content.endswith(b"\n")
+    return done
+
+
+def _prepare_out(path: str, *, replace: bool, truncate_at: Optional[int], newline: bool) -> None:
+    if replace:
+        open(path, "w").close()
+    elif truncate_at is not None:
+        with open(path, "r+b") as fh:
+            fh.truncate(truncate_at)
+    else:
+        with open(path, "ab") as fh:
+            if newline:
+                fh.write(b"\n")
+
+
+def _small_jobs(cells: Sequence[Cell], todo: Sequence[int], *, whole_splits: bool, min_pairs: int,
+                n_starts: int) -> list[list[int]]:
+    """Local jobs for a grid written to ``out``: units of the laws of one target on one split
+    (a nested law's simpler law is then fitted once per unit), or of all cells of a split when
+    mixtures are optimised over the targets, joined until a job has ``min_pairs`` (cell, start)
+    pairs."""
+    units: dict = {}
+    for i in todo:
+        c = cells[i]
+        key = (_protocol_label(c.protocol), c.split) + (() if whole_splits else (c.target,))
+        units.setdefault(key, []).append(i)
+    jobs: list[list[int]] = []
+    pairs = 0
+    for unit in units.values():
+        if jobs and pairs < min_pairs:
+            jobs[-1].extend(unit)
+        else:
+            jobs.append(list(unit))
+            pairs = 0
+        pairs += len(unit) * n_starts
+    return [sorted(j) for j in jobs]
 
 
 def _stderr_progress(done: int, total: int) -> None:
