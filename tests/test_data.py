@@ -656,36 +656,51 @@ def test_long_table_errors(tmp_path):
 # metrics
 # ---------------------------------------------------------------------------------
 def test_metrics_values():
-    pred, y = [1.0, 2.0, 3.0], [1.0, 2.0, 4.0]
-    m = metrics.metrics(pred, y)
+    # scikit-learn's order (y_true, y_pred); values worked out by hand
+    y_true, y_pred = [1.0, 2.0, 4.0], [1.0, 2.0, 3.0]
+    m = metrics.metrics(y_true, y_pred)
     assert set(m) == {"mre", "r2", "mae", "rmse", "n"} and m["n"] == 3
     assert m["mre"] == pytest.approx(100 * 0.25 / 3)
     assert m["mae"] == pytest.approx(1 / 3)
     assert m["rmse"] == pytest.approx(math.sqrt(1 / 3))
-    assert m["r2"] == pytest.approx(1 - 1 / (42 / 9))
-    assert metrics.mre(np.array(y), y) == 0.0 and metrics.r2(y, y) == 1.0
-    assert math.isnan(metrics.r2([1.0, 2.0], [3.0, 3.0]))
+    assert m["r2"] == pytest.approx(1 - 1 / (42 / 9))  # SS_tot about mean(y_true) = 7/3
+    assert metrics.mre(y_true, y_true) == 0.0 and metrics.r2(y_true, y_true) == 1.0
+    assert math.isnan(metrics.r2([3.0, 3.0], [1.0, 2.0]))  # constant y_true
+
+
+def test_metrics_argument_order_is_y_true_then_y_pred():
+    # The relative error divides by y_true and R^2 centres on y_true: swapping the
+    # arguments changes both, so the order (scikit-learn's) is checked by value.
+    y_true, y_pred = [1.0, 2.0, 4.0], [1.0, 2.0, 3.0]
+    assert metrics.mre(y_true, y_pred) == pytest.approx(100 * 0.25 / 3)
+    assert metrics.mre(y_true=y_true, y_pred=y_pred) == pytest.approx(100 * 0.25 / 3)
+    assert metrics.mre(y_pred=y_pred, y_true=y_true) == pytest.approx(100 * 0.25 / 3)
+    assert metrics.r2(y_pred=y_pred, y_true=y_true) == pytest.approx(1 - 9 / 42)
+    # SS_tot of [1, 2, 3] about 2 is 2: the swapped R^2 would be 1 - 1/2
+    assert metrics.r2(y_true, y_pred) != pytest.approx(0.5)
+    with pytest.raises(ValueError, match=r"^y_true: element 0 is 0"):
+        metrics.mre([0.0, 1.0], [1.0, 1.0])
 
 
 @pytest.mark.parametrize(
-    "pred, y, pattern",
+    "y_true, y_pred, pattern",
     [
-        ([1.0, 2.0], [1.0], r"^pred: shape"),
-        ([[1.0]], [1.0], r"^pred: expected a 1-D"),
-        ([1.0], [[1.0]], r"^y: expected a 1-D"),
-        ([1.0, np.nan], [1.0, 2.0], r"^pred: element 1"),
-        ([1.0, 2.0], [1.0, np.inf], r"^y: element 1"),
-        ([], [], r"^pred: is empty"),
-        (["a"], [1.0], r"^pred: cannot convert"),
+        ([1.0], [1.0, 2.0], r"^y_pred: shape"),
+        ([1.0], [[1.0]], r"^y_pred: expected a 1-D"),
+        ([[1.0]], [1.0], r"^y_true: expected a 1-D"),
+        ([1.0, 2.0], [1.0, np.nan], r"^y_pred: element 1"),
+        ([1.0, np.inf], [1.0, 2.0], r"^y_true: element 1"),
+        ([], [], r"^y_pred: is empty"),
+        ([1.0], ["a"], r"^y_pred: cannot convert"),
     ],
 )
-def test_metrics_validation(pred, y, pattern):
+def test_metrics_validation(y_true, y_pred, pattern):
     for f in (metrics.mre, metrics.r2, metrics.mae, metrics.rmse, metrics.metrics):
         with pytest.raises(ValueError, match=pattern):
-            f(pred, y)
+            f(y_true, y_pred)
 
 
 def test_mre_zero_target():
-    with pytest.raises(ValueError, match=r"^y: element 0 is 0"):
-        metrics.mre([1.0], [0.0])
+    with pytest.raises(ValueError, match=r"^y_true: element 0 is 0"):
+        metrics.mre([0.0], [1.0])
 

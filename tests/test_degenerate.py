@@ -156,3 +156,52 @@ def test_warnings_point_at_the_callers_line():
         with pytest.warns(IdentifiabilityWarning) as record:
             call()
         assert {w.filename for w in record} == {__file__}
+
+
+# ---------------------------------------------------------------------------------
+# Options that make the objective degenerate (issue 21): refused before any work, or
+# reported with success=False; never success=True on garbage.
+# ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def slim_small():
+    runs = datasets.slimpajama()
+    return runs.select(runs.N < 2e9)
+
+
+@pytest.mark.parametrize("delta", [5e-324, 1e-300, 1e-13])
+def test_huber_threshold_below_rounding_is_refused(slim_small, delta):
+    # At delta = 1e-300 the objective is ~1e-301 everywhere and every start looked stationary.
+    with pytest.raises(ValueError, match=r"^delta: .* is below 1e-12"):
+        mixlaw.fit(slim_small, "additive", targets="c4", delta=delta, n_starts=2)
+
+
+def test_smallest_allowed_huber_threshold_still_fits(slim_small):
+    # the same fit as at the default delta (train MRE within 1% of it), reported stationary
+    ref = mixlaw.fit(slim_small, "additive", targets="c4", n_starts=4)["c4"]
+    f = mixlaw.fit(slim_small, "additive", targets="c4", delta=1e-12, n_starts=4)["c4"]
+    assert f.success and f.train["mre"] == pytest.approx(ref.train["mre"], rel=0.01)
+
+
+@pytest.mark.parametrize("scale", [1e308, 1e101, 1e-101, 0.0])
+def test_record_weights_that_overflow_or_vanish_are_refused(slim_small, scale):
+    with pytest.raises(ValueError, match=r"^weights: the largest weight is .*rescale"):
+        mixlaw.fit(slim_small, "additive", targets="c4", weights=np.full(len(slim_small), scale), n_starts=2)
+
+
+def test_scaled_record_weights_give_the_same_fit(slim_small):
+    # only ratios matter with reduction='mean': 1e90 x the weights is the same problem
+    w = np.linspace(1.0, 2.0, len(slim_small))
+    a = mixlaw.fit(slim_small, "additive", targets="c4", weights=w, n_starts=2)["c4"]
+    b = mixlaw.fit(slim_small, "additive", targets="c4", weights=w * 1e90, n_starts=2)["c4"]
+    assert a.success and b.success
+    np.testing.assert_allclose(b.x, a.x, rtol=1e-6)
+
+
+def test_absurd_starts_and_tiny_losses_are_not_a_success(slim_small):
+    L = mixlaw.law("additive", slim_small.k)
+    f = mixlaw.fit(slim_small, L, targets="c4", starts=np.full((2, L.n_params), 1e300))["c4"]
+    assert not f.success and f.status != 1
+    tiny = mixlaw.Runs(slim_small.N, slim_small.D, slim_small.H, domains=slim_small.domains,
+                       targets={"c4": slim_small.targets["c4"] * 1e-200}, run=slim_small.run)
+    g = mixlaw.fit(tiny, "additive", targets="c4", residual="log", n_starts=4)["c4"]
+    assert not (g.success and g.train["mre"] > 10)  # success only if the fit is real

@@ -17,9 +17,9 @@ Quick start::
 from __future__ import annotations
 
 from . import _core, datasets, evaluate, grid_search, laws, metrics, protocols
-from .data import Runs, load_runs
+from .data import Runs, UnitsWarning, load_runs
 from .evaluate import bootstrap, compare
-from .fit import ConvergenceWarning, Fit, Fits, IdentifiabilityWarning, fit, load_fits
+from .fit import ConvergenceWarning, ExtrapolationWarning, Fit, Fits, IdentifiabilityWarning, fit, load_fits
 from .grid_search import grid
 from .laws import ALL_LAWS, BASELINE_LAWS, LAW_NAMES, Law, law
 from .mixture import MixtureGrid, MixtureResult, optimal_allocation, optimize_mixture
@@ -28,7 +28,7 @@ __version__ = "0.1.0"
 __all__ = [
     "LAW_NAMES", "BASELINE_LAWS", "ALL_LAWS", "Law", "law", "laws",
     "Runs", "load_runs", "datasets", "protocols", "metrics", "evaluate", "compare", "bootstrap",
-    "Fit", "Fits", "fit", "load_fits", "IdentifiabilityWarning", "ConvergenceWarning", "grid",
+    "Fit", "Fits", "fit", "load_fits", "IdentifiabilityWarning", "ConvergenceWarning", "ExtrapolationWarning", "UnitsWarning", "grid",
     "optimize_mixture", "optimal_allocation", "MixtureResult", "MixtureGrid",
     "__version__",
 ]

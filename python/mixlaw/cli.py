@@ -216,7 +216,8 @@ def _load(args: argparse.Namespace) -> Any:
     if args.target_column is not None or args.loss_column is not None:
         kw.update(target_column=args.target_column, loss_column=args.loss_column)
     return load_runs(args.data, weights=_parse_columns(args.weights), N=args.n_column, D=args.d_column,
-                     run=args.run_column, dedup=args.dedup, renormalize=args.renormalize, **kw)
+                     run=args.run_column, dedup=args.dedup, renormalize=args.renormalize, N_unit=args.N_unit,
+                     D_unit=args.D_unit, **kw)
 
 
 def _parse_columns(value: str) -> Any:
@@ -269,27 +270,38 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_optimize(args: argparse.Namespace) -> int:
-    plot_dir = _plot_dir(args)
+    # The fits file is validated first (load_fits: every problem a ValueError naming its key
+    # path, reported by main() as one line, exit 1), before anything is created or computed.
     fits = load_fits(args.fits)
+    plot_dir = _plot_dir(args)
     weights = None
     if args.weights:
         weights = {}
         for item in args.weights.split(","):
             name, _, w = item.partition("=")
             weights[name.strip()] = _number(w, "--weights", args.weights, "TARGET=W,...") if w else 1.0
-    r = optimize_mixture(fits, N=args.N, D=args.D, weights=weights, method=args.method, threads=args.threads)
+    r = optimize_mixture(fits, N=args.N, D=args.D, weights=weights, method=args.method, threads=args.threads,
+                         within_data=args.within_data)
     if plot_dir is not None:
         _optimize_plots(plot_dir, fits, r, weights, args)
     if args.json:
         json.dump({"h": r.h, "losses": r.losses, "fun": r.fun, "gap": r.gap, "success": r.success,
-                   "message": r.message, "N": r.N, "D": r.D}, sys.stdout, indent=1)
+                   "message": r.message, "N": r.N, "D": r.D,
+                   "outside_data": {d: {"weight": w, "seen_min": a, "seen_max": b}
+                                    for d, (w, a, b) in r.outside_data.items()}}, sys.stdout, indent=1)
         print()
         return 0
     print(f"optimal mixture at N={r.N:.4g}, D={r.D:.4g} ({r.message}; gap {r.gap:.1e})")
     for d, v in r.h.items():
-        print(f"  {d:16s} {100 * v:6.2f} %")
+        note = ""
+        if d in r.outside_data:
+            _, a, b = r.outside_data[d]
+            note = f"   outside the fitting runs' {100 * a:.2f}..{100 * b:.2f} %"
+        print(f"  {d:16s} {100 * v:6.2f} %{note}")
     for t, v in r.losses.items():
         print(f"  predicted loss {t}: {v:.4f}")
+    if r.outside_data:
+        print("  (outside: the laws extrapolate there; --within-data keeps the weights inside)")
     return 0
 
 
@@ -425,6 +437,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="long table: the column of losses (default loss)")
         g.add_argument("--dedup", action="store_true", help="drop duplicated checkpoints")
         g.add_argument("--renormalize", action="store_true", help="rescale weight rows to sum to 1")
+        g.add_argument("--N-unit", type=float, default=1.0, metavar="X",
+                       help="parameters per unit of the model-size column, e.g. 1e6 for millions (default 1)")
+        g.add_argument("--D-unit", type=float, default=1.0, metavar="X",
+                       help="tokens per unit of the token column, e.g. 1e9 for billions (default 1)")
 
     r = sub.add_parser("reproduce", help="the paper's SlimPajama protocol on the bundled data",
                        description="Fit the additive, joint, simple and full laws to the 8 SlimPajama targets "
@@ -462,6 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--N", type=float, required=True, help="model size (parameters)")
     o.add_argument("--D", type=float, required=True, help="training tokens")
     o.add_argument("--weights", help="target importance, e.g. 'c4=1,openhermes=2' (default: equal)")
+    o.add_argument("--within-data", action="store_true",
+                   help="keep every weight inside the range seen in the fitting runs")
     o.add_argument("--method", default="mirror", choices=("mirror", "projected"),
                    help="mirror descent (default, the paper's exponentiated gradient) or projected gradient")
     common(o)

@@ -24,7 +24,9 @@ from typing import Any, Union
 
 import numpy as np
 
-__all__ = ["Runs", "load_runs"]
+from ._warnings import user_stacklevel
+
+__all__ = ["Runs", "load_runs", "UnitsWarning"]
 
 #: Tolerance on the row sums of ``H``.
 SIMPLEX_TOL = 1e-6
@@ -34,6 +36,31 @@ SIZE_RTOL = 1e-9
 DEDUP_RTOL = 1e-3
 
 ColumnSpec = Union[str, Sequence[str], Mapping[str, str], None]
+
+#: Below these largest values, model sizes and token counts look like they were given in
+#: millions or billions (real runs have at least ~1e4 parameters and ~1e6 tokens).
+_PLAUSIBLE_MAX = {"N": 1e4, "D": 1e6}
+
+
+class UnitsWarning(UserWarning):
+    """Model sizes or token counts that look like they were given in millions or billions
+    (laws take raw counts: a fit in billions of tokens extrapolates wrongly)."""
+
+
+def _check_units(N: np.ndarray, D: np.ndarray, hint: str) -> None:
+    import warnings  # only on this rare path
+
+    for name, v in (("N", N), ("D", D)):
+        if v.size and float(v.max()) < _PLAUSIBLE_MAX[name]:
+            what = "model sizes" if name == "N" else "token counts"
+            warnings.warn(
+                f"{name}: the {what} are {_fmt_range(v)}, which looks like millions or billions, not raw "
+                f"counts; laws take raw counts, so later predictions at raw sizes would be wrong. Rescale: "
+                f"{hint.format(name=name)}", UnitsWarning, stacklevel=user_stacklevel())
+
+
+def _fmt_range(v: np.ndarray) -> str:
+    return f"{float(v.min()):.4g}..{float(v.max()):.4g}"
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -204,6 +231,7 @@ class Runs:
             run_ = np.array(r, dtype=np.int64, copy=True)
 
         self._init(N_, D_, H_, doms, tg, run_)
+        _check_units(N_, D_, "Runs({name}=values * 1e9, ...) for billions, or load_runs(..., {name}_unit=1e9)")
 
     # -- construction helpers -------------------------------------------------------
     @staticmethod
@@ -298,9 +326,10 @@ class Runs:
         else:  # e.g. digitised data with a different N for nearly every run
             sizes = f"{ms.size} sizes {_fmt_size(ms[0])}..{_fmt_size(ms[-1])}"
         doms = ", ".join(self.domains)
+        tokens = f"D {_fmt_size(float(self.D.min()))}..{_fmt_size(float(self.D.max()))}" if len(self) else "D -"
         return (
             f"Runs(n={len(self)}, runs={np.unique(self.run).size}, k={self.k} domains [{doms}], "
-            f"{sizes}, targets [{', '.join(self.target_names)}])"
+            f"{sizes}, {tokens}, targets [{', '.join(self.target_names)}])"
         )
 
     def to_dict(self) -> dict[str, np.ndarray]:
@@ -671,6 +700,8 @@ def load_runs(
     renormalize: bool = False,
     target_column: str | None = None,
     loss_column: str | None = None,
+    N_unit: float = 1.0,
+    D_unit: float = 1.0,
 ) -> Runs:
     """Load training-run records from a table.
 
@@ -724,6 +755,11 @@ def load_runs(
     loss_column : str, optional
         Long table: the column of losses (default ``"loss"``). Empty cells are missing
         values. Only valid together with ``target_column``.
+    N_unit, D_unit : float
+        What one unit of the ``N`` and ``D`` columns is, in parameters and tokens: e.g.
+        ``D_unit=1e9`` for a column of billions of tokens. Laws take raw counts; a table
+        whose largest N is below 1e4 or largest D below 1e6 gives a
+        :class:`UnitsWarning` that names these options.
 
     Returns
     -------
@@ -748,6 +784,7 @@ def load_runs(
         runs = load_runs("evals.csv", target_column="metric", loss_column="value",
                          run="run", N="params", D="tokens", weights="w_*")
     """
+    units = (_unit_option(N_unit, "N_unit"), _unit_option(D_unit, "D_unit"))
     header, get, row_note = _open_source(source)
     if target_column is not None or loss_column is not None:
         if target_column is None:
@@ -755,13 +792,21 @@ def load_runs(
         runs = _load_long(
             header, get, row_note, weights=weights, N=N, D=D, targets=targets, run=run,
             renormalize=renormalize, target_column=target_column,
-            loss_column="loss" if loss_column is None else loss_column,
+            loss_column="loss" if loss_column is None else loss_column, units=units,
         )
     else:
         runs = _load_wide(header, get, row_note, weights=weights, N=N, D=D,
                           targets=str(targets) if isinstance(targets, _DefaultTargets) else targets,
-                          run=run, renormalize=renormalize)
+                          run=run, renormalize=renormalize, units=units)
     return runs.select(~_duplicate_checkpoints(runs)) if dedup else runs
+
+
+def _unit_option(value: Any, arg: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{arg}: expected a number (e.g. 1e9 for billions), got {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{arg}: must be finite and > 0, got {value!r}")
+    return float(value)
 
 
 def _require_columns(header: list[str], columns: Sequence[tuple[str, str | None]]) -> None:
@@ -796,7 +841,7 @@ def _renormalized(H: np.ndarray, row_note: Callable[[int], str], rows: np.ndarra
 
 def _load_wide(header: list[str], get: Callable[[str], Any], row_note: Callable[[int], str], *,
                weights: ColumnSpec, N: str, D: str, targets: ColumnSpec, run: str | None,
-               renormalize: bool) -> Runs:
+               renormalize: bool, units: tuple[float, float] = (1.0, 1.0)) -> Runs:
     """One row per checkpoint, one loss column per target."""
     _require_columns(header, (("N", N), ("D", D), ("run", run)))
     wcols = _resolve_columns(weights, header, "weights")
@@ -811,14 +856,24 @@ def _load_wide(header: list[str], get: Callable[[str], Any], row_note: Callable[
         H = _renormalized(H, row_note)
     tg = {name: read(c, "targets", True) for c, name in tcols}
     run_ = read(run, "run", False) if run is not None else None
-    return _runs_from_columns(N_, D_, H, domains=[nm for _, nm in wcols], targets=tg, run=run_)
+    return _runs_from_columns(N_, D_, H, units, domains=[nm for _, nm in wcols], targets=tg, run=run_)
 
 
-def _runs_from_columns(N: np.ndarray, D: np.ndarray, H: np.ndarray, **kwargs: Any) -> Runs:
-    """:class:`Runs` of loaded columns. Runs names its own argument H; here the weights
-    come from the ``weights`` columns, so errors name that argument."""
+def _runs_from_columns(N: np.ndarray, D: np.ndarray, H: np.ndarray, units: tuple[float, float],
+                       **kwargs: Any) -> Runs:
+    """:class:`Runs` of loaded columns (``N`` and ``D`` times their units). Runs names its
+    own argument H; here the weights come from the ``weights`` columns, so errors name that
+    argument."""
+    N, D = N * units[0], D * units[1]
     try:
-        return Runs(N, D, H, **kwargs)
+        import warnings
+
+        with warnings.catch_warnings():  # warned below, naming load_runs' options
+            warnings.simplefilter("ignore", UnitsWarning)
+            runs = Runs(N, D, H, **kwargs)
+        _check_units(runs.N, runs.D, "load_runs(..., {name}_unit=1e9) for billions (on the command line "
+                                     "--{name}-unit 1e9)")
+        return runs
     except ValueError as exc:
         msg = str(exc)
         if not msg.startswith("H: "):
@@ -873,6 +928,7 @@ def _load_long(
     renormalize: bool,
     target_column: str,
     loss_column: str,
+    units: tuple[float, float] = (1.0, 1.0),
 ) -> Runs:
     """Pivot a long table (one row per run, checkpoint and target) into a :class:`Runs`."""
     _require_columns(header, (("N", N), ("D", D), ("run", run), ("target_column", target_column),
@@ -962,7 +1018,7 @@ def _load_long(
     else:
         run_out = run_id[pick]
     return _runs_from_columns(
-        N_[pick], D_[pick], Hs,
+        N_[pick], D_[pick], Hs, units,
         domains=[nm for _, nm in wcols],
         targets={nm: Y[:, j] for j, (_, nm) in enumerate(tsel)},
         run=run_out,

@@ -22,6 +22,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from . import _core
+from ._domains import columns_by_name
 from .data import Runs
 from .fit import Fits, _resolve_tie, _solver_options, _target_seed, fit, random_starts
 from .laws import Law
@@ -237,10 +238,14 @@ class BootstrapResult:
 
     def predict_interval(self, target: str, runs: Any = None, *, N: Any = None, D: Any = None,
                          H: Any = None) -> tuple[np.ndarray, np.ndarray]:
-        """Percentile interval of the predicted loss at each record of ``runs`` (or arrays)."""
-        law = self.fits[target].law
+        """Percentile interval of the predicted loss at each record of ``runs`` (or arrays).
+        Domains are matched by name, as in :meth:`mixlaw.Fit.predict`."""
+        f0 = self.fits[target]
+        law = f0.law
         if runs is not None:
-            N, D, H = runs.N, runs.D, runs.H
+            N, D, H = runs.N, runs.D, f0._runs_H(runs.H, runs)
+        elif H is not None:
+            H = columns_by_name(H, f0.domains, arg="H", want_arg="fit")
         preds = np.array([law.predict(x, N, D, H if law.k else None) for x in self.samples[target]
                           if np.all(np.isfinite(x))])
         lo, hi = np.quantile(preds, self._q(), axis=0)

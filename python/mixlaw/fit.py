@@ -31,19 +31,21 @@ import fnmatch
 import json
 import math
 import os
-import sys
 import time
 import warnings
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional, Union
 
 import numpy as np
 
 from . import _core
+from ._domains import columns_by_name, domain_order
+from ._warnings import user_stacklevel as _user_stacklevel
 from .laws import NESTED_IN, Law, _bimix_for_target, embed
 from .laws import law as make_law
+from .data import _fmt_size
 from .metrics import metrics as compute_metrics
 
 __all__ = ["Fit", "Fits", "fit", "load_fits", "IdentifiabilityWarning", "ConvergenceWarning"]
@@ -63,11 +65,28 @@ class ConvergenceWarning(UserWarning):
     ``warnings.filterwarnings("ignore", category=mixlaw.ConvergenceWarning)``."""
 
 
+class ExtrapolationWarning(UserWarning):
+    """A prediction or an optimal mixture far outside the data the law was fitted on: model
+    sizes or token counts more than :data:`FAR_FACTOR` times beyond the fitted range (often
+    a unit mistake), or mixture weights outside the range seen in the fitting runs. The
+    numbers are the law's extrapolation, not something the data supports."""
+
+
+#: Sizes or token counts more than this factor beyond the fitted range are "far outside".
+FAR_FACTOR = 1000.0
+
+
 #: Status of a start (``Fit.status``, ``Fit.starts_status``); only 1 is a success.
 STATUS_CONVERGED, STATUS_MAX_ITER, STATUS_STALLED, STATUS_SCREENED, STATUS_COLLAPSED = 1, 0, -4, -3, -5
 #: At least this many starts must end for the "few starts reached the best" warning, and
 #: fewer than this fraction of them (or one start) reaching the best objective triggers it.
 _FEW_AT_BEST_MIN_STARTS, _FEW_AT_BEST_FRACTION = 8, 0.05
+#: Record weights: the largest must lie in this range (ratios are what matter; beyond it
+#: the weighted objective overflows, or underflows to 0, and any point looks stationary).
+_WEIGHT_MAX_RANGE = (1e-100, 1e100)
+#: Smallest Huber threshold: far below it the objective sinks under the solver's rounding
+#: floor, where every point looks stationary.
+_DELTA_MIN = 1e-12
 #: A parameter within this relative distance of a finite bound is at its limit; a
 #: log-scaled coefficient below this fraction of its start range's lower end is ~0.
 _AT_LIMIT_RTOL, _DEGENERATE_FRACTION = 1e-6, 1e-6
@@ -122,6 +141,10 @@ class Fit:
     seconds : float
         Solver time of this target summed over its starts (thread-seconds; timing only,
         it never affects results).
+    ranges : dict
+        The range of the fitting records: ``"N"`` and ``"D"`` as ``(min, max)`` in raw units,
+        and ``"h"`` one ``(min, max)`` weight per domain (in :attr:`domains` order). Predictions
+        and mixtures outside it are extrapolations, and say so.
     """
 
     law: Law
@@ -144,6 +167,7 @@ class Fit:
     stationarity: float = math.nan
     starts_stationarity: np.ndarray = field(default_factory=lambda: np.zeros(0))
     at_limit: dict = field(default_factory=dict)
+    ranges: dict = field(default_factory=dict)
 
     @property
     def params(self) -> dict[str, float]:
@@ -193,18 +217,82 @@ class Fit:
 
     def predict(self, runs: Any = None, D: Any = None, H: Any = None, *, N: Any = None,
                 threads: Optional[int] = None) -> np.ndarray:
-        """Predicted loss on a runs table, or on arrays ``(N, D, H)``."""
+        """Predicted loss on a runs table, or on arrays ``(N, D, H)``.
+
+        Domains are matched by name: a runs table's weight columns, and the columns of a
+        DataFrame (or a mapping domain -> weights) given as ``H``, are reordered to this
+        fit's :attr:`domains`; different names are a ValueError. A bare array ``H`` is
+        read by position, in :attr:`domains` order."""
         if runs is not None and hasattr(runs, "H") and hasattr(runs, "targets"):
-            return self.law.predict(self.x, runs.N, runs.D, runs.H if self.law.k else None, threads=threads)
+            self.warn_if_far(runs.N, runs.D)
+            return self.law.predict(self.x, runs.N, runs.D, self._runs_H(runs.H, runs) if self.law.k else None,
+                                    threads=threads)
         n = runs if N is None else N
-        return self.law.predict(self.x, n, D, H, threads=threads)
+        if H is not None:
+            H = columns_by_name(H, self.domains, arg="H", want_arg="fit")
+        out = self.law.predict(self.x, n, D, H, threads=threads)
+        if D is not None:  # not prepared Records: N and D are arrays the core accepted
+            self.warn_if_far(n, D)
+        return out
+
+    def far_outside(self, N: Any, D: Any) -> dict:
+        """How far sizes ``N`` and token counts ``D`` go beyond the fitted range
+        (:attr:`ranges`): ``{"N": factor, "D": factor}`` for those more than
+        :data:`FAR_FACTOR` times above the largest or below the smallest fitted value."""
+        out = {}
+        for name, v in (("N", N), ("D", D)):
+            span = self.ranges.get(name)
+            a = np.asarray(v, dtype=float)
+            if span is None or a.size == 0 or not np.all(np.isfinite(a)) or np.any(a <= 0):
+                continue
+            factor = max(float(a.max()) / span[1], span[0] / float(a.min()))
+            if factor > FAR_FACTOR:
+                out[name] = factor
+        return out
+
+    def warn_if_far(self, N: Any, D: Any) -> None:
+        """An :class:`ExtrapolationWarning` when ``N`` or ``D`` is far outside the fitted range."""
+        far = self.far_outside(N, D)
+        if far:
+            warnings.warn(f"target {self.target!r}: {_far_message(self, far)}", ExtrapolationWarning,
+                          stacklevel=_user_stacklevel())
 
     def score(self, runs: Any) -> dict:
         """Metrics (``mre`` in %, ``r2``, ``mae``, ``rmse``, ``n``) on a runs table, using
-        the records where this target's loss is present."""
+        the records where this target's loss is present (domains matched by name)."""
         N, D, H, y = runs.target(self.target)
-        pred = self.law.predict(self.x, N, D, H if self.law.k else None)
-        return compute_metrics(pred, y)
+        pred = self.law.predict(self.x, N, D, self._runs_H(H, runs) if self.law.k else None)
+        return compute_metrics(y, pred)
+
+    def _runs_H(self, H: np.ndarray, runs: Any) -> np.ndarray:
+        """The weight columns of ``runs`` in this fit's domain order."""
+        idx = domain_order(tuple(getattr(runs, "domains", ())), self.domains, have_arg="runs", want_arg="fit")
+        return H if idx is None else np.ascontiguousarray(H[:, idx])
+
+    def with_domains(self, domains: Sequence[str]) -> "Fit":
+        """The same fit with its domains in the order ``domains`` (the same names): per-domain
+        parameters (``C_i``, ``gamma_i``, ...), ranges and the bimix target domain are
+        permuted, so every prediction is unchanged when the weights are permuted alike."""
+        idx = domain_order(self.domains, tuple(domains), have_arg="fit", want_arg="domains")
+        if idx is None:
+            if self.domains or len(tuple(domains)) != self.law.k:
+                return self
+            return replace(self, domains=tuple(domains))
+        L, k = self.law, self.law.k
+        x = np.array(self.x, dtype=float)
+        names = L.param_names
+        for i, name in enumerate(names):
+            stem, _, num = name.rpartition("_")
+            if stem and num.isdigit() and 1 <= int(num) <= k:
+                x[i] = self.x[L.index(f"{stem}_{idx[int(num) - 1] + 1}")]
+        law = L
+        if L.target_domain is not None:
+            law = Law(L.name, k, n_term=L.n_term, d_term=L.d_term, n_scale=L.n_scale, d_scale=L.d_scale,
+                      target_domain=int(np.flatnonzero(idx == L.target_domain)[0]))
+        ranges = dict(self.ranges)
+        if "h" in ranges and len(ranges["h"]) == k:
+            ranges["h"] = tuple(ranges["h"][j] for j in idx)
+        return replace(self, law=law, x=_frozen(x), domains=tuple(domains), ranges=ranges)
 
     def __repr__(self) -> str:
         limit = f", at_limit={sorted(self.at_limit)}" if self.at_limit else ""
@@ -213,7 +301,8 @@ class Fit:
 
     # -- serialisation ----------------------------------------------------------------
     def to_dict(self) -> dict:
-        """A JSON-serialisable dict (see :func:`load_fits`)."""
+        """A JSON-serialisable dict: one entry of the ``fits`` list of a fits document (the
+        schema is in :func:`load_fits`)."""
         law = self.law
         return {
             "law": {"name": law.name, "k": law.k, "n_term": law.n_term, "d_term": law.d_term,
@@ -228,25 +317,17 @@ class Fit:
             "stationarity": None if not math.isfinite(self.stationarity) else self.stationarity,
             "starts_stationarity": [None if not math.isfinite(v) else v for v in self.starts_stationarity.tolist()],
             "at_limit": dict(self.at_limit),
+            "ranges": {key: [[float(a), float(b)] for a, b in v] if key == "h" else [float(a) for a in v]
+                       for key, v in self.ranges.items()},
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Fit":
-        spec = d["law"]
-        law = Law(spec["name"], spec["k"], n_term=spec["n_term"], d_term=spec["d_term"],
-                  n_scale=spec["n_scale"], d_scale=spec["d_scale"], target_domain=spec.get("target_domain"))
-        starts_fun = np.array([math.nan if v is None else v for v in d["starts_fun"]], dtype=float)
-        return cls(law=law, target=d["target"], x=_frozen(law.params(d["params"])), fun=float(d["fun"]),
-                   success=bool(d["success"]), status=int(d["status"]), message=d["message"],
-                   nit=int(d["nit"]), nfev=int(d["nfev"]), njev=int(d["njev"]),
-                   starts_fun=_frozen(starts_fun), starts_status=_frozen(np.asarray(d["starts_status"], dtype=int)),
-                   n_records=int(d["n_records"]), train=dict(d["train"]), options=dict(d["options"]),
-                   domains=tuple(d.get("domains", ())),
-                   seconds=math.nan if d.get("seconds") is None else float(d["seconds"]),
-                   stationarity=math.nan if d.get("stationarity") is None else float(d["stationarity"]),
-                   starts_stationarity=_frozen(np.array([math.nan if v is None else v
-                                                         for v in d.get("starts_stationarity", [])], dtype=float)),
-                   at_limit={str(n): str(v) for n, v in dict(d.get("at_limit", {})).items()})
+        """The fit of a :meth:`to_dict` dict (one entry of a fits document, as parsed from
+        JSON), validated as :func:`load_fits` validates each fit: every problem is a
+        ValueError naming its key path, e.g. ``fit.params.C_1: -5 is below the law's lower
+        bound 0``."""
+        return _fit_from_json(d, "fit", _FITS_VERSION)
 
 
 class Fits(Mapping[str, Fit]):
@@ -289,8 +370,13 @@ class Fits(Mapping[str, Fit]):
         return rows
 
     def to_json(self, path: Any = None) -> str:
-        """JSON text of all fits; written to ``path`` too when given."""
-        text = json.dumps({"mixlaw_fits": 1, "fits": [f.to_dict() for f in self._fits.values()]}, indent=1)
+        """JSON text of all fits (a fits document, version ``"mixlaw_fits": 2``; schema in
+        :func:`load_fits`); written to ``path`` too when given. The document is validated as
+        :func:`load_fits` validates it before it is returned or written: a ValueError naming
+        the key path, rather than a file that cannot be read back."""
+        text = json.dumps({"mixlaw_fits": _FITS_VERSION, "fits": [f.to_dict() for f in self._fits.values()]},
+                          indent=1)
+        _fits_from_json(_parse_fits_json(text))
         if path is not None:
             with open(path, "w", encoding="utf-8") as fh:
                 fh.write(text)
@@ -304,15 +390,479 @@ class Fits(Mapping[str, Fit]):
 
 
 def load_fits(source: Any) -> Fits:
-    """Read fits written by :meth:`Fits.to_json` (a path or the JSON text)."""
-    text = source
-    if not (isinstance(source, str) and source.lstrip().startswith("{")):
-        with open(source, encoding="utf-8") as fh:
-            text = fh.read()
-    data = json.loads(text)
-    if data.get("mixlaw_fits") != 1:
-        raise ValueError("source: not a mixlaw fits JSON document")
-    return Fits({d["target"]: Fit.from_dict(d) for d in data["fits"]})
+    """Read fits written by :meth:`Fits.to_json` (a path, or the JSON text itself).
+
+    The document is validated before any law is built: every problem is a ValueError whose
+    message starts with the key path, e.g. ``fits[0].params.C_1: -5 is below the law's lower
+    bound 0`` or ``fits[2].law.k: expected an integer, got "300000000"``; text that is not
+    JSON is a ValueError naming ``source`` with the line and column.
+
+    Schema (``"mixlaw_fits": 2``; version 1, written before ``ranges`` existed, still reads):
+
+    - top level: an object with exactly ``mixlaw_fits`` (the integer 1 or 2; anything else is
+      a ValueError naming ``mixlaw_fits``) and ``fits``, a non-empty list of fits. JSON
+      objects must not repeat a key. ``NaN``/``Infinity`` are read (``to_json`` writes them
+      where a value may be non-finite) but refused wherever a finite number is required.
+    - each fit: an object with the required keys ``law``, ``target``, ``params``, ``fun``,
+      ``success``, ``status``, ``message``, ``nit``, ``nfev``, ``njev``, ``starts_fun``,
+      ``starts_status``, ``n_records``, ``train``, ``options`` and the optional keys
+      ``domains``, ``seconds``, ``stationarity``, ``starts_stationarity``, ``at_limit`` and
+      (version 2) ``ranges``; any other key is refused.
+    - ``law``: ``name`` a known law; ``k`` an integer (not a boolean), 0 for chinchilla and
+      1..100,000 otherwise, checked before any law is built; ``n_term``, ``d_term`` JSON
+      booleans, false where the law has no such term (baselines: no model-size term; dml_exp,
+      dml_sum, linear: no token term), not both false for chinchilla; ``n_scale``,
+      ``d_scale`` finite numbers > 0; ``target_domain`` an integer in [0, k), for bimix only
+      (and required there). The law is built only when ``params`` lists as many parameters
+      as it has, or it has at most 1,000 (to name the missing ones): loading never costs
+      more than the file's size warrants.
+    - ``target``: a non-empty string, unique across the document.
+    - ``params``: an object with exactly the law's parameter names (missing or unknown names
+      are named), each a finite JSON number within the law's bounds (``Law.lower``,
+      ``Law.upper``), or within ``options.bounds`` for the parameters it overrides.
+    - ``domains``: unique non-empty strings; k of them, or none (older files), for a law
+      with a mixture term; for chinchilla (k = 0) the runs table's domains, any number. All
+      fits of a document that name domains name the same set (the order may differ: mixture
+      code aligns fits by domain name).
+    - ``fun`` a number (NaN when every start failed); ``success`` a boolean, true exactly
+      when ``status`` is 1 (version-1 fits without ``stationarity`` come from the solver
+      before issue 20, whose statuses -3..4 counted as success when > 0); ``status`` and
+      every ``starts_status`` a known status; ``message`` a string; ``nit``, ``nfev``,
+      ``njev``, ``n_records`` integers >= 0; ``starts_fun`` and ``starts_stationarity``
+      lists of numbers or null, as long as ``starts_status`` (``starts_stationarity`` may
+      be empty); ``seconds`` a number >= 0 or null; ``stationarity`` a number or null;
+      ``train`` an object of numbers or null (``n`` an integer >= 0); ``options`` an object whose
+      known settings have their types (strings, integers, numbers, booleans; ``bounds``
+      ``{parameter: [lower, upper]}`` with lower <= upper; ``tie`` ``{group: [parameter,
+      ...]}``; settings it does not know are kept as they are, so that new options of
+      :func:`fit` round-trip); ``at_limit`` ``{parameter: "lower" | "upper" | "~0"}``.
+    - ``ranges`` (optional; ``{}`` when missing): ``N`` and ``D`` ``[min, max]`` finite, > 0,
+      min <= max; ``h`` (laws with a mixture term) k ``[min, max]`` pairs in ``domains``
+      order, weights in [0, 1] (within 1e-6) with min <= max.
+    """
+    return _fits_from_json(_parse_fits_json(_fits_text(source)))
+
+
+# -- the fits document: limits and strict validation ----------------------------------------
+#: Version of the fits document :meth:`Fits.to_json` writes, and the versions
+#: :func:`load_fits` reads (version 2 added the optional ``ranges`` of each fit).
+_FITS_VERSION, _FITS_VERSIONS = 2, (1, 2)
+#: Most domains a law of a fits document may have, checked before any law is built: every
+#: law then has at most 6k + 5 = 600,005 parameters (the full law).
+_MAX_K = 100_000
+#: A law whose parameter count differs from the document's ``params`` is built (to name the
+#: missing or unknown parameters) only up to this many parameters.
+_NAMED_PARAMS = 1_000
+#: Mixture weights are on the simplex within this (mixlaw.data.SIMPLEX_TOL).
+_WEIGHT_TOL = 1e-6
+_FIT_REQUIRED = ("law", "target", "params", "fun", "success", "status", "message", "nit", "nfev", "njev",
+                 "starts_fun", "starts_status", "n_records", "train", "options")
+_FIT_OPTIONAL = {1: ("domains", "seconds", "stationarity", "starts_stationarity", "at_limit"),
+                 2: ("domains", "seconds", "stationarity", "starts_stationarity", "at_limit", "ranges")}
+_LAW_REQUIRED = ("name", "k", "n_term", "d_term", "n_scale", "d_scale")
+#: Types of the known settings of ``Fit.options`` (other keys are kept as they are).
+_OPTION_TYPES = {**dict.fromkeys(("loss", "residual", "reduction", "method", "curvature", "linear_solver"), "str"),
+                 **dict.fromkeys(("n_starts", "seed", "hops", "max_iter", "screen_iter", "screen_keep"), "int"),
+                 **dict.fromkeys(("delta", "hop_step", "hop_temperature", "ftol", "xtol", "gtol", "max_step",
+                                  "screen_ratio"), "number"),
+                 **dict.fromkeys(("nest", "nested_start"), "bool")}
+
+
+def _fits_text(source: Any) -> str:
+    """The text of a fits document: ``source`` itself when it is JSON text, else the file."""
+    import os
+
+    if isinstance(source, str) and source.lstrip()[:1] in ("{", "["):
+        return source
+    if not isinstance(source, (str, bytes, os.PathLike)):
+        raise TypeError(f"source: expected a path or JSON text, got {type(source).__name__}")
+    with open(source, "rb") as fh:
+        raw = fh.read()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"source: {os.fsdecode(source)!r} is not UTF-8 text (byte {exc.start}); "
+                         "not a mixlaw fits document") from None
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list) -> dict:
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(f"source: the key {_show(key)} appears twice in one JSON object")
+        out[key] = value
+    return out
+
+
+def _parse_fits_json(text: str) -> Any:
+    """The parsed JSON of ``text``; a ValueError naming ``source`` when it is not JSON."""
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"source: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except _DuplicateKey:
+        raise
+    except RecursionError:
+        raise ValueError("source: JSON nested too deeply; not a mixlaw fits document") from None
+    except ValueError as exc:  # e.g. an integer beyond Python's digit limit
+        raise ValueError(f"source: not readable JSON ({str(exc).split(';')[0]})") from None
+
+
+def _fits_from_json(data: Any) -> Fits:
+    """The :class:`Fits` of a parsed fits document, validated (see :func:`load_fits`)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"source: expected a JSON object (a mixlaw fits document), got {_show(data)}")
+    if "mixlaw_fits" not in data:
+        raise ValueError("mixlaw_fits: missing; source is not a mixlaw fits document")
+    version = data["mixlaw_fits"]
+    if isinstance(version, bool) or not isinstance(version, int) or version not in _FITS_VERSIONS:
+        raise ValueError(f"mixlaw_fits: unsupported version {_show(version)}; this mixlaw reads versions "
+                         f"{', '.join(map(str, _FITS_VERSIONS))}")
+    _check_keys(data, "", ("mixlaw_fits", "fits"))
+    items = data["fits"]
+    if not isinstance(items, list):
+        raise ValueError(f"fits: expected a list of fits, got {_show(items)}")
+    if not items:
+        raise ValueError("fits: the document has no fit")
+    out: dict = {}
+    where: dict = {}
+    named: Optional[tuple] = None  # (path, domains) of the first fit that names domains
+    for i, d in enumerate(items):
+        path = f"fits[{i}]"
+        if isinstance(d, dict) and isinstance(d.get("target"), str) and d["target"] in where:
+            raise ValueError(f"{path}.target: duplicate target {_show(d['target'])} (also {where[d['target']]})")
+        f = _fit_from_json(d, path, version)
+        where[f.target] = path
+        if f.domains:
+            if named is None:
+                named = (path, f.domains)
+            elif set(f.domains) != set(named[1]):
+                raise ValueError(f"{path}.domains: {_names(f.domains)} are not the domains of {named[0]} "
+                                 f"({_names(named[1])}); the fits of one document describe one set of domains")
+        out[f.target] = f
+    return Fits(out)
+
+
+def _fit_from_json(d: Any, path: str, version: int) -> Fit:
+    """One fit of a fits document (``path`` prefixes every error message)."""
+    if not isinstance(d, Mapping):
+        raise ValueError(f"{path}: expected a JSON object (one fit), got {_show(d)}")
+    _check_keys(d, path, _FIT_REQUIRED, _FIT_OPTIONAL[version])
+    target = d["target"]
+    if not isinstance(target, str) or not target:
+        raise ValueError(f"{path}.target: expected a non-empty string, got {_show(target)}")
+    spec = _law_spec(d["law"], f"{path}.law")
+    k = spec["k"]
+    params = d["params"]
+    if not isinstance(params, Mapping):
+        raise ValueError(f"{path}.params: expected an object {{parameter: value}}, got {_show(params)}")
+    domains = _json_list(d.get("domains", []), f"{path}.domains")
+    for j, name in enumerate(domains):
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{path}.domains[{j}]: expected a non-empty string, got {_show(name)}")
+    if len(set(domains)) != len(domains):
+        raise ValueError(f"{path}.domains: {_show(next(n for n in domains if domains.count(n) > 1))} appears twice")
+    if k and domains and len(domains) != k:
+        raise ValueError(f"{path}.domains: {len(domains)} names for a law with k = {k} domains")
+    n_params = _law_n_params(spec["name"], k, spec["n_term"], spec["d_term"])
+    if n_params is not None and len(params) != n_params and n_params > _NAMED_PARAMS:
+        raise ValueError(f"{path}.params: the {spec['name']} law with k = {k} has {n_params} parameters, "
+                         f"the document lists {len(params)}")
+    try:
+        law = Law(spec["name"], k, n_term=spec["n_term"], d_term=spec["d_term"], n_scale=spec["n_scale"],
+                  d_scale=spec["d_scale"], target_domain=spec["target_domain"])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}.law: {exc}") from None
+    names = law.param_names
+    known = set(names)
+    unknown = [n for n in params if n not in known]
+    missing = [n for n in names if n not in params]
+    if unknown or missing:
+        detail = "; ".join(part for part in (f"unknown parameter(s) {_names(unknown)}" if unknown else "",
+                                             f"missing parameter(s) {_names(missing)}" if missing else "") if part)
+        raise ValueError(f"{path}.params: {detail} for {law!r}, whose parameters are {_names(names)}")
+    options, bounds = _options_from_json(d["options"], f"{path}.options", law)
+    x = np.empty(len(names))
+    for i, name in enumerate(names):
+        p = f"{path}.params.{name}"
+        v = _json_number(params[name], p)
+        lo, hi, whose = float(law.lower[i]), float(law.upper[i]), "the law's"
+        if name in bounds:
+            (lo, hi), whose = bounds[name], f"its (options.bounds.{name})"
+        if v < lo:
+            raise ValueError(f"{p}: {_show(params[name])} is below {whose} lower bound {lo:g}")
+        if v > hi:
+            raise ValueError(f"{p}: {_show(params[name])} is above {whose} upper bound {hi:g}")
+        x[i] = v
+    legacy = version == 1 and "stationarity" not in d  # written by the solver before issue 20
+    status = _json_status(d["status"], f"{path}.status", legacy)
+    success = _json_bool(d["success"], f"{path}.success")
+    if success != (status > 0 if legacy else status == STATUS_CONVERGED):
+        raise ValueError(f"{path}.success: {_show(success)} contradicts status {status} ("
+                         + ("success is status > 0 in this version-1 fit)" if legacy else "success is status 1)"))
+    message = d["message"]
+    if not isinstance(message, str):
+        raise ValueError(f"{path}.message: expected a string, got {_show(message)}")
+    starts_status = [_json_status(v, f"{path}.starts_status[{j}]", legacy)
+                     for j, v in enumerate(_json_list(d["starts_status"], f"{path}.starts_status"))]
+    starts_fun = _json_numbers(d["starts_fun"], f"{path}.starts_fun", len(starts_status), "starts_status")
+    stat = d.get("starts_stationarity", [])
+    starts_stationarity = _json_numbers(stat, f"{path}.starts_stationarity",
+                                        len(starts_status) if stat else 0, "starts_status")
+    seconds = _json_number(d.get("seconds"), f"{path}.seconds", finite=False, null=True)
+    if seconds < 0:
+        raise ValueError(f"{path}.seconds: {_show(d['seconds'])} is negative")
+    at_limit = d.get("at_limit", {})
+    if not isinstance(at_limit, Mapping):
+        raise ValueError(f"{path}.at_limit: expected an object {{parameter: where}}, got {_show(at_limit)}")
+    for name, where in at_limit.items():
+        p = _key_path(f"{path}.at_limit", name)
+        if name not in known:
+            raise ValueError(f"{p}: not a parameter of {law!r}")
+        if where not in ("lower", "upper", "~0"):
+            raise ValueError(f"{p}: expected \"lower\", \"upper\" or \"~0\", got {_show(where)}")
+    return Fit(law=law, target=target, x=_frozen(x),
+               fun=_json_number(d["fun"], f"{path}.fun", finite=False), success=success, status=status,
+               message=message, nit=_json_int(d["nit"], f"{path}.nit", lo=0),
+               nfev=_json_int(d["nfev"], f"{path}.nfev", lo=0), njev=_json_int(d["njev"], f"{path}.njev", lo=0),
+               starts_fun=_frozen(starts_fun), starts_status=_frozen(np.array(starts_status, dtype=int)),
+               n_records=_json_int(d["n_records"], f"{path}.n_records", lo=0),
+               train=_train_from_json(d["train"], f"{path}.train"), options=options, domains=tuple(domains),
+               seconds=seconds, stationarity=_json_number(d.get("stationarity"), f"{path}.stationarity",
+                                                          finite=False, null=True),
+               starts_stationarity=_frozen(starts_stationarity), at_limit=dict(at_limit),
+               ranges=_ranges_from_json(d.get("ranges", {}), f"{path}.ranges", k))
+
+
+def _law_spec(spec: Any, path: str) -> dict:
+    """The arguments of :class:`Law` in a fit's ``law`` object, checked without building it."""
+    from .laws import ALL_LAWS, BASELINE_LAWS
+
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"{path}: expected an object, got {_show(spec)}")
+    _check_keys(spec, path, _LAW_REQUIRED, ("target_domain",))
+    name = spec["name"]
+    if not isinstance(name, str) or name not in ALL_LAWS:
+        raise ValueError(f"{path}.name: unknown law {_show(name)}; expected one of {', '.join(ALL_LAWS)}")
+    k = _json_int(spec["k"], f"{path}.k")
+    if name == "chinchilla":
+        if k != 0:
+            raise ValueError(f"{path}.k: the chinchilla law has no domains, expected 0, got {k}")
+    elif not 1 <= k <= _MAX_K:
+        raise ValueError(f"{path}.k: {k} is " + ("below 1" if k < 1 else f"above the limit {_MAX_K:,}")
+                         + f" (the {name} law needs 1 <= k <= {_MAX_K:,} domains)")
+    n_term = _json_bool(spec["n_term"], f"{path}.n_term")
+    d_term = _json_bool(spec["d_term"], f"{path}.d_term")
+    if n_term and name in BASELINE_LAWS:
+        raise ValueError(f"{path}.n_term: the {name} law has no model-size term; expected false")
+    if d_term and name in ("dml_exp", "dml_sum", "linear"):
+        raise ValueError(f"{path}.d_term: the {name} law has no token term; expected false")
+    if name == "chinchilla" and not (n_term or d_term):
+        raise ValueError(f"{path}.d_term: the chinchilla law without both terms is a constant; "
+                         "n_term or d_term must be true")
+    scales = {}
+    for key in ("n_scale", "d_scale"):
+        scales[key] = _json_number(spec[key], f"{path}.{key}")
+        if scales[key] <= 0:
+            raise ValueError(f"{path}.{key}: {_show(spec[key])} is not > 0")
+    target_domain = None
+    if name == "bimix":
+        if "target_domain" not in spec:
+            raise ValueError(f"{path}.target_domain: missing (the bimix law needs the index of the target's "
+                             "own domain)")
+        target_domain = _json_int(spec["target_domain"], f"{path}.target_domain", lo=0, hi=k - 1)
+    elif "target_domain" in spec:
+        raise ValueError(f"{path}.target_domain: only the bimix law has a target domain, not {name}")
+    return dict(name=name, k=k, n_term=n_term, d_term=d_term, target_domain=target_domain, **scales)
+
+
+def _law_n_params(name: str, k: int, n_term: bool, d_term: bool) -> Optional[int]:
+    """Parameters of a law (the table of :mod:`mixlaw.laws`) without building it; None for a
+    law this table does not know."""
+    n, d = int(n_term), int(d_term)
+    return {"chinchilla": 1 + 2 * (n + d), "additive": 1 + 2 * k + 2 * (n + d),
+            "joint": 1 + 2 * k + (k + 2) * (n + d), "simple": 2 + k + 2 * (n + d),
+            "full": 1 + 2 * k + (2 * k + 2) * (n + d), "dml_exp": 1 + k, "dml_sum": 1 + 2 * k,
+            "bimix": 3 + 2 * d, "linear": k}.get(name)
+
+
+def _options_from_json(options: Any, path: str, law: Law) -> tuple[dict, dict]:
+    """``Fit.options`` and its parameter bounds ``{name: (lower, upper)}``, type-checked."""
+    if not isinstance(options, Mapping):
+        raise ValueError(f"{path}: expected an object, got {_show(options)}")
+    for key, kind in _OPTION_TYPES.items():
+        if key not in options:
+            continue
+        v, p = options[key], f"{path}.{key}"
+        if kind == "str" and not isinstance(v, str):
+            raise ValueError(f"{p}: expected a string, got {_show(v)}")
+        if kind == "int":
+            _json_int(v, p)
+        elif kind == "number":
+            _json_number(v, p, finite=False)
+        elif kind == "bool":
+            _json_bool(v, p)
+    bounds: dict = {}
+    raw = options.get("bounds", {})
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{path}.bounds: expected an object {{parameter: [lower, upper]}}, got {_show(raw)}")
+    for name, pair in raw.items():
+        p = _key_path(f"{path}.bounds", name)
+        if name not in law.param_names:
+            raise ValueError(f"{p}: not a parameter of {law!r}")
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise ValueError(f"{p}: expected [lower, upper], got {_show(pair)}")
+        lo, hi = (_json_number(v, f"{p}[{j}]", finite=False) for j, v in enumerate(pair))
+        if not lo <= hi:  # also NaN
+            raise ValueError(f"{p}: lower {_show(pair[0])} is not <= upper {_show(pair[1])}")
+        bounds[name] = (lo, hi)
+    tie = options.get("tie", {})
+    if not isinstance(tie, Mapping):
+        raise ValueError(f"{path}.tie: expected an object {{group: [parameter, ...]}}, got {_show(tie)}")
+    for group, members in tie.items():
+        p = _key_path(f"{path}.tie", group)
+        for j, name in enumerate(_json_list(members, p)):
+            if not isinstance(name, str) or name not in law.param_names:
+                raise ValueError(f"{p}[{j}]: {_show(name)} is not a parameter of {law!r}")
+    return dict(options), bounds
+
+
+def _train_from_json(train: Any, path: str) -> dict:
+    """``Fit.train``: metrics by name, numbers (``n`` an integer >= 0)."""
+    if not isinstance(train, Mapping):
+        raise ValueError(f"{path}: expected an object {{metric: value}}, got {_show(train)}")
+    out = {}
+    for key, v in train.items():
+        p = _key_path(path, key)
+        out[key] = _json_int(v, p, lo=0) if key == "n" else _json_number(v, p, finite=False, null=True)
+    return out
+
+
+def _ranges_from_json(ranges: Any, path: str, k: int) -> dict:
+    """``Fit.ranges``: ``{}`` or ``N`` and ``D`` (and ``h`` for laws with a mixture term)."""
+    if not isinstance(ranges, Mapping):
+        raise ValueError(f"{path}: expected an object, got {_show(ranges)}")
+    if not ranges:
+        return {}
+    _check_keys(ranges, path, ("N", "D"), ("h",) if k else ())
+
+    def span(v: Any, p: str, lo: float, hi: float, what: str) -> tuple[float, float]:
+        if not isinstance(v, list) or len(v) != 2:
+            raise ValueError(f"{p}: expected [min, max], got {_show(v)}")
+        a, b = (_json_number(x, f"{p}[{j}]") for j, x in enumerate(v))
+        for j, x in enumerate((a, b)):
+            if not lo <= x <= hi:
+                raise ValueError(f"{p}[{j}]: {_show(v[j])} is not {what}")
+        if a > b:
+            raise ValueError(f"{p}: min {_show(v[0])} is above max {_show(v[1])}")
+        return a, b
+
+    out: dict = {key: span(ranges[key], f"{path}.{key}", 5e-324, math.inf, "> 0") for key in ("N", "D")}
+    if "h" in ranges:
+        h = _json_list(ranges["h"], f"{path}.h")
+        if len(h) != k:
+            raise ValueError(f"{path}.h: {len(h)} [min, max] pairs for a law with k = {k} domains")
+        out["h"] = tuple(span(v, f"{path}.h[{j}]", 0.0, 1.0 + _WEIGHT_TOL, "a weight in [0, 1]")
+                         for j, v in enumerate(h))
+    return out
+
+
+def _check_keys(d: Mapping, path: str, required: Sequence[str], optional: Sequence[str] = ()) -> None:
+    missing = [key for key in required if key not in d]
+    if missing:
+        also = f" (also missing: {', '.join(missing[1:])})" if len(missing) > 1 else ""
+        raise ValueError(f"{_key_path(path, missing[0])}: missing{also}")
+    for key in d:
+        if key not in required and key not in optional:
+            raise ValueError(f"{_key_path(path, key)}: unknown key; expected {', '.join([*required, *optional])}")
+
+
+def _key_path(path: str, key: Any) -> str:
+    """``path.key`` (``path["odd key"]`` when the key is not a plain name)."""
+    if isinstance(key, str) and key.replace("_", "a").isalnum() and key.isascii():
+        return f"{path}.{key}" if path else key
+    return f"{path}[{_show(key)}]"
+
+
+def _show(v: Any) -> str:
+    """``v`` as JSON for a message, on one line and short."""
+    if isinstance(v, Mapping):
+        return "an object"
+    if isinstance(v, (list, tuple)):
+        return f"an array of {len(v)} item" + ("" if len(v) == 1 else "s")
+    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 128:
+        return "an integer of more than 38 digits"
+    try:
+        s = json.dumps(v)
+    except (TypeError, ValueError):
+        s = f"a {type(v).__name__}"
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+def _names(names: Sequence[Any], limit: int = 12) -> str:
+    shown = ", ".join(n if isinstance(n, str) and n.isidentifier() else _show(n) for n in list(names)[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def _json_list(v: Any, path: str) -> list:
+    if not isinstance(v, list):
+        raise ValueError(f"{path}: expected a list, got {_show(v)}")
+    return v
+
+
+def _json_bool(v: Any, path: str) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"{path}: expected true or false, got {_show(v)}")
+    return v
+
+
+def _json_int(v: Any, path: str, lo: Optional[int] = None, hi: Optional[int] = None) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"{path}: expected an integer, got {_show(v)}")
+    if lo is not None and v < lo:
+        raise ValueError(f"{path}: {_show(v)} is below the minimum {lo}")
+    if hi is not None and v > hi:
+        raise ValueError(f"{path}: {_show(v)} is above the maximum {hi}")
+    return v
+
+
+def _json_number(v: Any, path: str, *, finite: bool = True, null: bool = False) -> float:
+    """A JSON number (not a string, not a boolean) as a float; null is NaN when allowed."""
+    if v is None and null:
+        return math.nan
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"{path}: expected a {'finite ' if finite else ''}number{' or null' if null else ''}, "
+                         f"got {_show(v)}")
+    try:
+        x = float(v)
+    except OverflowError:  # an integer beyond the float range
+        x = math.copysign(math.inf, v)
+    if finite and not math.isfinite(x):
+        raise ValueError(f"{path}: expected a finite number, got {_show(v)}")
+    return x
+
+
+def _json_numbers(v: Any, path: str, n: int, length_of: str) -> np.ndarray:
+    """A list of ``n`` numbers or nulls (non-finite) as a float array."""
+    items = _json_list(v, path)
+    if len(items) != n:
+        raise ValueError(f"{path}: {len(items)} values, but {length_of} has {n}")
+    return np.array([_json_number(x, f"{path}[{j}]", finite=False, null=True) for j, x in enumerate(items)],
+                    dtype=float)
+
+
+def _json_status(v: Any, path: str, legacy: bool) -> int:
+    """A solver status the core knows (statuses -3..4 of the solver before issue 20 for
+    ``legacy`` fits)."""
+    s = _json_int(v, path)
+    known = -3 <= s <= 4 if legacy else (-1000 < s < 1000 and _core.status_message(s) != "unknown status")
+    if not known:
+        raise ValueError(f"{path}: {s} is not a solver status")
+    return s
 
 
 def _floats(value: Any, arg: str) -> np.ndarray:
@@ -449,16 +999,6 @@ def _identifiability(law: Law, N: np.ndarray, D: np.ndarray, H: np.ndarray, targ
     if law.k and law.name != "chinchilla" and float(np.max(np.ptp(H, axis=0))) <= _MIXTURE_ATOL:
         raise ValueError(f"law: every record of target {target!r} has the same mixture, so the mixture term "
                          "is not identifiable; use the chinchilla law")
-
-
-def _user_stacklevel() -> int:
-    """``stacklevel`` for ``warnings.warn`` called here that points at the first frame outside
-    the mixlaw package (the user's call), however deep inside mixlaw the warning arises."""
-    pkg = os.path.dirname(os.path.abspath(__file__))
-    frame, level = sys._getframe(1), 1
-    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == pkg:
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 def _degenerate_warnings(law: Law, H: np.ndarray, y: np.ndarray, target: str, domains: Sequence[str] = ()) -> None:
@@ -652,6 +1192,14 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
             raise ValueError(f"weights: expected shape ({len(runs)},), got {w_all.shape}")
         if not np.all(np.isfinite(w_all)) or np.any(w_all < 0):
             raise ValueError("weights: must be finite and >= 0")
+        w_max = float(w_all.max()) if w_all.size else 0.0
+        if not _WEIGHT_MAX_RANGE[0] <= w_max <= _WEIGHT_MAX_RANGE[1]:
+            raise ValueError(f"weights: the largest weight is {w_max:.3g}; it must lie in [{_WEIGHT_MAX_RANGE[0]:g}, "
+                             f"{_WEIGHT_MAX_RANGE[1]:g}] (beyond, the weighted objective overflows or underflows to 0). "
+                             "Only their ratios matter with reduction='mean': rescale them, e.g. weights / weights.max()")
+    if 0 < _float_option(delta, "delta") < _DELTA_MIN:
+        raise ValueError(f"delta: {delta!r} is below {_DELTA_MIN:g}: the Huber objective would be rounding noise "
+                         "(the solver cannot tell a minimum from 0); use a larger delta, or loss='mse'")
 
     lo, hi, touched = _resolve_bounds(L, bounds)
     tie_labels, tie_groups = _resolve_tie(L, tie, lo, hi)
@@ -886,7 +1434,7 @@ def _assemble_fit(L: Law, target: str, r: Mapping[str, Any], records: tuple, opt
     if not np.isfinite(fun[best]):
         train = {"mre": math.nan, "r2": math.nan, "mae": math.nan, "rmse": math.nan, "n": int(y.size)}
     else:
-        train = compute_metrics(L.predict(x, N, D, H if L.k else None), y)
+        train = compute_metrics(y, L.predict(x, N, D, H if L.k else None))
     status = int(r["status"][best])
     stationarity = r.get("stationarity", np.full(fun.shape, math.nan))
     f = Fit(law=L, target=target, x=_frozen(x), fun=float(r["fun"][best]), success=status == STATUS_CONVERGED,
@@ -896,9 +1444,25 @@ def _assemble_fit(L: Law, target: str, r: Mapping[str, Any], records: tuple, opt
             domains=domains, seconds=float(np.sum(r["seconds"])) if "seconds" in r else math.nan,
             stationarity=float(stationarity[best]), starts_stationarity=_frozen(stationarity),
             at_limit=_at_limit(L, x, L.lower if lo is None else lo, L.upper if hi is None else hi)
-            if np.all(np.isfinite(x)) else {})
+            if np.all(np.isfinite(x)) else {}, ranges=_data_ranges(N, D, H if L.k else None))
     _convergence_warnings(f)
     return f
+
+
+def _far_message(f: Fit, far: dict) -> str:
+    parts = ", ".join(f"{n} up to {v:.3g}x outside the fitted {_fmt_size(f.ranges[n][0])}..{_fmt_size(f.ranges[n][1])}"
+                      for n, v in far.items())
+    return f"predicting at {parts}; check the units (laws take raw parameter and token counts)"
+
+
+def _data_ranges(N: np.ndarray, D: np.ndarray, H: Optional[np.ndarray]) -> dict:
+    """``Fit.ranges`` of the fitting records."""
+    def span(a: np.ndarray) -> tuple[float, float]:
+        return (float(np.min(a)), float(np.max(a))) if a.size else (math.nan, math.nan)
+    out = {"N": span(np.asarray(N)), "D": span(np.asarray(D))}
+    if H is not None and H.ndim == 2:
+        out["h"] = tuple(span(H[:, j]) for j in range(H.shape[1]))
+    return out
 
 
 def _at_limit(L: Law, x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> dict:

@@ -252,6 +252,16 @@ class Law:
             raise ValueError(f"name: {self!r} has no parameter {name!r}") from None
 
     # -- evaluation ----------------------------------------------------------------------
+    @staticmethod
+    def _positional(H: Any) -> Any:
+        """A Law has no domain names: a table with named columns could only be read by
+        position, silently wrong when its columns come in another order."""
+        if hasattr(H, "columns"):
+            raise ValueError("H: a Law has no domain names, so the columns of a table cannot be matched by name; "
+                             "use Fit.predict (which matches them to the fit's domains), or pass H.to_numpy() with "
+                             "the columns in the law's domain order")
+        return H
+
     def _p(self, params: ParamsLike) -> Any:
         # Arrays go straight to the core, which checks length and finiteness itself:
         # this keeps per-call overhead low for small batches.
@@ -281,17 +291,17 @@ class Law:
         -------
         ndarray (n,)
         """
-        return _core.predict(self._core, self._p(params), N, D, H, threads)
+        return _core.predict(self._core, self._p(params), N, D, self._positional(H), threads)
 
     def value_and_grad(self, params: ParamsLike, w: Any, N: Any, D: Any = None, H: Any = None, *,
                        threads: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
         """Predictions and the parameter gradient ``J^T w`` (``J = dL/dparams``, n x n_params)."""
-        return _core.predict_grad(self._core, self._p(params), w, N, D, H, threads)
+        return _core.predict_grad(self._core, self._p(params), w, N, D, self._positional(H), threads)
 
     def jacobian(self, params: ParamsLike, N: Any, D: Any = None, H: Any = None, *,
                  threads: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
         """Predictions and the Jacobian ``dL_j/dparams`` (n x n_params)."""
-        return _core.jacobian(self._core, self._p(params), N, D, H, threads)
+        return _core.jacobian(self._core, self._p(params), N, D, self._positional(H), threads)
 
     def grad_h(self, params: ParamsLike, N: Any, D: Any = None, H: Any = None, *,
                threads: Optional[int] = None) -> np.ndarray:
@@ -300,7 +310,7 @@ class Law:
         At ``h_i == 0`` the one-sided derivative is returned, which is ``-inf`` when
         ``0 < gamma_i < 1`` (the law is not differentiable there).
         """
-        return _core.grad_h(self._core, self._p(params), N, D, H, threads)
+        return _core.grad_h(self._core, self._p(params), N, D, self._positional(H), threads)
 
 
 def _rebuild(name: str, k: int, n_term: bool, d_term: bool, n_scale: float, d_scale: float,

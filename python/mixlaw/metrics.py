@@ -1,4 +1,9 @@
-"""Goodness-of-fit metrics comparing predicted and observed losses."""
+"""Goodness-of-fit metrics comparing observed and predicted losses.
+
+Every function takes ``(y_true, y_pred)`` in that order, as scikit-learn's metrics do
+(``sklearn.metrics.r2_score(y_true, y_pred)``): the relative error and R^2 are not
+symmetric, so the order matters. Pass them by keyword when in doubt.
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -8,9 +13,10 @@ import numpy as np
 __all__ = ["mre", "r2", "mae", "rmse", "metrics"]
 
 
-def _pair(pred: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+def _pair(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(y_pred, y_true)`` as validated float arrays."""
     arrays = []
-    for name, v in (("pred", pred), ("y", y)):
+    for name, v in (("y_pred", y_pred), ("y_true", y_true)):
         try:
             a = np.asarray(v, dtype=np.float64)
         except (TypeError, ValueError) as exc:
@@ -25,53 +31,56 @@ def _pair(pred: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
         arrays.append(a)
     p, t = arrays
     if p.shape != t.shape:
-        raise ValueError(f"pred: shape {p.shape} does not match y shape {t.shape}")
+        raise ValueError(f"y_pred: shape {p.shape} does not match y_true shape {t.shape}")
     return p, t
 
 
-def mre(pred: Any, y: Any) -> float:
-    """Mean relative error in percent: ``100 * mean(|pred - y| / |y|)``.
+def mre(y_true: Any, y_pred: Any) -> float:
+    """Mean relative error in percent: ``100 * mean(|y_pred - y_true| / |y_true|)``.
 
     Parameters
     ----------
-    pred, y : array_like, shape (n,)
-        Predictions and observed values (finite; ``y`` nonzero).
+    y_true, y_pred : array_like, shape (n,)
+        Observed values (finite, nonzero) and predictions (finite).
 
     Returns
     -------
     float
     """
-    p, t = _pair(pred, y)
+    p, t = _pair(y_true, y_pred)
     if np.any(t == 0):
-        raise ValueError(f"y: element {np.flatnonzero(t == 0)[0]} is 0; relative error undefined")
+        raise ValueError(f"y_true: element {np.flatnonzero(t == 0)[0]} is 0; relative error undefined")
     return float(100.0 * np.mean(np.abs(p - t) / np.abs(t)))
 
 
-def mae(pred: Any, y: Any) -> float:
-    """Mean absolute error ``mean(|pred - y|)``."""
-    p, t = _pair(pred, y)
+def mae(y_true: Any, y_pred: Any) -> float:
+    """Mean absolute error ``mean(|y_pred - y_true|)``."""
+    p, t = _pair(y_true, y_pred)
     return float(np.mean(np.abs(p - t)))
 
 
-def rmse(pred: Any, y: Any) -> float:
-    """Root mean squared error ``sqrt(mean((pred - y)**2))``."""
-    p, t = _pair(pred, y)
-    return float(np.sqrt(np.mean((p - t) ** 2)))
+def rmse(y_true: Any, y_pred: Any) -> float:
+    """Root mean squared error ``sqrt(mean((y_pred - y_true)**2))``."""
+    p, t = _pair(y_true, y_pred)
+    with np.errstate(over="ignore"):  # errors beyond 1e154 are inf, as they should read
+        return float(np.sqrt(np.mean((p - t) ** 2)))
 
 
-def r2(pred: Any, y: Any) -> float:
-    """Coefficient of determination ``1 - SS_res / SS_tot``.
+def r2(y_true: Any, y_pred: Any) -> float:
+    """Coefficient of determination ``1 - SS_res / SS_tot`` (``SS_tot`` about the mean of
+    ``y_true``), as ``sklearn.metrics.r2_score(y_true, y_pred)``.
 
-    Returns NaN when ``y`` is constant (``SS_tot = 0``), where R^2 is undefined.
+    Returns NaN when ``y_true`` is constant (``SS_tot = 0``), where R^2 is undefined.
     """
-    p, t = _pair(pred, y)
+    p, t = _pair(y_true, y_pred)
     ss_tot = float(np.sum((t - t.mean()) ** 2))
     if ss_tot == 0.0:
         return float("nan")
-    return float(1.0 - np.sum((p - t) ** 2) / ss_tot)
+    with np.errstate(over="ignore"):  # see rmse: -inf for predictions beyond 1e154
+        return float(1.0 - np.sum((p - t) ** 2) / ss_tot)
 
 
-def metrics(pred: Any, y: Any) -> dict[str, float]:
+def metrics(y_true: Any, y_pred: Any) -> dict[str, float]:
     """All metrics at once.
 
     Returns
@@ -80,5 +89,5 @@ def metrics(pred: Any, y: Any) -> dict[str, float]:
         ``{"mre": percent, "r2": ..., "mae": ..., "rmse": ..., "n": number of points}``
         (``n`` is an int).
     """
-    p, t = _pair(pred, y)
-    return {"mre": mre(p, t), "r2": r2(p, t), "mae": mae(p, t), "rmse": rmse(p, t), "n": int(p.size)}
+    p, t = _pair(y_true, y_pred)
+    return {"mre": mre(t, p), "r2": r2(t, p), "mae": mae(t, p), "rmse": rmse(t, p), "n": int(p.size)}

@@ -23,14 +23,16 @@ problems are solved in one parallel C++ call. Threads as everywhere in mixlaw:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
 import numpy as np
 
 from . import _core
-from .fit import Fit, Fits, _floats, _int_option
+from ._warnings import user_stacklevel
+from .fit import ExtrapolationWarning, Fit, Fits, _far_message, _floats, _int_option
 
 __all__ = ["MixtureResult", "MixtureGrid", "optimize_mixture", "optimal_allocation"]
 
@@ -60,6 +62,10 @@ class MixtureResult:
     N, D : float
     weights : dict
         Importance weight per target.
+    outside_data : dict
+        Domains whose optimal weight lies outside the range of weights seen in the fitting
+        runs (:attr:`mixlaw.Fit.ranges`), as ``{domain: (weight, seen_min, seen_max)}``:
+        there the law extrapolates in ``h``. ``within_data=True`` keeps ``h`` inside.
     """
 
     h: dict
@@ -75,10 +81,13 @@ class MixtureResult:
     N: float
     D: float
     weights: dict
+    outside_data: dict = field(default_factory=dict)
 
     def __repr__(self) -> str:
         hs = ", ".join(f"{d}={v:.4f}" for d, v in self.h.items())
-        return f"MixtureResult(N={self.N:.4g}, D={self.D:.4g}, fun={self.fun:.6g}, gap={self.gap:.2e}, h=[{hs}])"
+        out = f", outside_data={sorted(self.outside_data)}" if self.outside_data else ""
+        return (f"MixtureResult(N={self.N:.4g}, D={self.D:.4g}, fun={self.fun:.6g}, gap={self.gap:.2e}, "
+                f"h=[{hs}]{out})")
 
 
 @dataclass(frozen=True)
@@ -96,17 +105,26 @@ class MixtureGrid:
     domains: tuple
     targets: tuple
     nfev: Optional[np.ndarray] = None
+    #: (P, k) bool: the weight lies outside the range seen in the fitting runs.
+    outside_data: Optional[np.ndarray] = None
+    #: (k, 2): the range of weights seen in the fitting runs, per domain (None if unknown).
+    data_range: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return int(self.N.shape[0])
 
     def __getitem__(self, i: int) -> MixtureResult:
         st = int(self.status[i])
+        outside = {}
+        if self.outside_data is not None and self.data_range is not None:
+            outside = {d: (float(self.h[i, j]), float(self.data_range[j, 0]), float(self.data_range[j, 1]))
+                       for j, d in enumerate(self.domains) if self.outside_data[i, j]}
         return MixtureResult(h=dict(zip(self.domains, self.h[i].tolist())), x=self.h[i].copy(),
                              losses=dict(zip(self.targets, self.losses[i].tolist())), fun=float(self.fun[i]),
                              gap=float(self.gap[i]), nit=int(self.nit[i]),
                              nfev=int(self.nfev[i]) if self.nfev is not None else 0, status=st, success=st == 1,
-                             message=_MESSAGES.get(st, "?"), N=float(self.N[i]), D=float(self.D[i]), weights={})
+                             message=_MESSAGES.get(st, "?"), N=float(self.N[i]), D=float(self.D[i]), weights={},
+                             outside_data=outside)
 
 
 _MESSAGES = {
@@ -128,6 +146,36 @@ def _as_fits(fits: Any) -> list[Fit]:
     if not out or not all(isinstance(f, Fit) for f in out):
         raise ValueError("fits: need at least one Fit")
     return out
+
+
+def _aligned(flist: list[Fit]) -> list[Fit]:
+    """The fits with their domains in the first named fit's order (fits from tables whose
+    weight columns came in another order describe the same domains); fits without names
+    are taken by position."""
+    ref = next((f for f in flist if f.domains), None)
+    if ref is None:
+        return flist
+    out = []
+    for f in flist:
+        if f.domains and set(f.domains) != set(ref.domains):
+            raise ValueError(f"fits: the domains differ: target {ref.target!r} has {list(ref.domains)}, "
+                             f"target {f.target!r} has {list(f.domains)}")
+        out.append(f.with_domains(ref.domains))
+    return out
+
+
+#: A weight further than this outside the seen range is "outside the data".
+_SEEN_TOL = 1e-6
+
+
+def _seen_range(flist: list[Fit], k: int) -> Optional[np.ndarray]:
+    """(k, 2) range of each domain's weight over the fitting runs of all fits (their union),
+    or None when a fit does not carry it."""
+    spans = [f.ranges.get("h") for f in flist]
+    if any(s is None or len(s) != k for s in spans):
+        return None
+    a = np.array(spans, dtype=float)  # (T, k, 2)
+    return np.column_stack([a[:, :, 0].min(axis=0), a[:, :, 1].max(axis=0)])
 
 
 def _budgets(N: Any, D: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -198,7 +246,7 @@ def _bounds(bounds: Any, domains: tuple, k: int) -> tuple[np.ndarray, np.ndarray
 def optimize_mixture(fits: Any, *, N: Any, D: Any, weights: Any = None, bounds: Any = None,
                      available_tokens: Any = None, max_epochs: Any = None, method: str = "mirror",
                      n_starts: int = 4, seed: int = 0, gap_tol: float = 1e-10, max_iter: int = 20000,
-                     line_search_memory: int = 10,
+                     line_search_memory: int = 10, within_data: bool = False,
                      threads: Optional[int] = None) -> Union[MixtureResult, MixtureGrid]:
     """The mixture minimising the (weighted) predicted loss at a training budget.
 
@@ -228,6 +276,11 @@ def optimize_mixture(fits: Any, *, N: Any, D: Any, weights: Any = None, bounds: 
         The Armijo test compares a trial step with the largest objective of this many
         last iterates (non-monotone line search, as in spectral projected gradient);
         1 gives the monotone test. An uncertified run returns its best iterate.
+    within_data : bool
+        Keep every weight inside the range seen in the fitting runs (the union over the
+        fits of :attr:`mixlaw.Fit.ranges`), intersected with ``bounds``. By default the
+        optimum may leave it; the result then lists those domains in ``outside_data``
+        and an :class:`mixlaw.ExtrapolationWarning` says so: there the law extrapolates.
     threads : int, optional
         OpenMP threads over problems and starts (default: OpenMP's, ``OMP_NUM_THREADS``).
         Results do not depend on it.
@@ -254,6 +307,7 @@ def optimize_mixture(fits: Any, *, N: Any, D: Any, weights: Any = None, bounds: 
     for f in flist:
         if f.law.k != k:
             raise ValueError("fits: all fits must have the same number of domains")
+    flist = _aligned(flist)
     domains = tuple(flist[0].domains) or tuple(f"domain_{i + 1}" for i in range(k))
     targets = tuple(f.target for f in flist)
     if len(set(targets)) != len(targets):
@@ -289,7 +343,25 @@ def optimize_mixture(fits: Any, *, N: Any, D: Any, weights: Any = None, bounds: 
     if np.any(W.sum(axis=1) <= 0):
         raise ValueError("weights: must not all be zero")
 
+    if not isinstance(within_data, (bool, np.bool_)):
+        raise ValueError(f"within_data: expected True or False, got {within_data!r}")
+    seen = _seen_range(flist, k)
+    far = [(f, f.far_outside(Nb, Db)) for f in flist]
+    far = [(f, v) for f, v in far if v]
+    if far:
+        f, v = far[0]
+        warnings.warn(f"optimize_mixture: target {f.target!r}" + (f" (and {len(far) - 1} more)" if len(far) > 1 else "")
+                      + f": {_far_message(f, v)}", ExtrapolationWarning, stacklevel=user_stacklevel())
     lo, hi = _bounds(bounds, domains, k)
+    if within_data:
+        if seen is None:
+            raise ValueError("within_data: needs the weight range of the fitting runs, which these fits do not "
+                             "carry (fits built by hand or loaded from an old file); refit them")
+        lo, hi = np.maximum(lo, seen[:, 0]), np.minimum(hi, seen[:, 1])
+        bad = np.flatnonzero(lo > hi)
+        if bad.size or lo.sum() > 1 + 1e-12 or hi.sum() < 1 - 1e-12:
+            raise ValueError("within_data, bounds: no mixture satisfies both the bounds and the range of weights "
+                             "seen in the fitting runs" + (f" (domain {domains[bad[0]]!r})" if bad.size else ""))
     LO, HI = np.tile(lo, (P, 1)), np.tile(hi, (P, 1))
     if available_tokens is not None or max_epochs is not None:
         if available_tokens is None:
@@ -318,15 +390,31 @@ def optimize_mixture(fits: Any, *, N: Any, D: Any, weights: Any = None, bounds: 
                                 np.ascontiguousarray(HI), method=method, max_iter=int(max_iter),
                                 gap_tol=float(gap_tol), n_starts=int(n_starts), seed=int(seed), threads=threads,
                                 line_search_memory=int(line_search_memory))
+    outside = None
+    if seen is not None:
+        outside = (r["h"] < seen[:, 0] - _SEEN_TOL) | (r["h"] > seen[:, 1] + _SEEN_TOL)
+        if outside.any():
+            cols = np.flatnonzero(outside.any(axis=0))
+            where = "" if scalar else f" in {int(outside.any(axis=1).sum())} of {P} problems"
+            detail = ", ".join(f"{domains[j]} {r['h'][:, j][outside[:, j]][0]:.3g} (seen {seen[j, 0]:.3g}.."
+                               f"{seen[j, 1]:.3g})" for j in cols[:5])
+            warnings.warn(f"optimize_mixture: the optimal mixture leaves the range of weights seen in the fitting "
+                          f"runs{where}: {detail}{', ...' if cols.size > 5 else ''}; there the laws extrapolate. "
+                          "within_data=True keeps the weights inside that range", ExtrapolationWarning,
+                          stacklevel=user_stacklevel())
     if scalar:
         st = int(r["status"][0])
         return MixtureResult(h=dict(zip(domains, r["h"][0].tolist())), x=r["h"][0].copy(),
                              losses=dict(zip(targets, r["per_target"][0].tolist())), fun=float(r["fun"][0]),
                              gap=float(r["gap"][0]), nit=int(r["nit"][0]), nfev=int(r["nfev"][0]), status=st,
                              success=st == 1, message=_MESSAGES.get(st, "?"), N=float(Nb[0]), D=float(Db[0]),
-                             weights=dict(zip(targets, W[0].tolist())))
+                             weights=dict(zip(targets, W[0].tolist())),
+                             outside_data={} if outside is None else
+                             {d: (float(r["h"][0, j]), float(seen[j, 0]), float(seen[j, 1]))
+                              for j, d in enumerate(domains) if outside[0, j]})
     return MixtureGrid(N=Nb, D=Db, h=r["h"], fun=r["fun"], gap=r["gap"], losses=r["per_target"], nit=r["nit"],
-                       status=r["status"], domains=domains, targets=targets, nfev=r["nfev"])
+                       status=r["status"], domains=domains, targets=targets, nfev=r["nfev"], outside_data=outside,
+                       data_range=seen)
 
 
 def optimal_allocation(fits: Any, *, compute: float, flops_per_token: Optional[float] = None,

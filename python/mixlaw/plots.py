@@ -27,6 +27,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ._domains import domain_order
 from .data import _fmt_size
 from .metrics import mre as _mre
 
@@ -112,6 +113,10 @@ def _target_arrays(fit: Any, runs: Any, arg: str) -> tuple:
     if fit.target not in runs.target_names:
         raise ValueError(f"{arg}: has no target {fit.target!r} (targets: {', '.join(runs.target_names)})")
     N, D, H, y = runs.target(fit.target)
+    idx = domain_order(tuple(getattr(runs, "domains", ())), tuple(getattr(fit, "domains", ())), have_arg=arg,
+                       want_arg="fit")
+    if idx is not None:
+        H = np.ascontiguousarray(H[:, idx])  # the fit's domain order, matched by name
     pred = fit.law.predict(fit.x, N, D, H if fit.law.k else None)
     return N, D, H, np.asarray(y), np.asarray(pred)
 
@@ -155,7 +160,7 @@ def observed_vs_predicted(fit: Any, fit_runs: Any = None, eval_runs: Any = None,
         if y.size == 0:
             parts.append(f"{label}: no records")
             continue
-        m = _mre(pred, y)
+        m = _mre(y, pred)
         parts.append(f"{label} MRE {m:.2f}%")
         ax.scatter(pred, y, label=f"{label} ({y.size} points)", zorder=3, **style)
         lo, hi = min(lo, y.min(), pred.min()), max(hi, y.max(), pred.max())
