@@ -124,3 +124,19 @@ def test_bad_arguments_are_named(runs):
         grid(runs, ["additive"], [object()])
     with pytest.raises(ValueError, match="loss"):
         grid(runs, ["additive"], evaluate.PaperSplit(), loss="l1")
+
+
+def test_many_domain_cells_fit_like_fit_with_auto_curvature():
+    # The additive law at k = 48 has 101 parameters: fit's default curvature="auto" uses IRLS
+    # there (the exact Huber curvature up to 100); grid resolves it per law the same way, so
+    # its cells are the standalone fits.
+    from test_convergence import synthetic_additive
+
+    _, _, many = synthetic_additive(48, 120, seed=3)
+    g = grid(many, ["additive"], evaluate.HeldOutMixtures(n_fit=100), seeds=[0], n_starts=2)
+    (_, fit_runs, eval_runs), = evaluate.HeldOutMixtures(n_fit=100, seed=0).splits(many)
+    f = mixlaw.fit(fit_runs, "additive", n_starts=2)["loss"]
+    assert f.options["curvature"] == "irls"
+    row = g.iloc[0]
+    assert (row["objective"], row["status"], row["params"]) == (f.fun, f.status, f.params)
+    assert row["eval_mre"] == f.score(eval_runs)["mre"]

@@ -1204,9 +1204,7 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
     lo, hi, touched = _resolve_bounds(L, bounds)
     tie_labels, tie_groups = _resolve_tie(L, tie, lo, hi)
     # "auto" is resolved per law (the nested simpler law resolves its own from `curvature`).
-    used_curvature = curvature
-    if curvature == "auto":
-        used_curvature = "exact" if L.n_params <= _AUTO_IRLS_PARAMS else "irls"
+    used_curvature = resolved_curvature(L, curvature)
     options = dict(loss=loss, delta=_float_option(delta, "delta"), residual=residual, reduction=reduction,
                    method=method, curvature=used_curvature, linear_solver=linear_solver,
                    n_starts=int(n_starts), seed=int(seed), hops=int(hops), hop_step=_float_option(hop_step, "hop_step"),
@@ -1361,6 +1359,14 @@ def _collapse_gain(L: Law, x: np.ndarray, problem: tuple, options: Mapping[str, 
 #: curvature="auto": IRLS first above this many parameters (as linear_solver="auto" turns to
 #: matrix-free steps), exact below.
 _AUTO_IRLS_PARAMS = 100
+
+
+def resolved_curvature(L: Law, curvature: str) -> str:
+    """``curvature="auto"``: exact Huber curvature up to :data:`_AUTO_IRLS_PARAMS` parameters,
+    IRLS beyond (many domains: see :func:`fit`); other values as they are."""
+    if curvature != "auto":
+        return curvature
+    return "exact" if L.n_params <= _AUTO_IRLS_PARAMS else "irls"
 
 #: Rounds of reviving collapsed coefficients (see _revive_collapsed).
 _REVIVE_ROUNDS = 3

@@ -45,13 +45,13 @@ import numpy as np
 from . import _core
 from .data import _has_losses
 from .fit import (Fit, Fits, _assemble_fit, _prepare_job, _resolve_bounds, _revive_collapsed, _solver_options,
-                  _user_stacklevel)
+                  _user_stacklevel, resolved_curvature)
 from .laws import NESTED_IN, Law, _bimix_for_target, embed
 from .laws import law as make_law
 
 __all__ = ["grid", "Cell", "run_cells"]
 
-_FIT_DEFAULTS = dict(loss="huber", delta=1e-3, residual="raw", reduction="mean", method="lm", curvature="exact",
+_FIT_DEFAULTS = dict(loss="huber", delta=1e-3, residual="raw", reduction="mean", method="lm", curvature="auto",
                      hops=0, hop_step=0.5, hop_temperature=0.05, max_iter=1000, ftol=1e-10, xtol=1e-10,
                      max_step=1.0, screen_iter=0, screen_ratio=1.5, screen_keep=8)
 
@@ -254,17 +254,27 @@ def _run_cells(runs: Any, cells: Sequence[Cell], fit_options: Mapping[str, Any],
                 meta.append((ukey, L, t, getattr(fit_runs, "domains", ())))
         if not jobs:
             continue
-        results = _core.fit_many([j.problem for j, _, _, _ in jobs], [s for _, s, _, _ in jobs],
-                                 [lo for _, _, lo, _ in jobs], [hi for _, _, _, hi in jobs],
-                                 [j.seed for j, _, _, _ in jobs], threads=threads, **_solver_options(options))
+        # One batched call per curvature ("auto" resolves per law, as in fit).
+        curv = [resolved_curvature(L, options["curvature"]) for _, L, _, _ in meta]
+        results: list = [None] * len(jobs)
+        for c in sorted(set(curv)):
+            idx = [i for i, ci in enumerate(curv) if ci == c]
+            sub = [jobs[i] for i in idx]
+            out = _core.fit_many([j.problem for j, _, _, _ in sub], [s for _, s, _, _ in sub],
+                                 [lo for _, _, lo, _ in sub], [hi for _, _, _, hi in sub],
+                                 [j.seed for j, _, _, _ in sub], threads=threads,
+                                 **_solver_options(dict(options, curvature=c)))
+            for i, r in zip(idx, out):
+                results[i] = r
         fit_opts = {k: v for k, v in options.items() if k != "bounds"}
         fit_opts.update(n_starts=n_starts, seed=seed, nest=nest)
-        for (job, _, lo, hi), (ukey, L, t, domains), r in zip(jobs, meta, results):
+        for (job, _, lo, hi), (ukey, L, t, domains), r, c in zip(jobs, meta, results, curv):
             # Starts collapsed in log coordinates are marked, not revived (grid solves each cell once).
-            _revive_collapsed([L], [job.problem], [r], lo, hi, [job.seed], options, threads, rounds=0)
+            _revive_collapsed([L], [job.problem], [r], lo, hi, [job.seed], dict(options, curvature=c), threads,
+                              rounds=0)
             fitted[(ukey[0], ukey[1], ukey[2], t)] = _assemble_fit(
-                L, t, r, job.records, dict(fit_opts, nested_start=nest and L.name in NESTED_IN), tuple(domains),
-                lo, hi)
+                L, t, r, job.records, dict(fit_opts, curvature=c, nested_start=nest and L.name in NESTED_IN),
+                tuple(domains), lo, hi)
 
     rows, cell_fits = [], []
     for c in cells:
@@ -294,7 +304,7 @@ def _check_fit_options(fit_options: Mapping[str, Any]) -> None:
         raise ValueError(f"fit_options: unknown option(s) {sorted(unknown)}; allowed: {sorted(_FIT_DEFAULTS)} and bounds")
     for name in ("loss", "residual", "reduction", "method", "curvature"):
         allowed = {"loss": ("huber", "mse"), "residual": ("raw", "log"), "reduction": ("mean", "sum"),
-                   "method": ("lm", "lbfgsb"), "curvature": ("exact", "irls")}[name]
+                   "method": ("lm", "lbfgsb"), "curvature": ("auto", "exact", "irls")}[name]
         if name in fit_options and fit_options[name] not in allowed:
             raise ValueError(f"{name}: expected one of {allowed}, got {fit_options[name]!r}")
 
