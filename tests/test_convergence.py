@@ -108,7 +108,9 @@ def k16():
     law, truth, runs = synthetic_additive(16, 300)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", mixlaw.ConvergenceWarning)
-        f = mixlaw.fit(runs, "additive", n_starts=8, seed=1, threads=2)["loss"]
+        # reseat=False: the tests below compare every start with the same start solved alone
+        # (re-seating acts on a start only when the others disagree: tests/test_reseat.py)
+        f = mixlaw.fit(runs, "additive", n_starts=8, seed=1, threads=2, reseat=False)["loss"]
     return law, truth, runs, f
 
 
@@ -141,7 +143,7 @@ def test_each_start_checked_by_numpy(k16):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", mixlaw.ConvergenceWarning)
         for s in range(starts.shape[0]):
-            one = mixlaw.fit(runs, "additive", starts=starts[s:s + 1], threads=1)["loss"]
+            one = mixlaw.fit(runs, "additive", starts=starts[s:s + 1], threads=1, reseat=False)["loss"]
             assert one.fun == f.starts_fun[s] and one.status == f.starts_status[s]
             stat, _ = numpy_stationarity(law, one.x, runs, law.lower, law.upper)
             if one.status == 1:
@@ -256,14 +258,14 @@ def test_matrix_free_starts_checked_by_numpy(k16):
     starts = _starts_of(f, law, runs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", mixlaw.ConvergenceWarning)
-        cg = mixlaw.fit(runs, "additive", starts=starts, linear_solver="cg", threads=2)["loss"]
+        cg = mixlaw.fit(runs, "additive", starts=starts, linear_solver="cg", threads=2, reseat=False)["loss"]
     assert cg.options["linear_solver"] == "cg"
     assert cg.fun <= 1.005 * numpy_stationarity(law, truth, runs, law.lower, law.upper)[1]
     assert np.sum(cg.starts_status == 1) >= 6
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", mixlaw.ConvergenceWarning)
         for s in range(starts.shape[0]):
-            one = mixlaw.fit(runs, "additive", starts=starts[s:s + 1], linear_solver="cg", threads=1)["loss"]
+            one = mixlaw.fit(runs, "additive", starts=starts[s:s + 1], linear_solver="cg", threads=1, reseat=False)["loss"]
             assert one.fun == cg.starts_fun[s] and one.status == cg.starts_status[s]
             stat, _ = numpy_stationarity(law, one.x, runs, law.lower, law.upper)
             if one.status == 1:
@@ -380,7 +382,7 @@ def test_collapsed_start_is_not_a_success(collapsed_start, monkeypatch):
     law, truth, runs, start, plain = collapsed_start
     monkeypatch.setattr(sys.modules["mixlaw.fit"], "_REVIVE_ROUNDS", 0)
     with pytest.warns(mixlaw.ConvergenceWarning, match="collapsed"):
-        f = mixlaw.fit(runs, "additive", starts=start[None, :], threads=1)["loss"]
+        f = mixlaw.fit(runs, "additive", starts=start[None, :], threads=1, reseat=False)["loss"]
     assert not f.success and f.status == -5 and "collapsed" in f.message
     assert f.fun == plain["fun"][0]
     assert any(v in ("~0", "lower") for v in f.at_limit.values())

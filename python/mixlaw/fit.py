@@ -1047,7 +1047,7 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
         max_iter: int = 1000, ftol: float = 1e-10, xtol: float = 1e-10, gtol: float = 1e-6, max_step: float = 1.0,
         screen_iter: int = 0, screen_ratio: float = 1.5, screen_keep: int = 8, starts: Any = None,
         nest: Union[bool, "Fits"] = True, n_term: bool = True, d_term: bool = True, n_scale: float = 1e6,
-        d_scale: float = 1e9, threads: Optional[int] = None) -> Fits:
+        d_scale: float = 1e9, reseat: bool = True, threads: Optional[int] = None) -> Fits:
     """Fit a scaling law to every requested target of a runs table.
 
     Minimises, per target, ``H = sum_j c_j rho(r_j)`` with ``r_j = L_j - y_j`` (or
@@ -1148,6 +1148,14 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
     nest : bool or Fits
         Start ``joint`` from the fitted ``additive`` law and ``full`` from ``joint``. Pass
         the already fitted simpler law (a :class:`Fits`) to reuse it instead of refitting.
+    reseat : bool
+        With many domains, starts often end at genuine minima on an edge of the parameter
+        box: a mixture block ``(sum_i CA_i h_i)^gA`` whose exponent sits at a bound or ~0, or
+        a domain with ``C_i`` ~0 or ``gamma_i`` at its bound; no first-order move leaves
+        them. When only one start reached a target's best objective, up to max(4, 10%) of its
+        lowest such starts are re-seated (the block at ``gA = 1`` with its present median
+        value, the domain at ``gamma_i = 0.5``) and solved again, for up to two rounds; a
+        solve is kept only when it ends lower (bench/README.md, section 6). Not with ``tie``.
     threads : int, optional
         OpenMP threads (None: default). Results do not depend on it.
 
@@ -1252,7 +1260,7 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
                           curvature=curvature, linear_solver=linear_solver, hops=hops,
                           hop_step=hop_step, hop_temperature=hop_temperature, max_iter=max_iter, ftol=ftol,
                           xtol=xtol, gtol=gtol, max_step=max_step, screen_iter=screen_iter, screen_ratio=screen_ratio,
-                          screen_keep=screen_keep, nest=True, threads=threads,
+                          screen_keep=screen_keep, nest=True, reseat=reseat, threads=threads,
                           bounds={n: b for n, b in (bounds or {}).items()
                                   if any(fnmatch.fnmatchcase(p, n) for p in simpler.param_names)},
                           tie={g: kept for g, members in tie_groups.items()
@@ -1265,6 +1273,8 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
     results = _core.fit_many(problems, start_list, [lo] * len(problems), [hi] * len(problems), seeds,
                              threads=threads, tie=None if tie_labels is None else [tie_labels] * len(problems),
                              **_solver_options(options))
+    if reseat and tie_labels is None:
+        _reseat_degenerate(laws, problems, results, records_n, lo, hi, seeds, options, threads)
     _revive_collapsed(laws, problems, results, lo, hi, seeds, options, threads, tie_labels)
     domains = tuple(getattr(runs, "domains", ()))
     opts = dict(options, nested_start=nested_from is not None)
@@ -1425,6 +1435,117 @@ def _revive_collapsed(laws: Sequence[Law], problems: Sequence[tuple], results: l
                     for key in ("x", "fun", "status", "stationarity"):
                         if key in r:
                             r[key][s] = r2[key][j]
+
+
+#: Rounds of re-seating degenerate blocks (:func:`_reseat_degenerate`), and how many
+#: degenerate starts per target are re-seated per round (the lowest ones): one re-seated
+#: start that reaches the basin suffices, and re-seating every start doubles the cost.
+_RESEAT_ROUNDS, _RESEAT_MIN_STARTS, _RESEAT_FRACTION = 2, 4, 0.1
+#: A mixture exponent this close to a bound, or this close to 0, marks a degenerate block.
+_RESEAT_BOUND_GAP, _RESEAT_ZERO = 0.1, 0.05
+#: Scale coefficients below this are collapsed for re-seating.
+_RESEAT_COLLAPSED = 1e-6
+
+#: (coefficients, exponent) of the mixture-dependent blocks S_A(h)^gA etc. (joint, full).
+_MIXTURE_BLOCKS = (("CA", "gA"), ("CB", "gB"), ("Calpha", "galpha"), ("Cbeta", "gbeta"))
+
+
+def _reseated(L: Law, x: np.ndarray, H: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> Optional[np.ndarray]:
+    """``x`` with its degenerate blocks put back where the law is well-conditioned, or None.
+
+    A start can end at a genuine minimum on an edge of the parameter box: a block
+    ``(sum_i CA_i h_i)^gA`` with ``gA`` at a bound or ~0 (or all ``CA_i`` ~0) no longer varies
+    with the mixture, and a domain with ``C_i`` ~0 or ``gamma_i`` at its bound drops out; no
+    first-order move leaves such a point. The block goes back to the nesting embedding of the
+    current point (``gA = 1``, every ``CA_i`` the median over the mixtures of the block's
+    present value), the domain to ``gamma_i = 0.5`` and the geometric median of the other
+    ``C_i``. Clipped to the bounds."""
+    names = L.param_names
+    pos = {n: i for i, n in enumerate(names)}
+    k = L.k
+    out = np.array(x, dtype=float)
+    changed = False
+    Hm = np.unique(H, axis=0) if H.size else H
+    for c, g in _MIXTURE_BLOCKS:
+        if g not in pos or f"{c}_1" not in pos:
+            continue
+        ci = np.array([pos[f"{c}_{i}"] for i in range(1, k + 1)])
+        gi = pos[g]
+        gv = float(x[gi])
+        at_bound = (np.isfinite(hi[gi]) and gv >= hi[gi] - _RESEAT_BOUND_GAP) or \
+                   (np.isfinite(lo[gi]) and gv <= lo[gi] + _RESEAT_BOUND_GAP)
+        if not (at_bound or abs(gv) < _RESEAT_ZERO or np.all(x[ci] < _RESEAT_COLLAPSED)):
+            continue
+        with np.errstate(all="ignore"):
+            v = float(np.median((Hm @ x[ci]) ** gv))
+        out[ci] = min(max(v, 1e-3), 1e3) if np.isfinite(v) else 1.0
+        out[gi] = 1.0
+        changed = True
+    if "C_1" in pos and "gamma_1" in pos:
+        C = x[[pos[f"C_{i}"] for i in range(1, k + 1)]]
+        gam_i = np.array([pos[f"gamma_{i}"] for i in range(1, k + 1)])
+        bad = (C < _RESEAT_COLLAPSED) | (x[gam_i] >= hi[gam_i] - _RESEAT_BOUND_GAP)
+        if bad.any() and (~bad).any():
+            cm = float(np.exp(np.median(np.log(C[~bad]))))
+            for i in np.flatnonzero(bad):
+                out[pos[f"C_{i + 1}"]] = cm
+                out[pos[f"gamma_{i + 1}"]] = 0.5
+            changed = True
+    if not changed:
+        return None
+    return np.clip(out, lo, hi)
+
+
+def _reseat_degenerate(laws: Sequence[Law], problems: Sequence[tuple], results: list, records: Sequence[tuple],
+                       lo: Optional[np.ndarray], hi: Optional[np.ndarray], seeds: Sequence[int],
+                       options: Mapping[str, Any], threads: Optional[int], rounds: int = _RESEAT_ROUNDS, *,
+                       lows: Optional[Sequence[np.ndarray]] = None, highs: Optional[Sequence[np.ndarray]] = None) -> None:
+    """For targets whose best objective was reached by one start only, the lowest starts (up
+    to max(4, 10%)) that ended with degenerate blocks (:func:`_reseated`) are solved again from the re-seated point, all of them in one
+    parallel call per round, for up to ``rounds``
+    rounds; a re-seated solve replaces the start's result only when it ends lower, so it
+    never makes a start worse. Iterations add up. Bounds: ``lo``, ``hi`` for every problem,
+    or ``lows``, ``highs`` per problem. In place; independent of the thread count."""
+    lows = [lo] * len(results) if lows is None else list(lows)
+    highs = [hi] * len(results) if highs is None else list(highs)
+    for _ in range(rounds):
+        todo: dict = {}
+        for ti, r in enumerate(results):
+            H = records[ti][2]
+            fin = np.asarray(r["fun"])[np.isfinite(r["fun"])]
+            if fin.size and np.sum(fin <= fin.min() * (1 + 1e-6) + 1e-300) >= 2:
+                continue  # two starts agree on the best minimum: nothing to re-seat for
+            n_max = max(_RESEAT_MIN_STARTS, math.ceil(_RESEAT_FRACTION * len(r["fun"])))
+            for s in np.argsort(np.where(np.isfinite(r["fun"]), r["fun"], np.inf), kind="stable"):
+                if len(todo.get(ti, ())) >= n_max:
+                    break
+                if not np.isfinite(r["fun"][s]) or r["status"][s] == STATUS_SCREENED:
+                    continue
+                start = _reseated(laws[ti], r["x"][s], H, lows[ti], highs[ti])
+                if start is not None:
+                    todo.setdefault(ti, []).append((int(s), start))
+        if not todo:
+            return
+        order = sorted(todo)
+        again = _core.fit_many([problems[ti] for ti in order],
+                               [np.array([st for _, st in todo[ti]]) for ti in order],
+                               [lows[ti] for ti in order], [highs[ti] for ti in order], [seeds[ti] for ti in order],
+                               threads=threads, **_solver_options(options))
+        improved = False
+        for ti, r2 in zip(order, again):
+            r = results[ti]
+            for j, (s, _) in enumerate(todo[ti]):
+                for key in ("nit", "nfev", "njev"):
+                    r[key][s] += r2[key][j]
+                if "seconds" in r:
+                    r["seconds"][s] += r2["seconds"][j]
+                if np.isfinite(r2["fun"][j]) and r2["fun"][j] < r["fun"][s]:
+                    improved = True
+                    for key in ("x", "fun", "status", "stationarity"):
+                        if key in r:
+                            r[key][s] = r2[key][j]
+        if not improved:
+            return
 
 
 def _assemble_fit(L: Law, target: str, r: Mapping[str, Any], records: tuple, options: dict, domains: tuple,

@@ -44,7 +44,8 @@ import numpy as np
 
 from . import _core
 from .data import _has_losses
-from .fit import (Fit, Fits, _assemble_fit, _prepare_job, _resolve_bounds, _revive_collapsed, _solver_options,
+from .fit import (Fit, Fits, _assemble_fit, _prepare_job, _reseat_degenerate, _resolve_bounds, _revive_collapsed,
+                  _solver_options,
                   _user_stacklevel, resolved_curvature)
 from .laws import NESTED_IN, Law, _bimix_for_target, embed
 from .laws import law as make_law
@@ -53,7 +54,7 @@ __all__ = ["grid", "Cell", "run_cells"]
 
 _FIT_DEFAULTS = dict(loss="huber", delta=1e-3, residual="raw", reduction="mean", method="lm", curvature="auto",
                      hops=0, hop_step=0.5, hop_temperature=0.05, max_iter=1000, ftol=1e-10, xtol=1e-10,
-                     max_step=1.0, screen_iter=0, screen_ratio=1.5, screen_keep=8)
+                     max_step=1.0, screen_iter=0, screen_ratio=1.5, screen_keep=8, reseat=True)
 
 
 @dataclass(frozen=True)
@@ -264,14 +265,18 @@ def _run_cells(runs: Any, cells: Sequence[Cell], fit_options: Mapping[str, Any],
                                  [lo for _, _, lo, _ in sub], [hi for _, _, _, hi in sub],
                                  [j.seed for j, _, _, _ in sub], threads=threads,
                                  **_solver_options(dict(options, curvature=c)))
+            if options.get("reseat", True):
+                _reseat_degenerate([meta[i][1] for i in idx], [j.problem for j, _, _, _ in sub], out,
+                                   [j.records for j, _, _, _ in sub], None, None, [j.seed for j, _, _, _ in sub],
+                                   dict(options, curvature=c), threads, lows=[lo for _, _, lo, _ in sub],
+                                   highs=[hi for _, _, _, hi in sub])
             for i, r in zip(idx, out):
                 results[i] = r
         fit_opts = {k: v for k, v in options.items() if k != "bounds"}
         fit_opts.update(n_starts=n_starts, seed=seed, nest=nest)
         for (job, _, lo, hi), (ukey, L, t, domains), r, c in zip(jobs, meta, results, curv):
-            # Starts collapsed in log coordinates are marked, not revived (grid solves each cell once).
-            _revive_collapsed([L], [job.problem], [r], lo, hi, [job.seed], dict(options, curvature=c), threads,
-                              rounds=0)
+            # Collapsed starts are revived as fit revives them, so a cell is the standalone fit.
+            _revive_collapsed([L], [job.problem], [r], lo, hi, [job.seed], dict(options, curvature=c), threads)
             fitted[(ukey[0], ukey[1], ukey[2], t)] = _assemble_fit(
                 L, t, r, job.records, dict(fit_opts, curvature=c, nested_start=nest and L.name in NESTED_IN),
                 tuple(domains), lo, hi)
