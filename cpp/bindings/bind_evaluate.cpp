@@ -7,8 +7,6 @@
 
 namespace mixlaw::bind {
 
-Records records_from_arrays(const py::handle& N, const py::handle& D, const py::handle& H, int k);
-
 namespace {
 
 darray params_arg(const Plan& plan, const py::handle& params) {
@@ -24,24 +22,35 @@ darray params_arg(const Plan& plan, const py::handle& params) {
   return t;
 }
 
-// Either prepared Records (D and H must be None) or arrays N, D, H prepared on the fly.
+// Either prepared Records (D and H must be None) or arrays N, D, H, prepared by records()
+// without the GIL (in run_without_gil's work, so that Ctrl-C stops a huge preparation too).
 struct Data {
-  std::unique_ptr<Records> owned;
-  const Records* rec = nullptr;
+  const Records* given = nullptr;
+  RecordArrays arrays;
+  Records owned;
+  std::size_t n = 0;  // records
+  double cost = 0;    // for run_without_gil: records x (k + 1)
+  const Records& records(const CancelFlag* cancel) {
+    if (given) return *given;
+    owned = arrays.prepare(cancel);
+    return owned;
+  }
 };
 
 Data data_arg(const Plan& plan, const py::handle& N, const py::handle& D, const py::handle& H) {
   Data out;
   if (py::isinstance<Records>(N)) {
     if (!D.is_none() || !H.is_none()) fail("D, H: must be None when N is a prepared Records object");
-    out.rec = &N.cast<const Records&>();
-    if (out.rec->k != plan.spec.k)
-      fail("N: records have " + std::to_string(out.rec->k) + " domains, the law has " +
+    out.given = &N.cast<const Records&>();
+    if (out.given->k != plan.spec.k)
+      fail("N: records have " + std::to_string(out.given->k) + " domains, the law has " +
            std::to_string(plan.spec.k));
+    out.n = out.given->n;
   } else {
-    out.owned = std::make_unique<Records>(records_from_arrays(N, D, H, plan.spec.k));
-    out.rec = out.owned.get();
+    out.arrays = record_arrays(N, D, H, plan.spec.k);
+    out.n = out.arrays.rows;
   }
+  out.cost = static_cast<double>(out.n) * (plan.spec.k + 1);
   return out;
 }
 
@@ -60,17 +69,15 @@ void bind_evaluate(py::module_& m) {
   m.def(
       "predict",
       [](const Plan& plan, const py::object& params, const py::object& N, const py::object& D,
-         const py::object& H, std::optional<int> threads) {
+         const py::object& H, const py::object& threads) {
         const int nt = threads_arg(threads);
         darray t = params_arg(plan, params);
         Data data = data_arg(plan, N, D, H);
-        darray out(static_cast<py::ssize_t>(data.rec->n));
+        darray out(static_cast<py::ssize_t>(data.n));
         double* o = out.mutable_data();
-        {
-          // Safe without the GIL: all inputs are C++ copies or arrays owned by this frame.
-          py::gil_scoped_release release;
-          predict(plan, t.data(), *data.rec, o, nt);
-        }
+        // Safe without the GIL: all inputs are C++ copies or arrays owned by this frame.
+        CancelFlag cancel;
+        run_without_gil(data.cost, cancel, [&] { predict(plan, t.data(), data.records(&cancel), o, nt, &cancel); });
         return out;
       },
       py::arg("law"), py::arg("params"), py::arg("N"), py::arg("D") = py::none(), py::arg("H") = py::none(),
@@ -79,21 +86,20 @@ void bind_evaluate(py::module_& m) {
   m.def(
       "predict_grad",
       [](const Plan& plan, const py::object& params, const py::object& w, const py::object& N,
-         const py::object& D, const py::object& H, std::optional<int> threads) {
+         const py::object& D, const py::object& H, const py::object& threads) {
         const int nt = threads_arg(threads);
         darray t = params_arg(plan, params);
         Data data = data_arg(plan, N, D, H);
         darray wa = as_darray(w, "w");
         require_ndim(wa, 1, "w");
-        if (static_cast<std::size_t>(wa.shape(0)) != data.rec->n)
-          fail("w: expected " + std::to_string(data.rec->n) + " weights, got " + std::to_string(wa.shape(0)));
-        darray pred(static_cast<py::ssize_t>(data.rec->n)), grad(static_cast<py::ssize_t>(plan.n_params));
+        if (static_cast<std::size_t>(wa.shape(0)) != data.n)
+          fail("w: expected " + std::to_string(data.n) + " weights, got " + std::to_string(wa.shape(0)));
+        darray pred(static_cast<py::ssize_t>(data.n)), grad(static_cast<py::ssize_t>(plan.n_params));
         double* po = pred.mutable_data();
         double* go = grad.mutable_data();
-        {
-          py::gil_scoped_release release;  // see predict
-          predict_grad(plan, t.data(), *data.rec, wa.data(), po, go, nt);
-        }
+        CancelFlag cancel;  // see predict
+        run_without_gil(data.cost, cancel,
+                        [&] { predict_grad(plan, t.data(), data.records(&cancel), wa.data(), po, go, nt, &cancel); });
         return py::make_tuple(pred, grad);
       },
       py::arg("law"), py::arg("params"), py::arg("w"), py::arg("N"), py::arg("D") = py::none(),
@@ -102,18 +108,17 @@ void bind_evaluate(py::module_& m) {
   m.def(
       "jacobian",
       [](const Plan& plan, const py::object& params, const py::object& N, const py::object& D,
-         const py::object& H, std::optional<int> threads) {
+         const py::object& H, const py::object& threads) {
         const int nt = threads_arg(threads);
         darray t = params_arg(plan, params);
         Data data = data_arg(plan, N, D, H);
-        const auto n = static_cast<py::ssize_t>(data.rec->n);
+        const auto n = static_cast<py::ssize_t>(data.n);
         darray pred(n), J(std::vector<py::ssize_t>{n, static_cast<py::ssize_t>(plan.n_params)});
         double* po = pred.mutable_data();
         double* jo = J.mutable_data();
-        {
-          py::gil_scoped_release release;  // see predict
-          jacobian(plan, t.data(), *data.rec, po, jo, nt);
-        }
+        CancelFlag cancel;  // see predict
+        run_without_gil(data.cost + static_cast<double>(n) * plan.n_params, cancel,
+                        [&] { jacobian(plan, t.data(), data.records(&cancel), po, jo, nt, &cancel); });
         return py::make_tuple(pred, J);
       },
       py::arg("law"), py::arg("params"), py::arg("N"), py::arg("D") = py::none(), py::arg("H") = py::none(),
@@ -122,17 +127,15 @@ void bind_evaluate(py::module_& m) {
   m.def(
       "grad_h",
       [](const Plan& plan, const py::object& params, const py::object& N, const py::object& D,
-         const py::object& H, std::optional<int> threads) {
+         const py::object& H, const py::object& threads) {
         const int nt = threads_arg(threads);
         darray t = params_arg(plan, params);
         Data data = data_arg(plan, N, D, H);
-        darray out(std::vector<py::ssize_t>{static_cast<py::ssize_t>(data.rec->n),
+        darray out(std::vector<py::ssize_t>{static_cast<py::ssize_t>(data.n),
                                             static_cast<py::ssize_t>(plan.spec.k)});
         double* o = out.mutable_data();
-        {
-          py::gil_scoped_release release;  // see predict
-          grad_h(plan, t.data(), *data.rec, o, nt);
-        }
+        CancelFlag cancel;  // see predict
+        run_without_gil(data.cost, cancel, [&] { grad_h(plan, t.data(), data.records(&cancel), o, nt, &cancel); });
         return out;
       },
       py::arg("law"), py::arg("params"), py::arg("N"), py::arg("D") = py::none(), py::arg("H") = py::none(),

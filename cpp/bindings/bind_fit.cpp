@@ -1,12 +1,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cmath>
-#include <condition_variable>
-#include <mutex>
-#include <thread>
 
 #include "common.hpp"
 #include "mixlaw/multistart.hpp"
@@ -64,49 +60,6 @@ darray vector_arg(const py::handle& obj, std::size_t n, const char* name) {
   if (static_cast<std::size_t>(a.shape(0)) != n)
     fail(std::string(name) + ": expected " + std::to_string(n) + " values, got " + std::to_string(a.shape(0)));
   return a;
-}
-
-// Runs `work` on a helper thread with the GIL released, checking for KeyboardInterrupt
-// (and other signals) every 20 ms; on a signal the cancel flag stops the running solves
-// at their next iteration and units not yet started, and the Python exception is raised
-// once the worker has finished. The wait ends as soon as the worker is done (a short fit
-// costs no polling delay).
-template <class Work>
-void run_interruptible(CancelFlag& cancel, Work&& work) {
-  std::exception_ptr error;
-  std::mutex mutex;
-  std::condition_variable cv;
-  bool done = false;
-  bool interrupted = false;
-  {
-    py::gil_scoped_release release;
-    std::thread worker([&] {
-      try {
-        work();
-      } catch (...) {
-        error = std::current_exception();
-      }
-      std::lock_guard<std::mutex> lock(mutex);
-      done = true;
-      cv.notify_one();
-    });
-    for (;;) {
-      {
-        std::unique_lock<std::mutex> lock(mutex);
-        if (cv.wait_for(lock, std::chrono::milliseconds(20), [&] { return done; })) break;
-      }
-      if (!interrupted) {
-        py::gil_scoped_acquire acquire;
-        if (PyErr_CheckSignals() != 0) {
-          interrupted = true;
-          cancel.set();
-        }
-      }
-    }
-    worker.join();
-  }
-  if (interrupted) throw py::error_already_set();
-  if (error) std::rethrow_exception(error);
 }
 
 // Refuses, before any solve allocates, a call whose solver work would not fit in memory. Each
@@ -196,7 +149,7 @@ void bind_fit(py::module_& m) {
          const py::list& seeds, const std::string& loss, double delta, const std::string& residual, bool mean,
          const std::string& curvature, const std::string& method, const std::string& linear_solver, int max_iter,
          double ftol, double xtol, double gtol, double max_step, int hops, double hop_step,
-         double hop_temperature, int screen_iter, double screen_ratio, int screen_keep, std::optional<int> threads,
+         double hop_temperature, int screen_iter, double screen_ratio, int screen_keep, const py::object& threads,
          const py::object& tie) {
         const int nt = threads_arg(threads);
         const ObjectiveSpec spec = objective_spec(loss, delta, residual, curvature);

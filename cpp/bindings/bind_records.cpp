@@ -3,30 +3,35 @@
 
 namespace mixlaw::bind {
 
-// Converts and checks (N, D, H) and prepares records. H may be None when k == 0.
-Records records_from_arrays(const py::handle& N, const py::handle& D, const py::handle& H, int k) {
-  darray n = as_darray(N, "N"), d = as_darray(D, "D");
-  require_ndim(n, 1, "N");
-  require_ndim(d, 1, "D");
-  if (d.shape(0) != n.shape(0))
-    fail("D: expected " + std::to_string(n.shape(0)) + " values (like N), got " + std::to_string(d.shape(0)));
-  const std::size_t rows = static_cast<std::size_t>(n.shape(0));
-  darray h;
+// Converts and checks (N, D, H) (with the GIL); prepare() then runs without it. H may be
+// None when k == 0.
+RecordArrays record_arrays(const py::handle& N, const py::handle& D, const py::handle& H, int k) {
+  RecordArrays ra;
+  ra.n = as_darray(N, "N");
+  ra.d = as_darray(D, "D");
+  require_ndim(ra.n, 1, "N");
+  require_ndim(ra.d, 1, "D");
+  if (ra.d.shape(0) != ra.n.shape(0))
+    fail("D: expected " + std::to_string(ra.n.shape(0)) + " values (like N), got " + std::to_string(ra.d.shape(0)));
+  ra.rows = static_cast<std::size_t>(ra.n.shape(0));
   if (H.is_none()) {
     if (k > 0) fail("H: the law has " + std::to_string(k) + " domains; pass an (n, k) array of weights");
-    h = darray(std::vector<py::ssize_t>{static_cast<py::ssize_t>(rows), 0});
+    ra.h = darray(std::vector<py::ssize_t>{static_cast<py::ssize_t>(ra.rows), 0});
   } else {
-    h = as_darray(H, "H");
-    require_ndim(h, 2, "H");
-    if (h.shape(0) != n.shape(0))
-      fail("H: expected " + std::to_string(rows) + " rows (like N), got " + std::to_string(h.shape(0)));
-    if (k >= 0 && h.shape(1) != k)
-      fail("H: expected " + std::to_string(k) + " columns (domains), got " + std::to_string(h.shape(1)));
+    ra.h = as_darray(H, "H");
+    require_ndim(ra.h, 2, "H");
+    if (ra.h.shape(0) != ra.n.shape(0))
+      fail("H: expected " + std::to_string(ra.rows) + " rows (like N), got " + std::to_string(ra.h.shape(0)));
+    if (k >= 0 && ra.h.shape(1) != k)
+      fail("H: expected " + std::to_string(k) + " columns (domains), got " + std::to_string(ra.h.shape(1)));
   }
-  const int kk = static_cast<int>(h.shape(1));
-  // Safe without the GIL: the three arrays are owned by this frame and only read.
-  py::gil_scoped_release release;
-  return prepare_records(n.data(), d.data(), h.data(), rows, kk);
+  ra.k = static_cast<int>(ra.h.shape(1));
+  return ra;
+}
+
+// Safe without the GIL: the three arrays are owned by `ra` and only read.
+Records RecordArrays::prepare(const CancelFlag* cancel) const {
+  return prepare_records(n.data(), d.data(), h.data(), rows, k, 1e-6, cancel);
 }
 
 void bind_records(py::module_& m) {
@@ -34,7 +39,11 @@ void bind_records(py::module_& m) {
                       "Records (N, D, h rows) validated and prepared once: logs taken, records grouped "
                       "by distinct mixture.")
       .def(py::init([](const py::object& N, const py::object& D, const py::object& H) {
-             return records_from_arrays(N, D, H, -1);
+             const RecordArrays ra = record_arrays(N, D, H, -1);
+             Records rec;
+             CancelFlag cancel;
+             run_without_gil(ra.cost(), cancel, [&] { rec = ra.prepare(&cancel); });
+             return rec;
            }),
            py::arg("N"), py::arg("D"), py::arg("H") = py::none())
       .def_property_readonly("n", [](const Records& r) { return r.n; })

@@ -88,7 +88,7 @@ void bind_simplex(py::module_& m) {
         MixtureProblem pb;
         pb.N = N;
         pb.D = D;
-        pb.weights.assign(w.data(), w.data() + T);
+        pb.weights = w.data();
         darray g(held.k), per(T);
         const double f =
             mixture_objective(held.laws, pb, ha.data(), g.mutable_data(), per.mutable_data(), generic);
@@ -102,7 +102,7 @@ void bind_simplex(py::module_& m) {
       "optimize_mixtures",
       [](const py::list& fitted, const py::object& N, const py::object& D, const py::object& weights,
          const py::object& lo, const py::object& hi, const std::string& method, int max_iter, double gap_tol,
-         int n_starts, std::uint64_t seed, std::optional<int> threads, int line_search_memory, bool lanes) {
+         int n_starts, std::uint64_t seed, const py::object& threads, int line_search_memory, bool lanes) {
         const int nt = threads_arg(threads);
         HeldLaws held = hold_laws(fitted);
         const auto T = static_cast<py::ssize_t>(held.laws.size());
@@ -130,23 +130,24 @@ void bind_simplex(py::module_& m) {
           pb.D = Da.data()[p];
           if (!(pb.N > 0) || !std::isfinite(pb.N)) fail("N: must be finite and > 0");
           if (!(pb.D > 0) || !std::isfinite(pb.D)) fail("D: must be finite and > 0");
-          pb.weights.assign(W.data() + p * T, W.data() + (p + 1) * T);
+          pb.weights = W.data() + p * T;
           double wsum = 0.0;
-          for (double x : pb.weights) {
+          for (py::ssize_t t = 0; t < T; ++t) {
+            const double x = pb.weights[t];
             if (!(x >= 0) || !std::isfinite(x)) fail("weights: must be finite and >= 0");
             wsum += x;
           }
           if (!(wsum > 0)) fail("weights: must not all be zero");
-          pb.lo.assign(La.data() + p * held.k, La.data() + (p + 1) * held.k);
-          pb.hi.assign(Ha.data() + p * held.k, Ha.data() + (p + 1) * held.k);
-          check_feasible(pb.lo.data(), pb.hi.data(), held.k, "bounds", "bounds");
+          pb.lo = La.data() + p * held.k;
+          pb.hi = Ha.data() + p * held.k;
+          check_feasible(pb.lo, pb.hi, held.k, "bounds", "bounds");
         }
+        // Safe without the GIL: plans and parameter arrays are held by this frame. Ctrl-C
+        // stops the solvers within an iteration and raises KeyboardInterrupt (the
+        // incomplete results are dropped).
         std::vector<MixtureResult> res;
-        {
-          // Safe without the GIL: plans and parameter arrays are held by this frame.
-          py::gil_scoped_release release;
-          res = optimize_mixtures(held.laws, problems, opt, nt);
-        }
+        CancelFlag cancel;
+        run_interruptible(cancel, [&] { res = optimize_mixtures(held.laws, problems, opt, nt, &cancel); });
         darray h(std::vector<py::ssize_t>{P, static_cast<py::ssize_t>(held.k)}), fun(P), gap(P),
             per(std::vector<py::ssize_t>{P, T});
         py::array_t<int> nit(P), nfev(P), status(P), best(P);

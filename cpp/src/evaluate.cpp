@@ -7,7 +7,7 @@
 namespace mixlaw {
 namespace detail {
 
-CallConstants call_constants(const Plan& plan, const double* theta, const Records& rec) {
+CallConstants call_constants(const Plan& plan, const double* theta, const Records& rec, const CancelFlag* cancel) {
   CallConstants cc;
   cc.ln_n_scale = std::log(plan.spec.n_scale);
   cc.ln_d_scale = std::log(plan.spec.d_scale);
@@ -15,11 +15,19 @@ CallConstants call_constants(const Plan& plan, const double* theta, const Record
   const Source bN = plan.src[slot_bN], bD = plan.src[slot_bD];
   if (bN.type == Source::param) {
     const double b = theta[bN.index];
-    for (double x : rec.uniq_lnN) cc.eN_uniq.push_back(std::exp(-b * (x - cc.ln_n_scale)));
+    cc.eN_uniq.resize(rec.uniq_lnN.size());
+    for (std::size_t i = 0; i < rec.uniq_lnN.size(); ++i) {
+      if (cancel && (i & 4095) == 0 && cancel->is_set()) throw Cancelled();
+      cc.eN_uniq[i] = std::exp(-b * (rec.uniq_lnN[i] - cc.ln_n_scale));
+    }
   }
   if (bD.type == Source::param) {
     const double b = theta[bD.index];
-    for (double x : rec.uniq_lnD) cc.eD_uniq.push_back(std::exp(-b * (x - cc.ln_d_scale)));
+    cc.eD_uniq.resize(rec.uniq_lnD.size());
+    for (std::size_t i = 0; i < rec.uniq_lnD.size(); ++i) {
+      if (cancel && (i & 4095) == 0 && cancel->is_set()) throw Cancelled();
+      cc.eD_uniq[i] = std::exp(-b * (rec.uniq_lnD[i] - cc.ln_d_scale));
+    }
   }
   return cc;
 }
@@ -117,29 +125,34 @@ struct HGradVisitor {
 
 // Runs a visitor built per chunk over every chunk in parallel.
 template <bool ParamGrad, bool HGrad, class MakeVisitor>
-void run_chunks(const Plan& plan, const double* theta, const Records& rec, int threads, MakeVisitor make) {
-  const detail::CallConstants cc = detail::call_constants(plan, theta, rec);
-  parallel_for(rec.n_chunks(), threads, [&](std::size_t c) {
-    MixtureWork w(plan);
-    auto vis = make(c);
-    detail::for_each_record<ParamGrad, HGrad>(plan, theta, rec, cc, rec.chunk_start[c],
-                                              rec.chunk_start[c + 1], w, vis);
-  });
+void run_chunks(const Plan& plan, const double* theta, const Records& rec, int threads, const CancelFlag* cancel,
+                MakeVisitor make) {
+  const detail::CallConstants cc = detail::call_constants(plan, theta, rec, cancel);
+  parallel_for(
+      rec.n_chunks(), threads,
+      [&](std::size_t c) {
+        MixtureWork w(plan);
+        auto vis = make(c);
+        detail::for_each_record<ParamGrad, HGrad>(plan, theta, rec, cc, rec.chunk_start[c],
+                                                  rec.chunk_start[c + 1], w, vis, cancel);
+      },
+      cancel);
 }
 
 }  // namespace
 
-void predict(const Plan& plan, const double* theta, const Records& rec, double* out, int threads) {
-  run_chunks<false, false>(plan, theta, rec, threads, [&](std::size_t) { return PredictVisitor{rec, out}; });
+void predict(const Plan& plan, const double* theta, const Records& rec, double* out, int threads,
+             const CancelFlag* cancel) {
+  run_chunks<false, false>(plan, theta, rec, threads, cancel, [&](std::size_t) { return PredictVisitor{rec, out}; });
 }
 
 void predict_grad(const Plan& plan, const double* theta, const Records& rec, const double* w,
-                  double* pred, double* grad, int threads) {
+                  double* pred, double* grad, int threads, const CancelFlag* cancel) {
   const std::size_t P = static_cast<std::size_t>(plan.n_params);
   std::vector<double> partial(rec.n_chunks() * P, 0.0);
   // Feature gradients are accumulated directly (accumulate_feature_grad), so the engine
   // need not materialise them: ParamGrad = false.
-  run_chunks<false, false>(plan, theta, rec, threads, [&](std::size_t c) {
+  run_chunks<false, false>(plan, theta, rec, threads, cancel, [&](std::size_t c) {
     return GradVisitor{plan, rec, theta, w, pred, partial.data() + c * P};
   });
   std::fill(grad, grad + P, 0.0);
@@ -148,8 +161,8 @@ void predict_grad(const Plan& plan, const double* theta, const Records& rec, con
 }
 
 void jacobian(const Plan& plan, const double* theta, const Records& rec, double* pred, double* J,
-              int threads) {
-  run_chunks<true, false>(plan, theta, rec, threads,
+              int threads, const CancelFlag* cancel) {
+  run_chunks<true, false>(plan, theta, rec, threads, cancel,
                           [&](std::size_t) { return JacobianVisitor{plan, rec, pred, J}; });
 }
 
@@ -174,8 +187,9 @@ void check_fit_records(const Plan& plan, const Records& rec) {
       "before fitting (e.g. runs.select(runs.H[:, " + std::to_string(t) + "] > 0))");
 }
 
-void grad_h(const Plan& plan, const double* theta, const Records& rec, double* out, int threads) {
-  run_chunks<false, true>(plan, theta, rec, threads,
+void grad_h(const Plan& plan, const double* theta, const Records& rec, double* out, int threads,
+            const CancelFlag* cancel) {
+  run_chunks<false, true>(plan, theta, rec, threads, cancel,
                           [&](std::size_t) { return HGradVisitor{plan, rec, out}; });
 }
 

@@ -468,7 +468,7 @@ struct Evaluator {
 
 double fw_gap(const std::vector<double>& g, const std::vector<double>& h, const MixtureProblem& pb, int k,
               std::vector<double>& s) {
-  const double gs = linear_minimizer(g.data(), pb.lo.data(), pb.hi.data(), k, s.data());
+  const double gs = linear_minimizer(g.data(), pb.lo, pb.hi, k, s.data());
   double gh = 0.0;
   for (int i = 0; i < k; ++i) gh += g[i] * h[i];
   const double gap = gh - gs;
@@ -507,24 +507,27 @@ std::vector<double> start_point(const MixtureOptions& opt, const MixtureProblem&
     Rng rng(mix_seed(opt.seed, p, static_cast<std::uint64_t>(s)));
     for (double& x : v) x = -std::log(1.0 - rng.uniform());
   }
-  kl_project_capped_simplex(v.data(), pb.lo.data(), pb.hi.data(), k, h0.data());
+  kl_project_capped_simplex(v.data(), pb.lo, pb.hi, k, h0.data());
   return h0;
 }
 
-MixtureResult solve_one(Evaluator& F, const MixtureProblem& pb, std::vector<double> h, const MixtureOptions& opt) {
+// cancel (may be null): polled every iteration; a cancelled result is incomplete (the
+// caller drops it).
+MixtureResult solve_one(Evaluator& F, const MixtureProblem& pb, std::vector<double> h, const MixtureOptions& opt,
+                        const CancelFlag* cancel) {
   const int k = F.k;
   const bool mirror = opt.method == MixtureMethod::mirror;
   MixtureResult res;
   // Projected gradient keeps its iterates 1e-12 inside the lower bounds: a Euclidean
   // projection can set a weight to exactly lo_i, where laws with gamma_i < 1 have an
   // infinite slope and the method stalls. The certificate below uses the true bounds.
-  std::vector<double> lo_in = pb.lo;
+  std::vector<double> lo_in(pb.lo, pb.lo + k);
   if (!mirror) {
     double room = 1.0;
     for (int i = 0; i < k; ++i) room -= pb.lo[i];
     const double floor = std::min(1e-12, room / (2.0 * k));
     for (int i = 0; i < k; ++i) lo_in[i] = std::min(pb.lo[i] + floor, pb.hi[i]);
-    project_capped_simplex(h.data(), lo_in.data(), pb.hi.data(), k, h.data());
+    project_capped_simplex(h.data(), lo_in.data(), pb.hi, k, h.data());
   }
   // Mirror descent carries log h along (log of a multiplicative update is a subtraction),
   // which saves k logarithms per evaluation and per step-size update.
@@ -545,6 +548,7 @@ MixtureResult solve_one(Evaluator& F, const MixtureProblem& pb, std::vector<doub
   double best_f = f;
   res.status = 0;
   for (res.nit = 0; res.nit < opt.max_iter; ++res.nit) {
+    if (cancel && cancel->is_set()) break;
     res.gap = fw_gap(g, h, pb, k, s);
     if (res.gap <= opt.gap_tol) {
       res.status = 1;
@@ -571,7 +575,7 @@ MixtureResult solve_one(Evaluator& F, const MixtureProblem& pb, std::vector<doub
         }
         vexp(ex.data(), ex.data(), k);
         for (int i = 0; i < k; ++i) v[i] = h[i] * ex[i];
-        const double c = kl_project_capped_simplex(v.data(), pb.lo.data(), pb.hi.data(), k, h_new.data());
+        const double c = kl_project_capped_simplex(v.data(), pb.lo, pb.hi, k, h_new.data());
         const double lc = std::log(c);
         for (int i = 0; i < k; ++i) {
           lh_new[i] = h_new[i] == c * v[i] ? lc + lv[i] : (h_new[i] > 0 ? std::log(h_new[i]) : 0.0);
@@ -585,7 +589,7 @@ MixtureResult solve_one(Evaluator& F, const MixtureProblem& pb, std::vector<doub
         }
       } else {
         for (int i = 0; i < k; ++i) v[i] = h[i] - eta * g_used[i];
-        project_capped_simplex(v.data(), lo_in.data(), pb.hi.data(), k, h_new.data());
+        project_capped_simplex(v.data(), lo_in.data(), pb.hi, k, h_new.data());
         for (int i = 0; i < k; ++i) lh_new[i] = h_new[i] > 0 ? std::log(h_new[i]) : 0.0;
       }
       double dec = 0.0;  // g . (h_new - h) < 0 for a descent step
@@ -959,15 +963,17 @@ struct LaneSolver {
   }
 
   // Solves the n units listed at `units` into results[unit], and appends to `handed_back`
-  // the units that left the common case.
+  // the units that left the common case. Returns at once when `cancel` is set (polled every
+  // iteration; the units in the lanes are left unfinished).
   MIXLAW_INLINE void run(const std::size_t* units, std::size_t n, std::vector<MixtureResult>& results,
                          std::vector<std::size_t>& handed_back, const CancelFlag* cancel) {
     std::size_t next = 0;
     const double eps8 = 8 * std::numeric_limits<double>::epsilon();
     for (;;) {
+      if (cancel && cancel->is_set()) return;
       bool any = false;
       for (int l = 0; l < L; ++l) {
-        while (!lane[l].busy && next < n && !(cancel && cancel->is_set())) {
+        while (!lane[l].busy && next < n) {
           const std::size_t u = units[next++];
           if (!load(l, u)) handed_back.push_back(u);
         }
@@ -1144,7 +1150,7 @@ void lane_losses(LaneSolver& ls, const std::size_t* ps, std::size_t n, std::vect
 // Whether problem pb goes to the lane solver: the plain simplex, and every weighted law
 // has a fast path.
 bool lane_problem(const CompiledLaws& cl, const MixtureProblem& pb, int k) {
-  if (!plain_simplex(pb.lo.data(), pb.hi.data(), k)) return false;
+  if (!plain_simplex(pb.lo, pb.hi, k)) return false;
   for (int t : cl.slow)
     if (pb.weights[t] != 0.0) return false;
   return true;
@@ -1184,7 +1190,7 @@ std::vector<MixtureResult> optimize_mixtures(const std::vector<FittedLaw>& laws,
     const int s = static_cast<int>(u % static_cast<std::size_t>(S));
     const MixtureProblem& pb = problems[p];
     Evaluator F(cl, laws, pb);
-    all[u] = solve_one(F, pb, start_point(opt, pb, p, s, k), opt);
+    all[u] = solve_one(F, pb, start_point(opt, pb, p, s, k), opt, cancel);
     all[u].best_start = s;
   };
   std::vector<std::size_t> one_at_a_time;
@@ -1221,6 +1227,7 @@ std::vector<MixtureResult> optimize_mixtures(const std::vector<FittedLaw>& laws,
   }
   parallel_for(
       one_at_a_time.size(), threads, [&](std::size_t i) { solve_unit(one_at_a_time[i]); }, cancel);
+  if (cancel && cancel->is_set()) return {};  // incomplete: no result is returned
   std::vector<MixtureResult> best(problems.size());
   for (std::size_t p = 0; p < problems.size(); ++p) {
     std::size_t b = p * static_cast<std::size_t>(S);
@@ -1233,7 +1240,7 @@ std::vector<MixtureResult> optimize_mixtures(const std::vector<FittedLaw>& laws,
   // Each law's loss at the solution (zero-weight targets included), in parallel too: four
   // problems at a time when every law is in the lane solver's tables (the same bits).
   std::vector<std::size_t> losses_one_at_a_time;
-  if (lcl && lcl->tg.size() == laws.size() && !(cancel && cancel->is_set())) {
+  if (lcl && lcl->tg.size() == laws.size()) {
     std::vector<std::size_t> all_problems(best.size());
     for (std::size_t p = 0; p < best.size(); ++p) all_problems[p] = p;
     constexpr std::size_t chunk = 1024;
@@ -1263,6 +1270,7 @@ std::vector<MixtureResult> optimize_mixtures(const std::vector<FittedLaw>& laws,
         F(best[p].h.data(), nullptr, best[p].per_law.data());
       },
       cancel);
+  if (cancel && cancel->is_set()) return {};
   return best;
 }
 

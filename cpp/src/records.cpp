@@ -20,9 +20,14 @@ namespace {
 // Numbers distinct rows of `len` doubles in order of first appearance, by hashing (open
 // addressing). Tables repeat a lot and list a run's checkpoints together, so a row equal
 // to the previous one is recognised without hashing at all. O(n len), no sorting.
+// Throws Cancelled when `cancel` is set, checked every 4,096 values of j.
+inline void poll(const CancelFlag* cancel, std::size_t j) {
+  if ((j & 4095) == 0 && cancel && cancel->is_set()) throw Cancelled();
+}
+
 class RowInterner {
  public:
-  RowInterner(std::size_t expected, std::size_t len) : len_(len) {
+  RowInterner(std::size_t expected, std::size_t len, const CancelFlag* cancel) : len_(len), cancel_(cancel) {
     std::size_t cap = 16;
     while (cap < 2 * expected) cap <<= 1;
     slots_.assign(cap, -1);
@@ -48,6 +53,7 @@ class RowInterner {
     slots_.assign(slots_.size() * 2, -1);
     const std::size_t mask = slots_.size() - 1;
     for (std::size_t c = 0; c < rows_.size(); ++c) {
+      poll(cancel_, c);  // a late growth rehashes millions of rows
       std::size_t pos = hash(rows_[c]) & mask;
       while (slots_[pos] >= 0) pos = (pos + 1) & mask;
       slots_[pos] = static_cast<std::int32_t>(c);
@@ -72,26 +78,35 @@ class RowInterner {
     return static_cast<std::size_t>(h);
   }
   std::size_t len_;
+  const CancelFlag* cancel_;
   std::vector<std::int32_t> slots_;
   std::vector<const double*> rows_;
   std::int32_t last_ = -1;
 };
 
 // Distinct values of v (first-appearance order), their logs, and each value's index.
-void intern_logs(const double* v, std::size_t n, std::vector<double>& uniq_log, std::vector<std::int32_t>& idx) {
-  RowInterner in(std::min<std::size_t>(n, 1024), 1);  // grows when values are mostly distinct
+void intern_logs(const double* v, std::size_t n, std::vector<double>& uniq_log, std::vector<std::int32_t>& idx,
+                 const CancelFlag* cancel) {
+  RowInterner in(std::min<std::size_t>(n, 1024), 1, cancel);  // grows when values are mostly distinct
   idx.resize(n);
-  for (std::size_t j = 0; j < n; ++j) idx[j] = in.id(v + j);
+  for (std::size_t j = 0; j < n; ++j) {
+    poll(cancel, j);
+    idx[j] = in.id(v + j);
+  }
   uniq_log.resize(in.rows().size());
-  for (std::size_t u = 0; u < uniq_log.size(); ++u) uniq_log[u] = std::log(*in.rows()[u]);
+  for (std::size_t u = 0; u < uniq_log.size(); ++u) {
+    poll(cancel, u);
+    uniq_log[u] = std::log(*in.rows()[u]);
+  }
 }
 
 }  // namespace
 
 Records prepare_records(const double* N, const double* D, const double* H, std::size_t n, int k,
-                        double simplex_tol) {
+                        double simplex_tol, const CancelFlag* cancel) {
   if (k < 0) throw std::invalid_argument("H: negative number of domains");
   for (std::size_t j = 0; j < n; ++j) {
+    poll(cancel, j);
     if (!std::isfinite(N[j])) bad_row("N", j, "is not finite");
     if (!(N[j] > 0)) bad_row("N", j, "must be > 0");
     if (!std::isfinite(D[j])) bad_row("D", j, "is not finite");
@@ -121,12 +136,16 @@ Records prepare_records(const double* N, const double* D, const double* H, std::
   std::vector<std::int32_t> mix_of(n, 0);
   std::size_t n_mix = n > 0 ? 1 : 0;
   if (k > 0 && n > 0) {
-    RowInterner mixes(n, ku);
-    for (std::size_t j = 0; j < n; ++j) mix_of[j] = mixes.id(H + j * ku);
+    RowInterner mixes(n, ku, cancel);
+    for (std::size_t j = 0; j < n; ++j) {
+      poll(cancel, j);
+      mix_of[j] = mixes.id(H + j * ku);
+    }
     n_mix = mixes.rows().size();
     r.mix_h.resize(n_mix * ku);
     r.mix_logh.resize(n_mix * ku);
     for (std::size_t m = 0; m < n_mix; ++m) {
+      poll(cancel, m);  // k logs each: 100 ms for 3,000,000 mixtures of 3 domains
       const double* h = mixes.rows()[m];
       for (std::size_t i = 0; i < ku; ++i) {
         r.mix_h[m * ku + i] = h[i];
@@ -141,18 +160,22 @@ Records prepare_records(const double* N, const double* D, const double* H, std::
   r.order.resize(n);
   {
     std::vector<std::size_t> next(r.mix_start.begin(), r.mix_start.end() - 1);
-    for (std::size_t j = 0; j < n; ++j) r.order[next[static_cast<std::size_t>(mix_of[j])]++] = static_cast<std::int64_t>(j);
+    for (std::size_t j = 0; j < n; ++j) {
+      poll(cancel, j);
+      r.order[next[static_cast<std::size_t>(mix_of[j])]++] = static_cast<std::int64_t>(j);
+    }
   }
 
   // Logs once per distinct N and D.
   std::vector<std::int32_t> nid, did;
-  intern_logs(N, n, r.uniq_lnN, nid);
-  intern_logs(D, n, r.uniq_lnD, did);
+  intern_logs(N, n, r.uniq_lnN, nid, cancel);
+  intern_logs(D, n, r.uniq_lnD, did, cancel);
   r.lnN.resize(n);
   r.lnD.resize(n);
   r.n_idx.resize(n);
   r.d_idx.resize(n);
   for (std::size_t s = 0; s < n; ++s) {
+    poll(cancel, s);
     const auto j = static_cast<std::size_t>(r.order[s]);
     r.n_idx[s] = nid[j];
     r.d_idx[s] = did[j];

@@ -63,8 +63,10 @@ SlimPajama targets most of the best joint-law minima have gA, gB < 0 (with some 
 CB_i near 0), and local solvers rarely cross gA = 0, where the CA_i directions are flat.
 
 Threads: every evaluation takes ``threads=None`` (the OpenMP default, which honours
-``OMP_NUM_THREADS``) or a positive count; results are bit-identical for any count. The
-GIL is released while the core runs, so Python threads may call these concurrently.
+``OMP_NUM_THREADS``) or a count from 1 to ``mixlaw._core.thread_limit()`` (max(64, 4 x the
+CPUs); more, or a larger ``OMP_NUM_THREADS`` with None, raises ValueError); results are
+bit-identical for any count. The GIL is released while the core runs, so Python threads may
+call these concurrently, and Ctrl-C stops an evaluation of millions of records.
 """
 from __future__ import annotations
 

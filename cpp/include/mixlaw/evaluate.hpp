@@ -1,5 +1,7 @@
 // Evaluation of a law on prepared records: predictions, parameter gradients (J^T w and
-// the full Jacobian) and gradients with respect to the mixture h.
+// the full Jacobian) and gradients with respect to the mixture h. Each runs its chunks of
+// records in parallel; `cancel` (may be null) skips the chunks not yet started once set
+// (the outputs are then incomplete: the caller drops them).
 //
 // One engine (`for_each_record`) walks the records mixture by mixture: it computes the
 // law's mixture features once per distinct mixture, then for each record of that
@@ -13,22 +15,24 @@
 #include <vector>
 
 #include "mixlaw/law.hpp"
+#include "mixlaw/parallel.hpp"
 #include "mixlaw/records.hpp"
 
 namespace mixlaw {
 
 // Predictions at every record (out: n, original record order).
-void predict(const Plan& plan, const double* theta, const Records& rec, double* out, int threads);
+void predict(const Plan& plan, const double* theta, const Records& rec, double* out, int threads,
+             const CancelFlag* cancel = nullptr);
 
 // Predictions (pred may be null) and the parameter gradient J^T w (grad: n_params).
 // The reduction runs over a fixed partition of the data, so any thread count gives a
 // bit-identical gradient.
 void predict_grad(const Plan& plan, const double* theta, const Records& rec, const double* w,
-                  double* pred, double* grad, int threads);
+                  double* pred, double* grad, int threads, const CancelFlag* cancel = nullptr);
 
 // Predictions (may be null) and the full Jacobian dL_j/dtheta_p (J: n x n_params, row-major).
 void jacobian(const Plan& plan, const double* theta, const Records& rec, double* pred, double* J,
-              int threads);
+              int threads, const CancelFlag* cancel = nullptr);
 
 // dL_j/dh_ji treating the k weights as independent variables (out: n x k, row-major).
 // At h_i = 0 the one-sided derivative is returned: it is -inf for an inv_power_sum
@@ -37,7 +41,8 @@ void jacobian(const Plan& plan, const double* theta, const Records& rec, double*
 //
 // The bimix law is infinite where its target domain has weight 0 (gamma > 0): predict
 // returns +inf there, and its parameter derivatives are +inf; nothing throws.
-void grad_h(const Plan& plan, const double* theta, const Records& rec, double* out, int threads);
+void grad_h(const Plan& plan, const double* theta, const Records& rec, double* out, int threads,
+            const CancelFlag* cancel = nullptr);
 
 // Throws std::invalid_argument (naming H and the first bad record, in original order)
 // when the records cannot be fitted by the law whatever its parameters: a bimix law's
@@ -91,7 +96,10 @@ struct CallConstants {
   std::vector<double> eN_uniq, eD_uniq;  // empty when the exponent is a mixture feature
 };
 
-CallConstants call_constants(const Plan& plan, const double* theta, const Records& rec);
+// cancel (may be null): polled every 4,096 values (throws Cancelled); millions of distinct
+// sizes or token counts take a second here.
+CallConstants call_constants(const Plan& plan, const double* theta, const Records& rec,
+                             const CancelFlag* cancel = nullptr);
 
 // Computes the features of mixture m into w (all but feature `skip`, which the caller
 // computes itself; -1: none).
@@ -297,7 +305,8 @@ inline double source_value(const Source& s, const double* theta, const MixtureWo
 // vis.end_mixture(m, w).
 template <bool ParamGrad, bool HGrad, class Visitor>
 void for_each_record(const Plan& plan, const double* theta, const Records& rec, const CallConstants& cc,
-                     std::size_t m_begin, std::size_t m_end, MixtureWork& w, Visitor& vis) {
+                     std::size_t m_begin, std::size_t m_end, MixtureWork& w, Visitor& vis,
+                     const CancelFlag* cancel = nullptr) {
   const Source sM = plan.src[slot_M], saN = plan.src[slot_aN], sbN = plan.src[slot_bN];
   const Source saD = plan.src[slot_aD], sbD = plan.src[slot_bD];
   const bool hasN = saN.type != Source::none, hasD = saD.type != Source::none;
@@ -311,6 +320,8 @@ void for_each_record(const Plan& plan, const double* theta, const Records& rec, 
     const double aD = source_value(saD, theta, w), bD = source_value(sbD, theta, w);
     const double base = cc.E + M;
     for (std::size_t s = rec.mix_start[m]; s < rec.mix_start[m + 1]; ++s) {
+      // One mixture can hold millions of records (one work chunk): poll every 4,096.
+      if (cancel && (s & 4095) == 0 && cancel->is_set()) throw Cancelled();
       double u[n_slots] = {hasE ? 1.0 : 0.0, sM.type != Source::none ? 1.0 : 0.0, 0.0, 0.0, 0.0, 0.0};
       double L = base;
       if (hasN) {

@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "mixlaw/parallel.hpp"
+
 namespace mixlaw {
 
 struct Records {
@@ -41,8 +43,9 @@ struct Records {
 
 // Validates and prepares records. N, D: n values (> 0, finite); H: n*k row-major, each
 // row finite, >= 0, summing to 1 within simplex_tol (k == 0 allowed: no mixture).
-// Throws std::invalid_argument naming the argument and the first bad row.
+// Throws std::invalid_argument naming the argument and the first bad row, and Cancelled
+// once `cancel` (may be null; polled every 4,096 records) is set.
 Records prepare_records(const double* N, const double* D, const double* H, std::size_t n, int k,
-                        double simplex_tol = 1e-6);
+                        double simplex_tol = 1e-6, const CancelFlag* cancel = nullptr);
 
 }  // namespace mixlaw
