@@ -441,11 +441,24 @@ def optimal_allocation(fits: Any, *, compute: float, flops_per_token: Optional[f
 
     grid = np.geomspace(lo, hi, n_grid)
     best = None
-    for _ in range(refine + 1):
-        res = optimize_mixture(fits, N=grid, D=tokens(grid), **options)
-        i = int(np.argmin(res.fun))
-        best = res[i]
-        a, b = grid[max(i - 1, 0)], grid[min(i + 1, n_grid - 1)]
-        grid = np.geomspace(a, b, n_grid)
+    with warnings.catch_warnings():
+        # The scan's own grid reaches far beyond the data; only the answer is checked below.
+        warnings.simplefilter("ignore", ExtrapolationWarning)
+        for _ in range(refine + 1):
+            res = optimize_mixture(fits, N=grid, D=tokens(grid), **options)
+            i = int(np.argmin(res.fun))
+            best = res[i]
+            a, b = grid[max(i - 1, 0)], grid[min(i + 1, n_grid - 1)]
+            grid = np.geomspace(a, b, n_grid)
     assert best is not None
+    flist = _as_fits(fits)
+    far = [(f, v) for f in flist if (v := f.far_outside(best.N, best.D))]
+    if far:
+        warnings.warn(f"optimal_allocation: target {far[0][0].target!r}: the optimum is at "
+                      f"{_far_message(*far[0])[len('predicting at '):]}", ExtrapolationWarning,
+                      stacklevel=user_stacklevel())
+    if best.outside_data:
+        warnings.warn(f"optimal_allocation: the optimal mixture leaves the range of weights seen in the fitting "
+                      f"runs for {sorted(best.outside_data)}; within_data=True keeps it inside",
+                      ExtrapolationWarning, stacklevel=user_stacklevel())
     return best
