@@ -317,3 +317,23 @@ def test_import_with_huge_omp_num_threads_does_not_abort():
 
 def test_core_thread_limit_matches_the_documented_formula():
     assert _core.thread_limit() == LIMIT
+
+
+def test_explicit_threads_work_under_a_huge_OMP_NUM_THREADS():
+    # fit(threads=1) and grid(threads=1) never fall back to the OpenMP default (which would
+    # refuse OMP_NUM_THREADS=100000): their own predictions and scores use the given count.
+    script = textwrap.dedent("""
+        import warnings
+        import mixlaw
+        from mixlaw import evaluate
+        warnings.simplefilter("ignore")
+        runs = mixlaw.datasets.slimpajama()
+        f = mixlaw.fit(runs.select(runs.N < 2e9), "additive", targets="c4", n_starts=2, threads=1)["c4"]
+        g = mixlaw.grid(runs, ["additive"], evaluate.HeldOutMixtures(n_fit=20), seeds=[0], targets=["c4"],
+                        n_starts=2, threads=1)
+        print("ok", f.success, len(g))
+    """)
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "100000"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.startswith("ok True 1")

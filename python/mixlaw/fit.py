@@ -257,11 +257,11 @@ class Fit:
             warnings.warn(f"target {self.target!r}: {_far_message(self, far)}", ExtrapolationWarning,
                           stacklevel=_user_stacklevel())
 
-    def score(self, runs: Any) -> dict:
+    def score(self, runs: Any, *, threads: Optional[int] = None) -> dict:
         """Metrics (``mre`` in %, ``r2``, ``mae``, ``rmse``, ``n``) on a runs table, using
         the records where this target's loss is present (domains matched by name)."""
         N, D, H, y = runs.target(self.target)
-        pred = self.law.predict(self.x, N, D, self._runs_H(H, runs) if self.law.k else None)
+        pred = self.law.predict(self.x, N, D, self._runs_H(H, runs) if self.law.k else None, threads=threads)
         return compute_metrics(y, pred)
 
     def _runs_H(self, H: np.ndarray, runs: Any) -> np.ndarray:
@@ -1278,7 +1278,7 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
     _revive_collapsed(laws, problems, results, lo, hi, seeds, options, threads, tie_labels)
     domains = tuple(getattr(runs, "domains", ()))
     opts = dict(options, nested_start=nested_from is not None)
-    fits = {t: _assemble_fit(laws[ti], t, results[ti], records_n[ti], opts, domains, lo, hi)
+    fits = {t: _assemble_fit(laws[ti], t, results[ti], records_n[ti], opts, domains, lo, hi, threads)
             for ti, t in enumerate(target_list)}
     return Fits(fits, elapsed=time.perf_counter() - t0)
 
@@ -1549,7 +1549,8 @@ def _reseat_degenerate(laws: Sequence[Law], problems: Sequence[tuple], results: 
 
 
 def _assemble_fit(L: Law, target: str, r: Mapping[str, Any], records: tuple, options: dict, domains: tuple,
-                  lo: Optional[np.ndarray] = None, hi: Optional[np.ndarray] = None) -> Fit:
+                  lo: Optional[np.ndarray] = None, hi: Optional[np.ndarray] = None,
+                  threads: Optional[int] = None) -> Fit:
     """The :class:`Fit` of one target from its ``fit_many`` result (best start: the first
     minimum in start order, so independent of the thread count). Warns
     (:class:`ConvergenceWarning`) when the best start is not stationary or when few starts
@@ -1561,7 +1562,7 @@ def _assemble_fit(L: Law, target: str, r: Mapping[str, Any], records: tuple, opt
     if not np.isfinite(fun[best]):
         train = {"mre": math.nan, "r2": math.nan, "mae": math.nan, "rmse": math.nan, "n": int(y.size)}
     else:
-        train = compute_metrics(y, L.predict(x, N, D, H if L.k else None))
+        train = compute_metrics(y, L.predict(x, N, D, H if L.k else None, threads=threads))
     status = int(r["status"][best])
     stationarity = r.get("stationarity", np.full(fun.shape, math.nan))
     f = Fit(law=L, target=target, x=_frozen(x), fun=float(r["fun"][best]), success=status == STATUS_CONVERGED,

@@ -279,14 +279,14 @@ def _run_cells(runs: Any, cells: Sequence[Cell], fit_options: Mapping[str, Any],
             _revive_collapsed([L], [job.problem], [r], lo, hi, [job.seed], dict(options, curvature=c), threads)
             fitted[(ukey[0], ukey[1], ukey[2], t)] = _assemble_fit(
                 L, t, r, job.records, dict(fit_opts, curvature=c, nested_start=nest and L.name in NESTED_IN),
-                tuple(domains), lo, hi)
+                tuple(domains), lo, hi, threads)
 
     rows, cell_fits = [], []
     for c in cells:
         split_name, fit_runs, eval_runs = split_of(c.protocol, c.split)
         f = fitted[(_protocol_label(c.protocol), c.split, _law_key(c.law), c.target)]
         cell_fits.append(f)
-        ev = f.score(eval_runs) if _has_losses(eval_runs, c.target) else {"mre": math.nan, "r2": math.nan, "n": 0}
+        ev = f.score(eval_runs, threads=threads) if _has_losses(eval_runs, c.target) else {"mre": math.nan, "r2": math.nan, "n": 0}
         row = {"law": c.law_label, "target": c.target, "protocol": type(c.protocol).__name__,
                "protocol_spec": _protocol_label(c.protocol), "seed": getattr(c.protocol, "seed", None),
                "split": split_name, "n_params": c.law.n_params, "n_fit": f.n_records, "n_eval": ev["n"],
