@@ -1382,6 +1382,21 @@ def resolved_curvature(L: Law, curvature: str) -> str:
 _REVIVE_ROUNDS = 3
 
 
+def _continue_start(r: Mapping[str, Any], s: int, r2: Mapping[str, Any], j: int) -> bool:
+    """Start ``s`` of result ``r`` went on as start ``j`` of ``r2``: its iterations and time
+    add up, and the continuation replaces its end point only when it ends lower (True)."""
+    for key in ("nit", "nfev", "njev"):
+        r[key][s] += r2[key][j]
+    if "seconds" in r:
+        r["seconds"][s] += r2["seconds"][j]
+    if not (np.isfinite(r2["fun"][j]) and r2["fun"][j] < r["fun"][s]):
+        return False
+    for key in ("x", "fun", "status", "stationarity"):
+        if key in r:
+            r[key][s] = r2[key][j]
+    return True
+
+
 def _revive_collapsed(laws: Sequence[Law], problems: Sequence[tuple], results: list, lo: np.ndarray,
                       hi: np.ndarray, seeds: Sequence[int], options: Mapping[str, Any],
                       threads: Optional[int], tie_labels: Optional[np.ndarray] = None,
@@ -1425,16 +1440,8 @@ def _revive_collapsed(laws: Sequence[Law], problems: Sequence[tuple], results: l
                                [lo for _ in order], [hi for _ in order], [seeds[ti] for ti in order], threads=threads,
                                tie=None if tie_labels is None else [tie_labels] * len(order), **_solver_options(options))
         for ti, r2 in zip(order, again):
-            r = results[ti]
             for j, (s, _) in enumerate(todo[ti]):
-                for key in ("nit", "nfev", "njev"):
-                    r[key][s] += r2[key][j]
-                if "seconds" in r:
-                    r["seconds"][s] += r2["seconds"][j]
-                if np.isfinite(r2["fun"][j]) and r2["fun"][j] < r["fun"][s]:
-                    for key in ("x", "fun", "status", "stationarity"):
-                        if key in r:
-                            r[key][s] = r2[key][j]
+                _continue_start(results[ti], s, r2, j)
 
 
 #: Rounds of re-seating degenerate blocks (:func:`_reseat_degenerate`), and how many
@@ -1533,17 +1540,8 @@ def _reseat_degenerate(laws: Sequence[Law], problems: Sequence[tuple], results: 
                                threads=threads, **_solver_options(options))
         improved = False
         for ti, r2 in zip(order, again):
-            r = results[ti]
             for j, (s, _) in enumerate(todo[ti]):
-                for key in ("nit", "nfev", "njev"):
-                    r[key][s] += r2[key][j]
-                if "seconds" in r:
-                    r["seconds"][s] += r2["seconds"][j]
-                if np.isfinite(r2["fun"][j]) and r2["fun"][j] < r["fun"][s]:
-                    improved = True
-                    for key in ("x", "fun", "status", "stationarity"):
-                        if key in r:
-                            r[key][s] = r2[key][j]
+                improved |= _continue_start(results[ti], s, r2, j)
         if not improved:
             return
 
