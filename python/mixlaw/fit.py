@@ -1025,14 +1025,20 @@ def _degenerate_warnings(law: Law, H: np.ndarray, y: np.ndarray, target: str, do
     M = np.unique(np.asarray(H, dtype=float) + 0.0, axis=0)
     if M.shape[0] < 2:
         return  # a single mixture is refused by _identifiability
-    sv = np.linalg.svd(M[1:] - M[0], compute_uv=False)
-    rank = int(np.sum(sv > _MIXTURE_ATOL))
-    if rank >= k - 1:
-        return
+    if M.shape[0] - 1 < k - 1:
+        # Fewer mixtures than domains: deficient without a decomposition (which, at k = 1,024,
+        # is a long uninterruptible LAPACK call on a loaded machine).
+        span = f"at most a {M.shape[0] - 1}"
+    else:
+        sv = np.linalg.svd(M[1:] - M[0], compute_uv=False)
+        rank = int(np.sum(sv > _MIXTURE_ATOL))
+        if rank >= k - 1:
+            return
+        span = f"only a {rank}"
     names = list(domains) if len(domains) == k else [f"d{i}" for i in range(k)]
     fixed = [names[i] for i in range(k) if np.ptp(M[:, i]) == 0]
     detail = f"; the weight of {fixed} never varies" if fixed else ""
-    warnings.warn(f"runs: the {M.shape[0]} distinct mixtures of target {target!r} span only a {rank}-dimensional "
+    warnings.warn(f"runs: the {M.shape[0]} distinct mixtures of target {target!r} span {span}-dimensional "
                   f"affine set of the {k - 1}-dimensional simplex{detail}, so the per-domain parameters of "
                   f"{law!r} are not separately identifiable (the fit is one of many equally good ones); add runs "
                   f"whose mixtures vary the domains independently (at least {k} affinely independent mixtures), "
