@@ -18,6 +18,7 @@ import math
 import os
 import re
 import types
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union
@@ -48,8 +49,6 @@ class UnitsWarning(UserWarning):
 
 
 def _check_units(N: np.ndarray, D: np.ndarray, hint: str) -> None:
-    import warnings  # only on this rare path
-
     for name, v in (("N", N), ("D", D)):
         if v.size and float(v.max()) < _PLAUSIBLE_MAX[name]:
             what = "model sizes" if name == "N" else "token counts"
@@ -866,8 +865,6 @@ def _runs_from_columns(N: np.ndarray, D: np.ndarray, H: np.ndarray, units: tuple
     argument."""
     N, D = N * units[0], D * units[1]
     try:
-        import warnings
-
         with warnings.catch_warnings():  # warned below, naming load_runs' options
             warnings.simplefilter("ignore", UnitsWarning)
             runs = Runs(N, D, H, **kwargs)
