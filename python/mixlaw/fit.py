@@ -254,7 +254,7 @@ class Fit:
         """An :class:`ExtrapolationWarning` when ``N`` or ``D`` is far outside the fitted range."""
         far = self.far_outside(N, D)
         if far:
-            warnings.warn(f"target {self.target!r}: {_far_message(self, far)}", ExtrapolationWarning,
+            warnings.warn(f"target {self.target!r}: predicting at {_far_message(self, far)}", ExtrapolationWarning,
                           stacklevel=_user_stacklevel())
 
     def score(self, runs: Any, *, threads: Optional[int] = None) -> dict:
@@ -1582,9 +1582,11 @@ def _assemble_fit(L: Law, target: str, r: Mapping[str, Any], records: tuple, opt
 
 
 def _far_message(f: Fit, far: dict) -> str:
+    """What :meth:`Fit.far_outside` found, for a warning: ``"D up to 1e7x outside the fitted
+    2B..46B; check the units ..."``."""
     parts = ", ".join(f"{n} up to {v:.3g}x outside the fitted {_fmt_size(f.ranges[n][0])}..{_fmt_size(f.ranges[n][1])}"
                       for n, v in far.items())
-    return f"predicting at {parts}; check the units (laws take raw parameter and token counts)"
+    return f"{parts}; check the units (laws take raw parameter and token counts)"
 
 
 def _data_ranges(N: np.ndarray, D: np.ndarray, H: Optional[np.ndarray]) -> dict:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional, Union
 
 import numpy as np
@@ -351,7 +351,7 @@ def optimize_mixture(fits: Any, *, N: Any, D: Any, weights: Any = None, bounds: 
     if far:
         f, v = far[0]
         warnings.warn(f"optimize_mixture: target {f.target!r}" + (f" (and {len(far) - 1} more)" if len(far) > 1 else "")
-                      + f": {_far_message(f, v)}", ExtrapolationWarning, stacklevel=user_stacklevel())
+                      + f": predicting at {_far_message(f, v)}", ExtrapolationWarning, stacklevel=user_stacklevel())
     lo, hi = _bounds(bounds, domains, k)
     if within_data:
         if seen is None:
@@ -402,19 +402,10 @@ def optimize_mixture(fits: Any, *, N: Any, D: Any, weights: Any = None, bounds: 
                           f"runs{where}: {detail}{', ...' if cols.size > 5 else ''}; there the laws extrapolate. "
                           "within_data=True keeps the weights inside that range", ExtrapolationWarning,
                           stacklevel=user_stacklevel())
-    if scalar:
-        st = int(r["status"][0])
-        return MixtureResult(h=dict(zip(domains, r["h"][0].tolist())), x=r["h"][0].copy(),
-                             losses=dict(zip(targets, r["per_target"][0].tolist())), fun=float(r["fun"][0]),
-                             gap=float(r["gap"][0]), nit=int(r["nit"][0]), nfev=int(r["nfev"][0]), status=st,
-                             success=st == 1, message=_MESSAGES.get(st, "?"), N=float(Nb[0]), D=float(Db[0]),
-                             weights=dict(zip(targets, W[0].tolist())),
-                             outside_data={} if outside is None else
-                             {d: (float(r["h"][0, j]), float(seen[j, 0]), float(seen[j, 1]))
-                              for j, d in enumerate(domains) if outside[0, j]})
-    return MixtureGrid(N=Nb, D=Db, h=r["h"], fun=r["fun"], gap=r["gap"], losses=r["per_target"], nit=r["nit"],
+    grid = MixtureGrid(N=Nb, D=Db, h=r["h"], fun=r["fun"], gap=r["gap"], losses=r["per_target"], nit=r["nit"],
                        status=r["status"], domains=domains, targets=targets, nfev=r["nfev"], outside_data=outside,
                        data_range=seen)
+    return replace(grid[0], weights=dict(zip(targets, W[0].tolist()))) if scalar else grid
 
 
 def optimal_allocation(fits: Any, *, compute: float, flops_per_token: Optional[float] = None,
@@ -455,7 +446,7 @@ def optimal_allocation(fits: Any, *, compute: float, flops_per_token: Optional[f
     far = [(f, v) for f in flist if (v := f.far_outside(best.N, best.D))]
     if far:
         warnings.warn(f"optimal_allocation: target {far[0][0].target!r}: the optimum is at "
-                      f"{_far_message(*far[0])[len('predicting at '):]}", ExtrapolationWarning,
+                      f"{_far_message(*far[0])}", ExtrapolationWarning,
                       stacklevel=user_stacklevel())
     if best.outside_data:
         warnings.warn(f"optimal_allocation: the optimal mixture leaves the range of weights seen in the fitting "
