@@ -1280,7 +1280,8 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
                              threads=threads, tie=None if tie_labels is None else [tie_labels] * len(problems),
                              **_solver_options(options))
     if reseat and tie_labels is None:
-        _reseat_degenerate(laws, problems, results, records_n, lo, hi, seeds, options, threads)
+        _reseat_degenerate(laws, problems, results, records_n, [lo] * len(problems), [hi] * len(problems), seeds,
+                           options, threads)
     _revive_collapsed(laws, problems, results, lo, hi, seeds, options, threads, tie_labels)
     domains = tuple(getattr(runs, "domains", ()))
     opts = dict(options, nested_start=nested_from is not None)
@@ -1510,17 +1511,14 @@ def _reseated(L: Law, x: np.ndarray, H: np.ndarray, lo: np.ndarray, hi: np.ndarr
 
 
 def _reseat_degenerate(laws: Sequence[Law], problems: Sequence[tuple], results: list, records: Sequence[tuple],
-                       lo: Optional[np.ndarray], hi: Optional[np.ndarray], seeds: Sequence[int],
-                       options: Mapping[str, Any], threads: Optional[int], rounds: int = _RESEAT_ROUNDS, *,
-                       lows: Optional[Sequence[np.ndarray]] = None, highs: Optional[Sequence[np.ndarray]] = None) -> None:
+                       lows: Sequence[np.ndarray], highs: Sequence[np.ndarray], seeds: Sequence[int],
+                       options: Mapping[str, Any], threads: Optional[int], rounds: int = _RESEAT_ROUNDS) -> None:
     """For targets whose best objective was reached by one start only, the lowest starts (up
     to max(4, 10%)) that ended with degenerate blocks (:func:`_reseated`) are solved again from the re-seated point, all of them in one
     parallel call per round, for up to ``rounds``
     rounds; a re-seated solve replaces the start's result only when it ends lower, so it
-    never makes a start worse. Iterations add up. Bounds: ``lo``, ``hi`` for every problem,
-    or ``lows``, ``highs`` per problem. In place; independent of the thread count."""
-    lows = [lo] * len(results) if lows is None else list(lows)
-    highs = [hi] * len(results) if highs is None else list(highs)
+    never makes a start worse. Iterations add up. Bounds per problem. In place; independent
+    of the thread count."""
     for _ in range(rounds):
         todo: dict = {}
         for ti, r in enumerate(results):

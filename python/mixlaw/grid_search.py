@@ -267,9 +267,9 @@ def _run_cells(runs: Any, cells: Sequence[Cell], fit_options: Mapping[str, Any],
                                  **_solver_options(dict(options, curvature=c)))
             if options.get("reseat", True):
                 _reseat_degenerate([meta[i][1] for i in idx], [j.problem for j, _, _, _ in sub], out,
-                                   [j.records for j, _, _, _ in sub], None, None, [j.seed for j, _, _, _ in sub],
-                                   dict(options, curvature=c), threads, lows=[lo for _, _, lo, _ in sub],
-                                   highs=[hi for _, _, _, hi in sub])
+                                   [j.records for j, _, _, _ in sub], [lo for _, _, lo, _ in sub],
+                                   [hi for _, _, _, hi in sub], [j.seed for j, _, _, _ in sub],
+                                   dict(options, curvature=c), threads)
             for i, r in zip(idx, out):
                 results[i] = r
         fit_opts = {k: v for k, v in options.items() if k != "bounds"}
