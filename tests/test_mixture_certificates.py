@@ -116,18 +116,23 @@ def random_fits(rng: np.random.Generator, k: int) -> list:
     return fits
 
 
-def certificate_case(seed: int, bounded: bool):
-    rng = np.random.default_rng(seed)
-    k = int(rng.integers(2, 7))
+def random_batch(rng: np.random.Generator, k_low: int, P: int, capped: int):
+    """Fits on k in [k_low, 7) domains and P budgets with importance weights; the first
+    ``capped`` problems on capped simplices (solved one problem at a time), the others on
+    the plain simplex."""
+    k = int(rng.integers(k_low, 7))
     fits = random_fits(rng, k)
-    P, T = 24, len(fits)
     N, D = 10 ** rng.uniform(7, 11, P), 10 ** rng.uniform(9, 13, P)
-    W = rng.uniform(0, 2, (P, T))
+    W = rng.uniform(0, 2, (P, len(fits)))
     LO, HI = np.zeros((P, k)), np.ones((P, k))
-    if bounded:  # capped simplices: every problem goes to the one-problem solver
-        LO = rng.uniform(0, 0.5 / k, (P, k))
-        HI = np.minimum(1.0, LO + rng.uniform(1.5 / k, 1.0, (P, k)))
+    LO[:capped] = rng.uniform(0, 0.5 / k, (capped, k))
+    HI[:capped] = np.minimum(1.0, LO[:capped] + rng.uniform(1.5 / k, 1.0, (capped, k)))
     return fits, N, D, W, LO, HI
+
+
+def certificate_case(seed: int, bounded: bool):
+    # bounded: capped simplices, every problem goes to the one-problem solver
+    return random_batch(np.random.default_rng(seed), 2, 24, 24 if bounded else 0)
 
 
 def check_certificates(fits, N, D, W, LO, HI, r) -> int:
@@ -266,15 +271,7 @@ def test_mixture_gradient_at_zero_weights_is_the_one_sided_derivative(generic):
 
 # -- (c) more starts never end worse ----------------------------------------------------
 def nested_start_case(seed: int):
-    rng = np.random.default_rng(seed)
-    k = int(rng.integers(3, 7))
-    fits = random_fits(rng, k)
-    P, T = 30, len(fits)
-    N, D = 10 ** rng.uniform(7, 11, P), 10 ** rng.uniform(9, 13, P)
-    W = rng.uniform(0, 2, (P, T))
-    LO, HI = np.zeros((P, k)), np.ones((P, k))
-    LO[:8] = rng.uniform(0, 0.5 / k, (8, k))  # some capped simplices (one problem at a time)
-    HI[:8] = np.minimum(1.0, LO[:8] + rng.uniform(1.5 / k, 1.0, (8, k)))
+    fits, N, D, W, LO, HI = random_batch(np.random.default_rng(seed), 3, 30, 8)  # some capped simplices
     return fits, [(f.law._core, np.ascontiguousarray(f.x)) for f in fits], N, D, W, LO, HI
 
 
