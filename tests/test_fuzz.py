@@ -327,8 +327,8 @@ def planted_runs(rng: np.random.Generator, law_name: str, k: int, n_sizes: int =
 
 
 FIT_BREAKS = ("none",) * 5 + ("law", "targets", "bounds_lohi", "bounds_unknown", "bounds_nan", "bounds_type",
-                              "n_starts_zero", "n_starts_float", "n_starts_bool", "seed", "weights_shape",
-                              "weights_neg", "weights_text", "loss", "residual", "method", "delta", "starts_shape",
+                              "n_starts_zero", "n_starts_text", "init", "n_starts_float", "n_starts_bool", "seed",
+                              "weights_shape", "weights_neg", "weights_text", "loss", "residual", "method", "delta", "starts_shape",
                               "starts_nan", "threads", "runs", "max_iter", "screen_iter", "screen_ratio",
                               "screen_keep")
 FIT_ARG = {"law": ("name", "law"), "targets": ("targets",), "bounds_lohi": ("bounds",), "bounds_unknown": ("bounds",),
@@ -338,7 +338,7 @@ FIT_ARG = {"law": ("name", "law"), "targets": ("targets",), "bounds_lohi": ("bou
            "loss": ("loss",), "residual": ("residual",), "method": ("method",), "delta": ("delta",),
            "starts_shape": ("starts",), "starts_nan": ("starts",), "threads": ("threads",), "runs": ("runs",),
            "max_iter": ("max_iter",), "screen_iter": ("screen_iter",), "screen_ratio": ("screen_ratio",),
-           "screen_keep": ("screen_keep",)}
+           "screen_keep": ("screen_keep",), "n_starts_text": ("n_starts",), "init": ("init",)}
 
 
 @settings(FUZZ, max_examples=500)
@@ -359,7 +359,7 @@ def test_fuzz_fit(law_name, k, seed, brk, loss, residual, method, threads, targe
     n_starts = 3 if screened else 1
     kw = dict(law=law_name, n_starts=n_starts, seed=int(rng.integers(0, 100)), loss=loss, residual=residual,
               method=method, threads=threads, targets=targets, bounds=bounds, max_iter=200, nest=False,
-              screen_iter=5 if screened else 0, screen_keep=1)
+              screen_iter=5 if screened else 0, screen_keep=1, init=str(rng.choice(["auto", "random"])))
     if bounds and "alpha" in bounds and law_name == "joint":
         kw["bounds"] = {"alpha": bounds["alpha"]}
     law = mixlaw.law(law_name, kk if kk else None)
@@ -370,7 +370,9 @@ def test_fuzz_fit(law_name, k, seed, brk, loss, residual, method, threads, targe
         "bounds_unknown": dict(bounds={"zeta*": (0.0, 1.0)}),
         "bounds_nan": dict(bounds={"E": (np.nan, 1.0)}),
         "bounds_type": dict(bounds=[("E", 0, 1)]),
-        "n_starts_zero": dict(n_starts=int(rng.choice([0, -2]))),
+        "n_starts_zero": dict(n_starts=int(rng.choice([0, -2])), init="random"),
+        "n_starts_text": dict(n_starts=str(rng.choice(["64", "many", "Auto"]))),
+        "init": dict(init=str(rng.choice(["two-stage", "", "Random"]))),
         "n_starts_float": dict(n_starts=2.0),
         "n_starts_bool": dict(n_starts=True),
         "seed": dict(seed=-1),
@@ -401,7 +403,10 @@ def test_fuzz_fit(law_name, k, seed, brk, loss, residual, method, threads, targe
     want = ["a", "b"] if targets is None else ([targets] if isinstance(targets, str) else targets)
     assert list(fits) == want
     for t, f in fits.items():
-        assert f.starts_status.shape == (n_starts,) and f.starts_fun.shape == (n_starts,)
+        # the two-stage start (init="auto", laws with the additive mixture term) comes first
+        n_all = n_starts + int(f.options["two_stage_start"])
+        assert not f.options["two_stage_start"] or (kw["init"] == "auto" and law_name in ("additive", "joint"))
+        assert f.starts_status.shape == (n_all,) and f.starts_fun.shape == (n_all,)
         assert set(f.starts_status) <= {-5, -4, -3, -1, 0, 1}
         assert f.status in (-5, -4, -1, 0, 1) and isinstance(f.message, str) and f.message
         if f.status >= 0:

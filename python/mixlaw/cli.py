@@ -14,7 +14,7 @@ import os
 import re
 import sys
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
@@ -204,6 +204,19 @@ def _number(text: str, option: str, value: str, form: str) -> float:
         raise ValueError(f"{option}: expected {form} with numbers, got {value!r}") from None
 
 
+def _n_starts_arg(value: str) -> Union[int, str]:
+    """--n-starts: 'auto' or a non-negative integer."""
+    if value == "auto":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or an integer >= 0, got {value!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or an integer >= 0, got {value!r}")
+    return n
+
+
 def _parse_list(value: Optional[str]) -> Optional[list[str]]:
     return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
 
@@ -250,7 +263,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             bounds[name] = (_number(lo, "--bound", b, "NAME=LO:HI"), _number(hi, "--bound", b, "NAME=LO:HI"))
     fits = fit(runs, args.law, targets=_parse_list(args.target), n_starts=args.n_starts, seed=args.seed,
                loss=args.loss, residual=args.residual, bounds=bounds, threads=args.threads,
-               n_term=not args.no_n_term, d_term=not args.no_d_term)
+               n_term=not args.no_n_term, d_term=not args.no_d_term, init=args.init)
     if args.out:
         fits.to_json(args.out)
         _progress(args.quiet, f"wrote {args.out}")
@@ -458,8 +471,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--law", default="additive", choices=ALL_LAWS)
     data_columns(f)
     f.add_argument("--target", default=None, help="fit only these targets (comma list of names)")
-    f.add_argument("--n-starts", type=int, default=64,
-                   help="random starts per target (default 64); more if fits report non-convergence")
+    f.add_argument("--n-starts", type=_n_starts_arg, default="auto",
+                   help="random starts per target, or 'auto' (default: 64 up to 100 parameters, none beyond "
+                        "when the two-stage start exists); more if fits report non-convergence")
+    f.add_argument("--init", default="auto", choices=("auto", "random"),
+                   help="auto (default): the first start is computed from the data in two stages of least "
+                        "squares (laws with the additive mixture term); random: random starts only")
     f.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     f.add_argument("--loss", default="huber", choices=("huber", "mse"),
                    help="huber (default, robust to a few bad checkpoints, as the paper) or mse")

@@ -10,6 +10,8 @@ What to use when
   ``n_scale=1, d_scale=1`` to report parameters in natural units directly.
 - ``n_starts``: the objective has many local minima; 10 starts land in different minima,
   ~64-100 are needed for the richer laws. Starts are cheap: they run in parallel in C++.
+  With the additive mixture term the first start is computed from the data (``init``);
+  with many domains (over 100 parameters) it is the only one by default.
 - ``hops > 0``: basin hopping (the paper's global strategy) from every start.
 - ``method="lbfgsb"``: projected L-BFGS, slower on these problems; kept for comparison.
 - ``nest=True`` (default) for ``joint`` and ``full``: the simpler law they contain is fitted
@@ -45,6 +47,7 @@ from ._domains import columns_by_name, domain_order
 from ._warnings import user_stacklevel as _user_stacklevel
 from .laws import NESTED_IN, Law, _bimix_for_target, embed
 from .laws import law as make_law
+from ._two_stage import two_stage_start
 from .data import _fmt_size
 from .metrics import metrics as compute_metrics
 
@@ -462,10 +465,11 @@ _FIT_OPTIONAL = {1: ("domains", "seconds", "stationarity", "starts_stationarity"
 _LAW_REQUIRED = ("name", "k", "n_term", "d_term", "n_scale", "d_scale")
 #: Types of the known settings of ``Fit.options`` (other keys are kept as they are).
 _OPTION_TYPES = {**dict.fromkeys(("loss", "residual", "reduction", "method", "curvature", "linear_solver"), "str"),
-                 **dict.fromkeys(("n_starts", "seed", "hops", "max_iter", "screen_iter", "screen_keep"), "int"),
+                 **dict.fromkeys(("seed", "hops", "max_iter", "screen_iter", "screen_keep"), "int"),
+                 "n_starts": "int or auto", "init": "str",
                  **dict.fromkeys(("delta", "hop_step", "hop_temperature", "ftol", "xtol", "gtol", "max_step",
                                   "screen_ratio"), "number"),
-                 **dict.fromkeys(("nest", "nested_start"), "bool")}
+                 **dict.fromkeys(("nest", "nested_start", "two_stage_start"), "bool")}
 
 
 def _fits_text(source: Any) -> str:
@@ -700,7 +704,7 @@ def _options_from_json(options: Any, path: str, law: Law) -> tuple[dict, dict]:
         v, p = options[key], f"{path}.{key}"
         if kind == "str" and not isinstance(v, str):
             raise ValueError(f"{p}: expected a string, got {_show(v)}")
-        if kind == "int":
+        if kind == "int" or (kind == "int or auto" and v != "auto"):
             _json_int(v, p)
         elif kind == "number":
             _json_number(v, p, finite=False)
@@ -1046,14 +1050,14 @@ def _degenerate_warnings(law: Law, H: np.ndarray, y: np.ndarray, target: str, do
 
 
 def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, str, Sequence[str]] = None,
-        n_starts: int = 64, seed: int = 0, bounds: Optional[BoundsLike] = None,
+        n_starts: Union[int, str] = "auto", seed: int = 0, bounds: Optional[BoundsLike] = None,
         tie: Optional[Mapping[str, Union[str, Sequence[str]]]] = None, loss: str = "huber",
         delta: float = 1e-3, residual: str = "raw", reduction: str = "mean", weights: Any = None,
         method: str = "lm", curvature: str = "auto", linear_solver: str = "auto", hops: int = 0, hop_step: float = 0.5, hop_temperature: float = 0.05,
         max_iter: int = 1000, ftol: float = 1e-10, xtol: float = 1e-10, gtol: float = 1e-6, max_step: float = 1.0,
         screen_iter: int = 0, screen_ratio: float = 1.5, screen_keep: int = 8, starts: Any = None,
         nest: Union[bool, "Fits"] = True, n_term: bool = True, d_term: bool = True, n_scale: float = 1e6,
-        d_scale: float = 1e9, reseat: bool = True, threads: Optional[int] = None) -> Fits:
+        d_scale: float = 1e9, reseat: bool = True, init: str = "auto", threads: Optional[int] = None) -> Fits:
     """Fit a scaling law to every requested target of a runs table.
 
     Minimises, per target, ``H = sum_j c_j rho(r_j)`` with ``r_j = L_j - y_j`` (or
@@ -1073,9 +1077,16 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
         describes each target through the training domain of the same name.
     targets : str or sequence of str, optional
         Target names (default: every target of ``runs``).
-    n_starts : int
+    n_starts : int or "auto"
         Random starts per target (drawn in the law's init ranges, log-uniform for scale
-        parameters); the best is kept (ties: the lowest start index).
+        parameters), after the two-stage start (``init``) and the nested start (``nest``);
+        the best of all starts is kept (ties: the lowest start index). ``"auto"`` (default):
+        64 when the law has at most 100 parameters (k <= 47 domains for ``additive``, k <= 23
+        for ``joint``) or has no two-stage or nested start; beyond, none: with many domains
+        random starts mostly end at poorer minima on edges of the parameter box after
+        hundreds of iterations each, while the two-stage start reached the lowest objective
+        found in every case benchmarked (bench/README.md, section 6). ``0`` is allowed when
+        a two-stage or nested start exists.
     seed : int
         Starts and basin hops of target ``t`` depend only on ``(seed, t)``.
     bounds : mapping, optional
@@ -1162,6 +1173,15 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
         lowest such starts are re-seated (the block at ``gA = 1`` with its present median
         value, the domain at ``gamma_i = 0.5``) and solved again, for up to two rounds; a
         solve is kept only when it ends lower (bench/README.md, section 6). Not with ``tie``.
+    init : {"auto", "random"}
+        ``"auto"`` (default): for laws with the additive mixture term ``1/S(h)``
+        (``additive``; ``joint`` and ``full`` without nesting, through the nesting
+        embedding) the first start is computed from the data in two stages of least
+        squares: per-mixture offsets ``y = o_m + A N'^-alpha + B D'^-beta``, then
+        ``o_m = E + 1/sum_i C_i h_i^gamma`` with a common gamma by non-negative least
+        squares (:mod:`mixlaw._two_stage`). It needs mixtures trained at two or more sizes or
+        token counts; ``Fit.options["two_stage_start"]`` says whether a target had one.
+        ``"random"``: random (and nested) starts only.
     threads : int, optional
         OpenMP threads (None: default). Results do not depend on it.
 
@@ -1171,9 +1191,14 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
         Mapping target name -> :class:`Fit`.
     """
     t0 = time.perf_counter()
-    _int_option(n_starts, "n_starts", lo=None)
-    if n_starts < 1 and starts is None:
-        raise ValueError("n_starts: must be >= 1")
+    if not (isinstance(n_starts, str) and n_starts == "auto"):
+        if isinstance(n_starts, str):
+            raise ValueError(f"n_starts: expected 'auto' or an int >= 0, got {n_starts!r}")
+        _int_option(n_starts, "n_starts", lo=None)
+        if n_starts < 0 and starts is None:
+            raise ValueError("n_starts: expected 'auto' or an int >= 0")
+    if init not in ("auto", "random"):
+        raise ValueError(f"init: expected 'auto' or 'random', got {init!r}")
     _int_option(max_iter, "max_iter", lo=None)  # the core names values < 1
     _int_option(hops, "hops", lo=None)
     _int_option(screen_iter, "screen_iter", lo=None)  # the core names values < 0
@@ -1221,7 +1246,8 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
     used_curvature = resolved_curvature(L, curvature)
     options = dict(loss=loss, delta=_float_option(delta, "delta"), residual=residual, reduction=reduction,
                    method=method, curvature=used_curvature, linear_solver=linear_solver,
-                   n_starts=int(n_starts), seed=int(seed), hops=int(hops), hop_step=_float_option(hop_step, "hop_step"),
+                   n_starts=n_starts if n_starts == "auto" else int(n_starts), init=init, seed=int(seed),
+                   hops=int(hops), hop_step=_float_option(hop_step, "hop_step"),
                    hop_temperature=_float_option(hop_temperature, "hop_temperature"), max_iter=int(max_iter),
                    ftol=_float_option(ftol, "ftol"), xtol=_float_option(xtol, "xtol"),
                    gtol=_float_option(gtol, "gtol"),
@@ -1239,9 +1265,11 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
         raise ValueError(f"starts: expected {L.n_params} columns for {L!r}, got {explicit.shape[-1]}")
     if explicit is not None and explicit.ndim == 3 and explicit.shape[0] != len(target_list):
         raise ValueError(f"starts: expected one block of starts per target ({len(target_list)}), got {explicit.shape[0]}")
+    nesting = explicit is None and L.name in NESTED_IN and (isinstance(nest, Fits) or bool(nest))
     jobs = [_prepare_job(runs, laws[ti], t, n_starts=n_starts, seed=seed, lo=lo, hi=hi, touched=touched,
                          residual=residual, weights=w_all,
-                         starts=None if explicit is None else (explicit if explicit.ndim == 2 else explicit[ti]))
+                         starts=None if explicit is None else (explicit if explicit.ndim == 2 else explicit[ti]),
+                         init=init, nested=nesting)
             for ti, t in enumerate(target_list)]
     problems = [j.problem for j in jobs]
     start_list = [j.starts for j in jobs]
@@ -1266,7 +1294,7 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
                           curvature=curvature, linear_solver=linear_solver, hops=hops,
                           hop_step=hop_step, hop_temperature=hop_temperature, max_iter=max_iter, ftol=ftol,
                           xtol=xtol, gtol=gtol, max_step=max_step, screen_iter=screen_iter, screen_ratio=screen_ratio,
-                          screen_keep=screen_keep, nest=True, reseat=reseat, threads=threads,
+                          screen_keep=screen_keep, nest=True, reseat=reseat, init=init, threads=threads,
                           bounds={n: b for n, b in (bounds or {}).items()
                                   if any(fnmatch.fnmatchcase(p, n) for p in simpler.param_names)},
                           tie={g: kept for g, members in tie_groups.items()
@@ -1285,7 +1313,8 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
     _revive_collapsed(laws, problems, results, lo, hi, seeds, options, threads, tie_labels)
     domains = tuple(getattr(runs, "domains", ()))
     opts = dict(options, nested_start=nested_from is not None)
-    fits = {t: _assemble_fit(laws[ti], t, results[ti], records_n[ti], opts, domains, lo, hi, threads)
+    fits = {t: _assemble_fit(laws[ti], t, results[ti], records_n[ti], dict(opts, two_stage_start=jobs[ti].two_stage),
+                             domains, lo, hi, threads)
             for ti, t in enumerate(target_list)}
     return Fits(fits, elapsed=time.perf_counter() - t0)
 
@@ -1315,13 +1344,19 @@ class _Job:
     starts: np.ndarray
     seed: int
     records: tuple  # (N, D, H, y) of the target
+    two_stage: bool = False  # starts[0] is the two-stage start
 
 
-def _prepare_job(runs: Any, L: Law, target: str, *, n_starts: int, seed: int, lo: np.ndarray, hi: np.ndarray,
-                 touched: set, residual: str, weights: Optional[np.ndarray] = None,
-                 starts: Optional[np.ndarray] = None) -> _Job:
+def _prepare_job(runs: Any, L: Law, target: str, *, n_starts: Union[int, str], seed: int, lo: np.ndarray,
+                 hi: np.ndarray, touched: set, residual: str, weights: Optional[np.ndarray] = None,
+                 starts: Optional[np.ndarray] = None, init: str = "random", nested: bool = False) -> _Job:
     """Data, identifiability checks and starts of one target (random starts depend only on
-    ``(seed, target)``, so a target's fit never depends on what else is in the call)."""
+    ``(seed, target)``, so a target's fit never depends on what else is in the call).
+
+    Without explicit ``starts``: the two-stage start first (``init="auto"``, a law with the
+    additive mixture term, unless it is ``nested``: its nested start, added by the caller, is
+    the simpler law's fit and starts it better), then the random starts
+    (:func:`_random_start_count`)."""
     N, D, H, y = runs.target(target)
     w = None
     if weights is not None:
@@ -1333,15 +1368,44 @@ def _prepare_job(runs: Any, L: Law, target: str, *, n_starts: int, seed: int, lo
         raise ValueError(f"residual: log residuals need positive losses; target {target!r} has values <= 0")
     rec = _core.Records(N, D, H if L.k else None)
     tseed = _target_seed(seed, target)
+    two_stage = False
     if starts is None:
+        first = None
+        if init == "auto" and not (nested and L.name in NESTED_IN):
+            first = two_stage_start(L, N, D, H, y, w, lo, hi)
+        two_stage = first is not None
+        n_random = _random_start_count(L, n_starts, two_stage or (nested and L.name in NESTED_IN), target)
         rng = np.random.default_rng([tseed, 1])
         ilo = L.init_lower.copy()
         ihi = L.init_upper.copy()
         if "E" not in touched and residual == "raw" and "E" in L.param_names:
             ilo[L.index("E")], ihi[L.index("E")] = 0.0, float(np.min(y))  # E is below every observed loss
-        starts = random_starts(L, n_starts, rng, lo, hi, ilo, ihi)
+        starts = random_starts(L, n_random, rng, lo, hi, ilo, ihi)
+        if two_stage:
+            starts = np.vstack([first[None, :], starts])
     return _Job(problem=(L._core, rec, y, w), starts=np.ascontiguousarray(starts, dtype=float), seed=tseed,
-                records=(N, D, H, y))
+                records=(N, D, H, y), two_stage=two_stage)
+
+
+#: n_starts="auto": random starts up to this many parameters (the dense-step range, where
+#: they are cheap and find minima the structured starts miss); beyond, only the two-stage or
+#: nested start when the law has one (random starts there mostly end on edges of the box at
+#: hundreds of iterations each; bench/README.md, section 6).
+_AUTO_RANDOM_PARAMS = 100
+_AUTO_RANDOM_STARTS = 64
+
+
+def _random_start_count(L: Law, n_starts: Union[int, str], structured: bool, target: str) -> int:
+    """Random starts of one target: ``n_starts`` itself, or for ``"auto"``
+    :data:`_AUTO_RANDOM_STARTS` up to :data:`_AUTO_RANDOM_PARAMS` parameters or when the
+    law has no structured (two-stage or nested) start, else 0."""
+    if n_starts == "auto":
+        return _AUTO_RANDOM_STARTS if L.n_params <= _AUTO_RANDOM_PARAMS or not structured else 0
+    if n_starts == 0 and not structured:
+        raise ValueError(f"n_starts: 0 random starts need a two-stage or nested start, and target {target!r} has "
+                         f"none ({L!r}; init='random', a law without the additive mixture term, or runs without "
+                         "mixtures trained at several sizes or token counts); use n_starts >= 1")
+    return int(n_starts)
 
 
 _SOLVER_KEYS = ("loss", "delta", "residual", "curvature", "method", "linear_solver", "max_iter", "ftol", "xtol", "gtol", "max_step", "hops",

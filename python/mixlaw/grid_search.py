@@ -44,9 +44,8 @@ import numpy as np
 
 from . import _core
 from .data import _has_losses
-from .fit import (Fit, Fits, _assemble_fit, _prepare_job, _reseat_degenerate, _resolve_bounds, _revive_collapsed,
-                  _solver_options,
-                  _user_stacklevel, resolved_curvature)
+from .fit import (_AUTO_RANDOM_STARTS, Fit, Fits, _assemble_fit, _prepare_job, _reseat_degenerate, _resolve_bounds,
+                  _revive_collapsed, _solver_options, _user_stacklevel, resolved_curvature)
 from .laws import NESTED_IN, Law, _bimix_for_target, embed
 from .laws import law as make_law
 
@@ -54,7 +53,7 @@ __all__ = ["grid", "Cell", "run_cells"]
 
 _FIT_DEFAULTS = dict(loss="huber", delta=1e-3, residual="raw", reduction="mean", method="lm", curvature="auto",
                      hops=0, hop_step=0.5, hop_temperature=0.05, max_iter=1000, ftol=1e-10, xtol=1e-10,
-                     max_step=1.0, screen_iter=0, screen_ratio=1.5, screen_keep=8, reseat=True)
+                     max_step=1.0, screen_iter=0, screen_ratio=1.5, screen_keep=8, reseat=True, init="auto")
 
 
 @dataclass(frozen=True)
@@ -181,7 +180,7 @@ def _expand_protocols(protocols: Any, seeds: Optional[Iterable[int]]) -> list:
     return out
 
 
-def run_cells(runs: Any, cells: Sequence[Cell], fit_options: Mapping[str, Any], *, n_starts: int = 64,
+def run_cells(runs: Any, cells: Sequence[Cell], fit_options: Mapping[str, Any], *, n_starts: Union[int, str] = "auto",
               seed: int = 0, nest: bool = True, budgets: Optional[Sequence[tuple[float, float]]] = None,
               mixture_weights: Optional[Mapping[str, float]] = None, threads: Optional[int] = None) -> list[dict]:
     """Fit and score ``cells`` in one batched job (one parallel C++ call per nesting level).
@@ -193,7 +192,7 @@ def run_cells(runs: Any, cells: Sequence[Cell], fit_options: Mapping[str, Any], 
                       mixture_weights=mixture_weights, threads=threads)[0]
 
 
-def _run_cells(runs: Any, cells: Sequence[Cell], fit_options: Mapping[str, Any], *, n_starts: int, seed: int,
+def _run_cells(runs: Any, cells: Sequence[Cell], fit_options: Mapping[str, Any], *, n_starts: Union[int, str], seed: int,
                nest: bool, budgets: Optional[Sequence[tuple[float, float]]] = None,
                mixture_weights: Optional[Mapping[str, float]] = None,
                threads: Optional[int] = None) -> tuple[list[dict], list[Fit]]:
@@ -244,7 +243,8 @@ def _run_cells(runs: Any, cells: Sequence[Cell], fit_options: Mapping[str, Any],
             lo, hi, touched = _resolve_bounds(L, _bounds_for(L, options.get("bounds")))
             for t in sorted(targets):
                 job = _prepare_job(fit_runs, L, t, n_starts=n_starts, seed=seed, lo=lo, hi=hi, touched=touched,
-                                   residual=options["residual"])
+                                   residual=options["residual"], init=options["init"],
+                                   nested=nest and L.name in NESTED_IN)
                 starts = job.starts
                 if nest and L.name in NESTED_IN:
                     simpler_fit = fitted[(ukey[0], split, _law_key(Law(NESTED_IN[L.name], L.k, n_term=L.n_term,
@@ -278,7 +278,8 @@ def _run_cells(runs: Any, cells: Sequence[Cell], fit_options: Mapping[str, Any],
             # Collapsed starts are revived as fit revives them, so a cell is the standalone fit.
             _revive_collapsed([L], [job.problem], [r], lo, hi, [job.seed], dict(options, curvature=c), threads)
             fitted[(ukey[0], ukey[1], ukey[2], t)] = _assemble_fit(
-                L, t, r, job.records, dict(fit_opts, curvature=c, nested_start=nest and L.name in NESTED_IN),
+                L, t, r, job.records, dict(fit_opts, curvature=c, nested_start=nest and L.name in NESTED_IN,
+                                           two_stage_start=job.two_stage),
                 tuple(domains), lo, hi, threads)
 
     rows, cell_fits = [], []
@@ -354,7 +355,7 @@ def _add_mixtures(rows: list, cells: Sequence[Cell], fitted: dict, budgets: Sequ
 
 
 def grid(runs: Any, laws: Any, protocols: Any, *, targets: Union[None, str, Sequence[str]] = None,
-         seeds: Optional[Iterable[int]] = None, n_starts: int = 64, seed: int = 0, nest: bool = True,
+         seeds: Optional[Iterable[int]] = None, n_starts: Union[int, str] = "auto", seed: int = 0, nest: bool = True,
          budgets: Optional[Sequence[tuple[float, float]]] = None, mixture_weights: Optional[Mapping[str, float]] = None,
          executor: Any = None, chunk_size: Optional[int] = None, out: Any = None, if_exists: str = "resume",
          progress: Union[bool, Callable] = False, threads: Optional[int] = None, **fit_options: Any) -> Any:
@@ -432,8 +433,10 @@ def grid(runs: Any, laws: Any, protocols: Any, *, targets: Union[None, str, Sequ
         raise ImportError("grid: needs pandas (pip install 'mixlaw[pandas]')") from exc
     if not hasattr(runs, "target_names"):
         raise TypeError("runs: expected a runs table (mixlaw.load_runs or mixlaw.datasets)")
-    if isinstance(n_starts, bool) or not isinstance(n_starts, (int, np.integer)) or n_starts < 1:
-        raise ValueError("n_starts: must be an int >= 1")
+    if not (isinstance(n_starts, str) and n_starts == "auto") and (
+            isinstance(n_starts, bool) or not isinstance(n_starts, (int, np.integer)) or n_starts < 0):
+        raise ValueError(f"n_starts: expected 'auto' or an int >= 0, got {n_starts!r}")
+    n_starts = n_starts if isinstance(n_starts, str) else int(n_starts)
     _check_fit_options(fit_options)
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer))
                                    or chunk_size < 1):
@@ -458,7 +461,7 @@ def grid(runs: Any, laws: Any, protocols: Any, *, targets: Union[None, str, Sequ
     stamp: Optional[_Stamp] = None
     if out is not None:
         out = os.fspath(out)
-        stamp = _stamp(runs, cells, groups, protocol_list, n_starts=int(n_starts), seed=int(seed), nest=bool(nest),
+        stamp = _stamp(runs, cells, groups, protocol_list, n_starts=n_starts, seed=int(seed), nest=bool(nest),
                        fit_options=fit_options, budgets=budgets, mixture_weights=mixture_weights)
         if if_exists != "replace" and os.path.exists(out) and os.path.getsize(out) > 0:
             if if_exists == "fail":
@@ -476,7 +479,8 @@ def grid(runs: Any, laws: Any, protocols: Any, *, targets: Union[None, str, Sequ
     if out is not None and executor is None and chunk_size is None:
         n_threads = threads if threads is not None and threads > 0 else (os.cpu_count() or 1)
         jobs = _small_jobs(cells, todo, whole_splits=budgets is not None,
-                           min_pairs=_PAIRS_PER_THREAD * n_threads, n_starts=int(n_starts))
+                           min_pairs=_PAIRS_PER_THREAD * n_threads,
+                           n_starts=_AUTO_RANDOM_STARTS if n_starts == "auto" else max(n_starts, 1))
     else:
         # Jobs: whole groups, packed up to chunk_size cells.
         todo_set = set(todo)
@@ -493,7 +497,7 @@ def grid(runs: Any, laws: Any, protocols: Any, *, targets: Union[None, str, Sequ
     total = len(cells)
     finished = len(cells) - len(todo)
     report = progress if callable(progress) else (_stderr_progress if progress else None)
-    args = dict(n_starts=int(n_starts), seed=int(seed), nest=bool(nest), budgets=budgets,
+    args = dict(n_starts=n_starts, seed=int(seed), nest=bool(nest), budgets=budgets,
                 mixture_weights=mixture_weights, threads=threads)
     results: dict = dict(done)
 
