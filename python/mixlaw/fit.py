@@ -1191,12 +1191,7 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
         Mapping target name -> :class:`Fit`.
     """
     t0 = time.perf_counter()
-    if not (isinstance(n_starts, str) and n_starts == "auto"):
-        if isinstance(n_starts, str):
-            raise ValueError(f"n_starts: expected 'auto' or an int >= 0, got {n_starts!r}")
-        _int_option(n_starts, "n_starts", lo=None)
-        if n_starts < 0 and starts is None:
-            raise ValueError("n_starts: expected 'auto' or an int >= 0")
+    n_starts = _n_starts_option(n_starts, allow_negative=starts is not None)
     if init not in ("auto", "random"):
         raise ValueError(f"init: expected 'auto' or 'random', got {init!r}")
     _int_option(max_iter, "max_iter", lo=None)  # the core names values < 1
@@ -1246,7 +1241,7 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
     used_curvature = resolved_curvature(L, curvature)
     options = dict(loss=loss, delta=_float_option(delta, "delta"), residual=residual, reduction=reduction,
                    method=method, curvature=used_curvature, linear_solver=linear_solver,
-                   n_starts=n_starts if n_starts == "auto" else int(n_starts), init=init, seed=int(seed),
+                   n_starts=n_starts, init=init, seed=int(seed),
                    hops=int(hops), hop_step=_float_option(hop_step, "hop_step"),
                    hop_temperature=_float_option(hop_temperature, "hop_temperature"), max_iter=int(max_iter),
                    ftol=_float_option(ftol, "ftol"), xtol=_float_option(xtol, "xtol"),
@@ -1354,9 +1349,8 @@ def _prepare_job(runs: Any, L: Law, target: str, *, n_starts: Union[int, str], s
     ``(seed, target)``, so a target's fit never depends on what else is in the call).
 
     Without explicit ``starts``: the two-stage start first (``init="auto"``, a law with the
-    additive mixture term, unless it is ``nested``: its nested start, added by the caller, is
-    the simpler law's fit and starts it better), then the random starts
-    (:func:`_random_start_count`)."""
+    additive mixture term, unless ``nested``: the caller adds the nested start, the simpler
+    law's fit, which starts it better), then the random starts (:func:`_random_start_count`)."""
     N, D, H, y = runs.target(target)
     w = None
     if weights is not None:
@@ -1371,10 +1365,10 @@ def _prepare_job(runs: Any, L: Law, target: str, *, n_starts: Union[int, str], s
     two_stage = False
     if starts is None:
         first = None
-        if init == "auto" and not (nested and L.name in NESTED_IN):
+        if init == "auto" and not nested:
             first = two_stage_start(L, N, D, H, y, w, lo, hi)
         two_stage = first is not None
-        n_random = _random_start_count(L, n_starts, two_stage or (nested and L.name in NESTED_IN), target)
+        n_random = _random_start_count(L, n_starts, two_stage or nested, target)
         rng = np.random.default_rng([tseed, 1])
         ilo = L.init_lower.copy()
         ihi = L.init_upper.copy()
@@ -1393,6 +1387,19 @@ def _prepare_job(runs: Any, L: Law, target: str, *, n_starts: Union[int, str], s
 #: hundreds of iterations each; bench/README.md, section 6).
 _AUTO_RANDOM_PARAMS = 100
 _AUTO_RANDOM_STARTS = 64
+
+
+def _n_starts_option(n_starts: Any, allow_negative: bool = False) -> Union[int, str]:
+    """``n_starts`` of fit and grid: ``"auto"`` or an int >= 0 (any int with explicit starts,
+    which it does not count)."""
+    if isinstance(n_starts, str):
+        if n_starts == "auto":
+            return n_starts
+        raise ValueError(f"n_starts: expected 'auto' or an int >= 0, got {n_starts!r}")
+    _int_option(n_starts, "n_starts", lo=None)
+    if n_starts < 0 and not allow_negative:
+        raise ValueError(f"n_starts: expected 'auto' or an int >= 0, got {n_starts!r}")
+    return int(n_starts)
 
 
 def _random_start_count(L: Law, n_starts: Union[int, str], structured: bool, target: str) -> int:

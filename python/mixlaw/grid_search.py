@@ -44,8 +44,8 @@ import numpy as np
 
 from . import _core
 from .data import _has_losses
-from .fit import (_AUTO_RANDOM_STARTS, Fit, Fits, _assemble_fit, _prepare_job, _reseat_degenerate, _resolve_bounds,
-                  _revive_collapsed, _solver_options, _user_stacklevel, resolved_curvature)
+from .fit import (_AUTO_RANDOM_STARTS, Fit, Fits, _assemble_fit, _n_starts_option, _prepare_job, _reseat_degenerate,
+                  _resolve_bounds, _revive_collapsed, _solver_options, _user_stacklevel, resolved_curvature)
 from .laws import NESTED_IN, Law, _bimix_for_target, embed
 from .laws import law as make_law
 
@@ -433,10 +433,10 @@ def grid(runs: Any, laws: Any, protocols: Any, *, targets: Union[None, str, Sequ
         raise ImportError("grid: needs pandas (pip install 'mixlaw[pandas]')") from exc
     if not hasattr(runs, "target_names"):
         raise TypeError("runs: expected a runs table (mixlaw.load_runs or mixlaw.datasets)")
-    if not (isinstance(n_starts, str) and n_starts == "auto") and (
-            isinstance(n_starts, bool) or not isinstance(n_starts, (int, np.integer)) or n_starts < 0):
-        raise ValueError(f"n_starts: expected 'auto' or an int >= 0, got {n_starts!r}")
-    n_starts = n_starts if isinstance(n_starts, str) else int(n_starts)
+    try:
+        n_starts = _n_starts_option(n_starts)
+    except TypeError as exc:  # grid has always named a wrong type with a ValueError
+        raise ValueError(str(exc)) from None
     _check_fit_options(fit_options)
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer))
                                    or chunk_size < 1):
