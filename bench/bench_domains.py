@@ -278,15 +278,22 @@ def make_runs(prob: dict):
     return mixlaw.Runs(d.N, d.D, d.H(), targets={"y": prob["y"]}, run=d.run)
 
 
-def make_starts(prob: dict, S: int, seed: int):
-    """S starts by mixlaw's sampler, with E's init range [0, min y] as `mixlaw.fit` draws it."""
+def make_starts(prob: dict, S: int, seed: int, two_stage: bool = False):
+    """S starts by mixlaw's sampler, with E's init range [0, min y] as `mixlaw.fit` draws it;
+    with `two_stage`, start 0 is replaced by mixlaw's two-stage start (`mixlaw.fit`'s start 0
+    by default), computed from the training data alone."""
     mixlaw = _import_mixlaw()
     from mixlaw.fit import random_starts
     L = mixlaw.law(prob["law"], prob["k"])
     ilo, ihi = L.init_lower.copy(), L.init_upper.copy()
     ilo[L.index("E")], ihi[L.index("E")] = 0.0, float(prob["y"].min())
     rng = np.random.default_rng([seed, prob["k"], 77])
-    return random_starts(L, S, rng, L.lower, L.upper, ilo, ihi)
+    starts = random_starts(L, S, rng, L.lower, L.upper, ilo, ihi)
+    if two_stage:
+        from mixlaw._two_stage import two_stage_start
+        d = prob["train"]
+        starts[0] = two_stage_start(L, d.N, d.D, d.H(), prob["y"], None, L.lower, L.upper)
+    return starts
 
 
 # ---------------------------------------------------------------------------------------
@@ -402,7 +409,7 @@ def worker_mixlaw(a) -> dict:
     prob = make_problem(a.law, a.k, a.design, a.seed)
     runs = make_runs(prob)
     L = mixlaw.law(a.law, a.k)
-    starts = make_starts(prob, a.starts, a.seed)
+    starts = make_starts(prob, a.starts, a.seed, a.two_stage)
     rss0 = _rss_mb()
     t0 = time.perf_counter()
     fits = mixlaw.fit(runs, L, starts=starts, threads=a.threads)
@@ -487,7 +494,7 @@ def worker_scipy(a) -> dict:
     mixlaw = _import_mixlaw()
     prob = make_problem(a.law, a.k, a.design, a.seed)
     L = mixlaw.law(a.law, a.k)
-    starts = make_starts(prob, a.starts, a.seed)
+    starts = make_starts(prob, a.starts, a.seed, a.two_stage)
     P, n = L.n_params, prob["y"].size
     tr_solver = "exact" if P <= a.exact_max_p else "lsmr"
     out = {"tr_solver": tr_solver, "starts_sha": hashlib.sha1(starts.tobytes()).hexdigest(), "n_done": 0,
@@ -582,6 +589,8 @@ def spawn(mode: str, law: str, k: int, design: str, a, threads: int = 1, check: 
            "--exact-max-p", str(a.exact_max_p), "--scipy-max-gb", str(a.scipy_max_gb)]
     if a.scipy_tol is not None:
         cmd += ["--scipy-tol", str(a.scipy_tol)]
+    if a.two_stage:
+        cmd.append("--two-stage")
     if check:
         cmd.append("--check")
     env = dict(os.environ)
@@ -630,7 +639,7 @@ def run_row(law: str, k: int, design: str, a) -> dict:
     truth_fun = mean_huber(prob["clean"] - prob["y"])
     truth_held = mre(prob["clean_held"], prob["y_held"])
     row = {"law": law, "k": k, "design": design, "P": L.n_params, "n_records": int(prob["y"].size),
-           "n_mixtures": int(prob["train"].Hm.shape[0]), "starts": a.starts, "seed": a.seed,
+           "n_mixtures": int(prob["train"].Hm.shape[0]), "starts": a.starts, "two_stage": a.two_stage, "seed": a.seed,
            "loadavg_at_start": list(load), "started": datetime.datetime.now().isoformat(timespec="seconds"),
            "truth_fun": truth_fun, "truth_heldout_mre": truth_held, "stat_tol": a.stat_tol,
            "y_range": [float(prob["y"].min()), float(prob["y"].max())],
@@ -736,7 +745,7 @@ def header(meta: dict) -> str:
             f"{meta['git']}; package {meta['core']['module']}, _core sha1 {meta['core']['sha1']} built "
             f"{meta['core']['mtime']}), "
             f"SciPy {meta['scipy']}, NumPy {meta['numpy']}; S = {o['starts']} explicit starts (same for mixlaw and "
-            f"SciPy), seed {o['seed']}, SciPy cap {o['scipy_cap']:.0f} s per row, BLAS threads "
+            f"SciPy{'; start 0 the two-stage start' if o.get('two_stage') else ''}), seed {o['seed']}, SciPy cap {o['scipy_cap']:.0f} s per row, BLAS threads "
             f"{o['blas_threads'] or 'default'}, SciPy tolerances {o['scipy_tol'] or 'default'}, stationarity "
             f"threshold {o['stat_tol']:g}; load average {meta['loadavg_at_start'][0]:.2f} at the start, "
             f"{meta.get('loadavg_at_end', [math.nan])[0]:.2f} at the end")
@@ -838,6 +847,8 @@ def main() -> None:
                     "values outside a law's grid are skipped for it)")
     ap.add_argument("--quick", action="store_true", help=f"k in {K_QUICK} only")
     ap.add_argument("--starts", type=int, default=8, help="explicit starts S, shared by mixlaw and SciPy")
+    ap.add_argument("--two-stage", action="store_true",
+                    help="start 0 is mixlaw's two-stage start (the default fit's start 0) instead of a random one")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--stat-tol", type=float, default=1e-4, help="false-convergence threshold")
     ap.add_argument("--scipy-cap", type=float, default=600.0, help="SciPy seconds per (law, k, design)")
@@ -903,7 +914,7 @@ def main() -> None:
             "host_cpus": os.cpu_count(), "argv": sys.argv[1:], "loadavg_at_start": list(os.getloadavg()),
             "options": {key: getattr(a, key) for key in ("starts", "seed", "stat_tol", "scipy_cap", "scipy_est_nfev",
                                                           "scipy_max_gb", "exact_max_p", "blas_threads", "scipy_tol",
-                                                          "no_scipy", "no_default")}}
+                                                          "no_scipy", "no_default", "two_stage")}}
     so = mixlaw._core.__file__
     with open(so, "rb") as fh:
         meta["core"] = {"module": os.path.dirname(mixlaw.__file__), "so": so,
