@@ -136,6 +136,20 @@ def test_ctrl_c_stops_a_batch_of_200k_mixtures_within_100_ms(kw):
     assert latency <= MAX_LATENCY, latency
 
 
+def test_ctrl_c_stops_row_numbering_within_100_ms():
+    # Numbering 12 million distinct rows (the grouping of mixtures in Runs, fit and the
+    # two-stage start) takes seconds; it runs without the GIL and polls the cancel flag.
+    setup = """
+rows = np.random.default_rng(0).random((12_000_000, 4))
+def call():
+    _core.first_appearance_ids(rows)
+def small():
+    return _core.first_appearance_ids(rows[:1000])[0]
+"""
+    latency = interrupt_latency(setup, delay=0.3)
+    assert latency <= MAX_LATENCY, latency
+
+
 def test_ctrl_c_stops_bootstrap_within_100_ms():
     setup = """
     runs = mixlaw.datasets.slimpajama()

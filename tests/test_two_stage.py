@@ -12,6 +12,7 @@ import pytest
 
 import mixlaw
 from mixlaw import _two_stage
+from mixlaw.data import _distinct_rows
 from test_convergence import additive_terms, draw_additive_runs, synthetic_additive
 
 
@@ -41,7 +42,7 @@ def test_offsets_recover_the_planted_size_and_token_terms():
     k = 8
     law, truth, runs = planted(k, 40, seed=5, noise=0.0)
     N, D, H, y = runs.target("loss")
-    Hu, mix = _two_stage._distinct_mixtures(H)
+    Hu, mix = _distinct_rows(H)
     assert Hu.shape[0] == 40 and np.array_equal(Hu[mix], H)
     o, wm, g = _two_stage._offsets(law, N, D, mix, y, np.ones_like(y), Hu.shape[0], law.lower, law.upper)
     np.testing.assert_allclose([g["A"], g["B"]], truth[1:3], rtol=1e-6)

@@ -1,6 +1,10 @@
 #include "common.hpp"
 #include "mixlaw/records.hpp"
 
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+
 namespace mixlaw::bind {
 
 // Converts and checks (N, D, H) (with the GIL); prepare() then runs without it. H may be
@@ -52,6 +56,30 @@ void bind_records(py::module_& m) {
       .def_property_readonly("n_sizes", [](const Records& r) { return r.uniq_lnN.size(); })
       .def_property_readonly("n_token_counts", [](const Records& r) { return r.uniq_lnD.size(); })
       .def("__len__", [](const Records& r) { return r.n; });
+
+  m.def(
+      "first_appearance_ids",
+      [](const py::object& rows) {
+        darray a = as_darray(rows, "rows");
+        require_ndim(a, 2, "rows");
+        const auto n = static_cast<std::size_t>(a.shape(0)), len = static_cast<std::size_t>(a.shape(1));
+        if (n > static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max()))
+          fail("rows: at most " + std::to_string(std::numeric_limits<std::int32_t>::max()) + " rows, got " +
+               std::to_string(n));
+        py::array_t<std::int64_t> ids(static_cast<py::ssize_t>(n));
+        std::int64_t* out = ids.mutable_data();
+        std::vector<std::int64_t> first;
+        CancelFlag cancel;
+        run_without_gil(static_cast<double>(n) * static_cast<double>(len + 1), cancel,
+                        [&] { number_rows(a.data(), n, len, out, first, &cancel); });
+        py::array_t<std::int64_t> f(static_cast<py::ssize_t>(first.size()));
+        std::copy(first.begin(), first.end(), f.mutable_data());
+        return py::make_tuple(ids, f);
+      },
+      py::arg("rows"),
+      "Numbers the distinct rows of a 2-D array 0, 1, ... in order of first appearance, as Records\n"
+      "groups mixtures (exact equality, -0.0 equal to 0.0, a row with NaN equal to no other):\n"
+      "(ids, first) with ids[j] the number of row j and first[g] the first row numbered g.");
 }
 
 }  // namespace mixlaw::bind

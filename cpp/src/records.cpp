@@ -198,4 +198,17 @@ Records prepare_records(const double* N, const double* D, const double* H, std::
   return r;
 }
 
+void number_rows(const double* rows, std::size_t n, std::size_t len, std::int64_t* ids,
+                 std::vector<std::int64_t>& first, const CancelFlag* cancel) {
+  first.clear();
+  if (n == 0) return;
+  RowInterner interner(n, len, cancel);
+  for (std::size_t j = 0; j < n; ++j) {
+    poll(cancel, j);
+    const std::int32_t id = interner.id(rows + j * len);
+    if (static_cast<std::size_t>(id) == first.size()) first.push_back(static_cast<std::int64_t>(j));
+    ids[j] = id;
+  }
+}
+
 }  // namespace mixlaw

@@ -30,6 +30,7 @@ from typing import Optional
 
 import numpy as np
 
+from .data import _distinct_rows
 from .laws import Law, embed
 
 #: Common exponents tried in stage 2 (clipped into each fit's bounds).
@@ -67,7 +68,7 @@ def two_stage_start(law: Law, N: np.ndarray, D: np.ndarray, H: np.ndarray, y: np
     keep = w > 0
     if not np.all(keep):
         N, D, H, y, w = N[keep], D[keep], H[keep], y[keep], w[keep]
-    Hu, mix = _distinct_mixtures(H)
+    Hu, mix = _distinct_rows(H)
     if Hu.shape[0] < 2:
         return None
     lo_a, hi_a = _additive_bounds(additive, law, lo, hi)
@@ -101,25 +102,6 @@ def _additive_bounds(additive: Law, law: Law, lo: np.ndarray, hi: np.ndarray) ->
         if name in names:
             alo[i], ahi[i] = lo[law.index(name)], hi[law.index(name)]
     return alo, ahi
-
-
-def _distinct_mixtures(H: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct rows of H and each record's row index (exact equality, as the core groups).
-    Rows are grouped by a fixed random projection, summed column by column (the same
-    operations for every row, so equal rows get equal keys), and the grouping is checked
-    row by row; if two different rows share a key, by the rows' bytes (slower at large k)."""
-    Hc = np.ascontiguousarray(H + 0.0)  # -0.0 and 0.0 alike
-    weights = np.random.default_rng(20507).random(Hc.shape[1]) + 0.5
-    key = np.zeros(Hc.shape[0])
-    for j in range(Hc.shape[1]):
-        key += Hc[:, j] * weights[j]
-    _, first, mix = np.unique(key, return_index=True, return_inverse=True)
-    mix = mix.ravel()
-    if not np.array_equal(Hc, Hc[first][mix]):
-        rows = Hc.view(np.dtype((np.void, Hc.dtype.itemsize * Hc.shape[1]))).ravel()
-        _, first, mix = np.unique(rows, return_index=True, return_inverse=True)
-        mix = mix.ravel()
-    return Hc[first], mix
 
 
 def _offsets(L: Law, N, D, mix, y, w, M, lo, hi):

@@ -25,6 +25,7 @@ from typing import Any, Union
 
 import numpy as np
 
+from . import _core
 from ._warnings import user_stacklevel
 
 __all__ = ["Runs", "load_runs", "UnitsWarning"]
@@ -78,20 +79,20 @@ def _first_appearance_ids(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Label the distinct rows of a 2-D array 0, 1, ... in order of first appearance.
 
     Returns ``(ids, first)`` where ``ids[j]`` is the label of row ``j`` and ``first[g]``
-    the index of the first row with label ``g``.
-    """
-    n = rows.shape[0]
-    if n == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    if rows.shape[1] == 0:
-        return np.zeros(n, dtype=np.int64), np.zeros(1, dtype=np.int64)
-    # + 0.0 maps -0.0 to 0.0: np.unique(axis=0) compares rows bytewise.
-    _, first, inv = np.unique(rows + 0.0, axis=0, return_index=True, return_inverse=True)
-    inv = np.asarray(inv).reshape(-1)
-    order = np.argsort(first, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size)
-    return rank[inv].astype(np.int64), first[order].astype(np.int64)
+    the index of the first row with label ``g``. Rows are equal when every entry is
+    (``-0.0 == 0.0``), as the core groups mixtures, which it does here too: by hashing,
+    O(rows x columns), where sorting the rows (``np.unique(axis=0)``) costs
+    O(rows log rows x columns) and dominated fits with many domains (bench/README.md,
+    section 6)."""
+    return _core.first_appearance_ids(rows)
+
+
+def _distinct_rows(H: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of ``H`` in order of first appearance (``-0.0`` stored as ``0.0``)
+    and each row's index among them: the mixtures as the core groups them."""
+    H = np.asarray(H, dtype=float)
+    ids, first = _first_appearance_ids(H)
+    return np.ascontiguousarray(H[first] + 0.0), ids
 
 
 class Runs:

@@ -48,7 +48,7 @@ from ._warnings import user_stacklevel as _user_stacklevel
 from .laws import NESTED_IN, Law, _bimix_for_target, embed
 from .laws import law as make_law
 from ._two_stage import two_stage_start
-from .data import _fmt_size
+from .data import _distinct_rows, _fmt_size
 from .metrics import metrics as compute_metrics
 
 __all__ = ["Fit", "Fits", "fit", "load_fits", "IdentifiabilityWarning", "ConvergenceWarning"]
@@ -1026,7 +1026,7 @@ def _degenerate_warnings(law: Law, H: np.ndarray, y: np.ndarray, target: str, do
         return
     if not k or law.name == "chinchilla" or k < 2:
         return
-    M = np.unique(np.asarray(H, dtype=float) + 0.0, axis=0)
+    M = _distinct_rows(H)[0]
     if M.shape[0] < 2:
         return  # a single mixture is refused by _identifiability
     if M.shape[0] - 1 < k - 1:
@@ -1550,7 +1550,6 @@ def _reseated(L: Law, x: np.ndarray, H: np.ndarray, lo: np.ndarray, hi: np.ndarr
     k = L.k
     out = np.array(x, dtype=float)
     changed = False
-    Hm = np.unique(H, axis=0) if H.size else H
     for c, g in _MIXTURE_BLOCKS:
         if g not in pos or f"{c}_1" not in pos:
             continue
@@ -1562,7 +1561,7 @@ def _reseated(L: Law, x: np.ndarray, H: np.ndarray, lo: np.ndarray, hi: np.ndarr
         if not (at_bound or abs(gv) < _RESEAT_ZERO or np.all(x[ci] < _RESEAT_COLLAPSED)):
             continue
         with np.errstate(all="ignore"):
-            v = float(np.median((Hm @ x[ci]) ** gv))
+            v = float(np.median((_distinct_rows(H)[0] @ x[ci]) ** gv))
         out[ci] = min(max(v, 1e-3), 1e3) if np.isfinite(v) else 1.0
         out[gi] = 1.0
         changed = True

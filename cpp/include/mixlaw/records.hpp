@@ -48,4 +48,12 @@ struct Records {
 Records prepare_records(const double* N, const double* D, const double* H, std::size_t n, int k,
                         double simplex_tol = 1e-6, const CancelFlag* cancel = nullptr);
 
+// Numbers the distinct rows of an n x len row-major array 0, 1, ... in order of first
+// appearance, as prepare_records groups mixtures (exact equality, -0.0 equal to 0.0; a row
+// holding NaN equals no other): ids[j] is row j's number, and `first` (cleared) receives
+// the index of the first row of each number. O(n len) by hashing, no sorting. Throws
+// Cancelled once `cancel` (may be null) is set.
+void number_rows(const double* rows, std::size_t n, std::size_t len, std::int64_t* ids,
+                 std::vector<std::int64_t>& first, const CancelFlag* cancel = nullptr);
+
 }  // namespace mixlaw
