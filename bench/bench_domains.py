@@ -458,15 +458,20 @@ def _per_start_check(mixlaw, runs, L, starts, f, prob, a) -> dict:
             "starts_x": X.tolist()}
 
 
+#: The tying of the `--tie` fits: one exponent shared by all domains (fit's docstring).
+TIE = {"gamma": "gamma_*"}
+
+
 def worker_default(a) -> dict:
+    """mixlaw's default fit (threads=1); worker "tied": the same with `tie=TIE`."""
     mixlaw = _import_mixlaw()
     prob = make_problem(a.law, a.k, a.design, a.seed)
     runs = make_runs(prob)
     rss0 = _rss_mb()
     t0 = time.perf_counter()
-    f = mixlaw.fit(runs, a.law, threads=1)["y"]
+    f = mixlaw.fit(runs, a.law, threads=1, **({"tie": TIE} if a.worker == "tied" else {}))["y"]
     wall = time.perf_counter() - t0
-    return {"wall": wall, "rss_before_fit_mb": rss0, "fun": f.fun, "status": f.status, "nit_best": f.nit,
+    return {"wall": wall, "success": bool(f.success), "at_limit": len(f.at_limit), "rss_before_fit_mb": rss0, "fun": f.fun, "status": f.status, "nit_best": f.nit,
             "n_starts": int(f.starts_fun.size), "nested": bool(f.options.get("nested_start")),
             "starts_fun": f.starts_fun.tolist(), "starts_status": f.starts_status.tolist(),
             "heldout": _heldout(a.law, a.k, np.asarray(f.x), prob), "spread": f.spread}
@@ -569,7 +574,7 @@ def worker_scipy(a) -> dict:
 
 
 def run_worker(a) -> None:
-    fn = {"mixlaw": worker_mixlaw, "default": worker_default, "scipy": worker_scipy}[a.worker]
+    fn = {"mixlaw": worker_mixlaw, "default": worker_default, "tied": worker_default, "scipy": worker_scipy}[a.worker]
     res = fn(a)
     res.pop("x_best", None)
     _write(a.out, res)
@@ -654,6 +659,9 @@ def run_row(law: str, k: int, design: str, a) -> dict:
     if not a.no_default:
         log("mixlaw default fit")
         row["default"] = spawn("default", law, k, design, a, threads=1, timeout=wt)
+    if a.tie:
+        log("mixlaw default fit with tie=" + repr(TIE))
+        row["tied"] = spawn("tied", law, k, design, a, threads=1, timeout=wt)
     if not a.no_scipy:
         log("scipy")
         row["scipy"] = spawn("scipy", law, k, design, a, timeout=a.scipy_cap * 1.25 + 120)
@@ -724,6 +732,10 @@ def summarize(row: dict) -> None:
         s["default_held_ratio"] = df["heldout"]["mre_noisy"] / row["truth_heldout_mre"]
         s["default_converged"] = float(np.mean(np.array(df["starts_status"]) > 0))
         s["default_at_best"] = float(np.mean(at(np.array(df["starts_fun"], dtype=float))))
+    td = row.get("tied", {})
+    if "fun" in td:
+        s["tied_fun_ratio"] = td["fun"] / row["truth_fun"]
+        s["tied_held_ratio"] = td["heldout"]["mre_noisy"] / row["truth_heldout_mre"]
     row["summary"] = s
 
 
@@ -825,6 +837,25 @@ def markdown(rows: list[dict], metas: list[dict]) -> str:
             f"| {_f(s['max_stationarity'], '{:.1e}')} ({_f(s.get('scipy_max_stationarity'), '{:.1e}')}) "
             f"| {s.get('false_convergences_doc', '-')} of {nc} / {_f(s.get('max_stationarity_doc'), '{:.1e}')} "
             f"| {s['threads_bit_identical']} |")
+    tied = [r for r in rows if "tied_fun_ratio" in r["summary"]]
+    if tied:
+        out.append("")
+        out.append(f"Tying (`tie={TIE!r}`: one exponent shared by all domains), both default fits, threads=1; "
+                   "held-out MRE on the same 200 fresh mixtures as above, as a ratio to the truth's")
+        out.append("")
+        out.append("| law | k | design | P untied | mixtures | objective/truth untied / tied "
+                   "| held-out/truth untied / tied | success untied / tied | at a limit untied / tied "
+                   "| seconds untied / tied |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|")
+        for r in tied:
+            s, df, td = r["summary"], r.get("default", {}), r["tied"]
+            out.append(
+                f"| {r['law']} | {r['k']} | {r['design']} | {r['P']} | {r['n_mixtures']} "
+                f"| {_f(s.get('default_fun_ratio'), '{:.4f}')} / {s['tied_fun_ratio']:.4f} "
+                f"| {_f(s.get('default_held_ratio'), '{:.4f}')} / {s['tied_held_ratio']:.4f} "
+                f"| {df.get('success', '-')} / {td.get('success', '-')} "
+                f"| {df.get('at_limit', '-')} / {td.get('at_limit', '-')} "
+                f"| {_f(df.get('wall'), '{:.3g}')} / {td['wall']:.3g} |")
     return "\n".join(out)
 
 
@@ -864,6 +895,8 @@ def main() -> None:
     ap.add_argument("--blas-threads", type=int, default=1, help="BLAS threads of the SciPy worker (0: default)")
     ap.add_argument("--no-scipy", action="store_true")
     ap.add_argument("--no-default", action="store_true", help="skip mixlaw's default fit")
+    ap.add_argument("--tie", action="store_true",
+                    help="also the default fit with one exponent shared by all domains (held-out MRE side by side)")
     ap.add_argument("--worker-timeout", type=float, default=0,
                     help="kill a mixlaw worker (explicit starts or default fit) after this many seconds (0: never)")
     ap.add_argument("--from-json", nargs="+", default=None,
@@ -914,7 +947,7 @@ def main() -> None:
             "host_cpus": os.cpu_count(), "argv": sys.argv[1:], "loadavg_at_start": list(os.getloadavg()),
             "options": {key: getattr(a, key) for key in ("starts", "seed", "stat_tol", "scipy_cap", "scipy_est_nfev",
                                                           "scipy_max_gb", "exact_max_p", "blas_threads", "scipy_tol",
-                                                          "no_scipy", "no_default", "two_stage")}}
+                                                          "no_scipy", "no_default", "two_stage", "tie")}}
     so = mixlaw._core.__file__
     with open(so, "rb") as fh:
         meta["core"] = {"module": os.path.dirname(mixlaw.__file__), "so": so,
