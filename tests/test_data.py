@@ -291,18 +291,6 @@ def test_load_dataframe_like():
     np.testing.assert_array_equal(r.targets["x"], [3.0, 2.5])
 
 
-def test_parquet_without_pyarrow(tmp_path):
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        p = tmp_path / "runs.parquet"
-        p.write_bytes(b"PAR1")
-        with pytest.raises(ImportError, match="pyarrow"):
-            load_runs(p)
-    else:
-        pytest.skip("pyarrow is installed")
-
-
 def test_to_dict_round_trip():
     r = datasets.slimpajama()
     back = load_runs(r.to_dict(), run="run")

@@ -5,8 +5,8 @@ the mixture ``h`` it was trained on (``k`` domain weights on the simplex) and th
 one or more *targets*. Records of the same training run (same ``N``, same mixture) share a
 ``run`` id so that resampling can be done over whole runs.
 
-Everything here is pure Python + NumPy; pandas and pyarrow are optional and only touched
-when the caller hands over a DataFrame or a Parquet path.
+Tables are read by this module's own readers (CSV, Parquet through pyarrow, the ``parquet``
+extra), DataFrames and dicts of arrays; :meth:`Runs.to_pandas` gives a DataFrame back.
 """
 from __future__ import annotations
 
@@ -332,6 +332,13 @@ class Runs:
             f"{sizes}, {tokens}, targets [{', '.join(self.target_names)}])"
         )
 
+    def to_pandas(self) -> Any:
+        """The table as a DataFrame, one row per record, with the columns of :meth:`to_dict`
+        (``load_runs(runs.to_pandas(), run="run")`` rebuilds an equal table)."""
+        import pandas as pd
+
+        return pd.DataFrame({name: np.array(col) for name, col in self.to_dict().items()})
+
     def to_dict(self) -> dict[str, np.ndarray]:
         """Column arrays, named like the default columns of :func:`load_runs`.
 
@@ -631,7 +638,7 @@ def _read_parquet(path: Path) -> tuple[list[str], dict[str, list]]:
         import pyarrow.parquet as pq
     except ImportError:
         raise ImportError(
-            "reading Parquet needs pyarrow (pip install pyarrow); "
+            "reading Parquet needs pyarrow (pip install 'mixlaw[parquet]'); "
             "alternatively pass a CSV path, a DataFrame or a dict of arrays"
         ) from None
     table = pq.read_table(path)

@@ -147,13 +147,11 @@ Protocol = Union[SizeSplit, HeldOutMixtures, TokenSplit, LeaveOneSizeOut, PaperS
 
 
 class Table(list):
-    """A tidy table: a list of row dicts, with :meth:`to_pandas` when pandas is installed."""
+    """A tidy table: a list of row dicts; :meth:`to_pandas` gives the DataFrame."""
 
     def to_pandas(self) -> Any:
-        try:
-            import pandas as pd
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError("to_pandas: needs pandas (pip install 'mixlaw[pandas]')") from exc
+        import pandas as pd
+
         return pd.DataFrame(list(self))
 
     def columns(self) -> list:

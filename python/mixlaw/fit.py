@@ -45,7 +45,7 @@ import numpy as np
 from . import _core
 from ._domains import columns_by_name, domain_order
 from ._warnings import user_stacklevel as _user_stacklevel
-from .laws import NESTED_IN, Law, _bimix_for_target, embed
+from .laws import NESTED_IN, Law, _bimix_for_target, domain_parameter, embed
 from .laws import law as make_law
 from ._two_stage import two_stage_start
 from .data import _distinct_rows, _fmt_size
@@ -177,6 +177,13 @@ class Fit:
         """Best parameters by name (internal units)."""
         return self.law.as_dict(self.x)
 
+    @property
+    def domain_params(self) -> dict[str, float]:
+        """:attr:`params` with each per-domain parameter named by its domain (``C[web]``,
+        ``gamma[web]`` for ``C_i``, ``gamma_i``; the flat names when the fit has no domain
+        names). For reading; every function takes the flat names."""
+        return dict(zip(self.law.named_params(self.domains), self.x.tolist()))
+
     def natural_params(self) -> dict[str, float]:
         """Parameters with N and D in raw units (A/N^alpha instead of A/(N/1e6)^alpha).
 
@@ -285,9 +292,9 @@ class Fit:
         x = np.array(self.x, dtype=float)
         names = L.param_names
         for i, name in enumerate(names):
-            stem, _, num = name.rpartition("_")
-            if stem and num.isdigit() and 1 <= int(num) <= k:
-                x[i] = self.x[L.index(f"{stem}_{idx[int(num) - 1] + 1}")]
+            per = domain_parameter(name, k)
+            if per is not None:
+                x[i] = self.x[L.index(f"{per[0]}_{idx[per[1]] + 1}")]
         law = L
         if L.target_domain is not None:
             law = Law(L.name, k, n_term=L.n_term, d_term=L.d_term, n_scale=L.n_scale, d_scale=L.d_scale,
@@ -371,6 +378,33 @@ class Fits(Mapping[str, Fit]):
                 row.update(eval_mre=m["mre"], eval_r2=m["r2"], eval_n=m["n"])
             rows.append(row)
         return rows
+
+    def to_pandas(self, eval_runs: Any = None) -> Any:
+        """One row per target (the index): ``law``, the objective ``fun``, ``success``,
+        ``status``, ``stationarity``, the train metrics (``train_mre`` in %, ``train_r2``),
+        ``n`` records, ``eval_mre``, ``eval_r2`` and ``eval_n`` given ``eval_runs``, then
+        the parameters named by domain (:attr:`Fit.domain_params`; a target whose law lacks
+        a parameter has NaN there)."""
+        import pandas as pd
+
+        rows = []
+        for row, f in zip(self.table(eval_runs), self._fits.values()):
+            row = dict(row, status=f.status, stationarity=f.stationarity)
+            row.update(f.domain_params)
+            rows.append(row)
+        first = ["target", "law", "fun", "success", "status", "stationarity", "train_mre", "train_r2", "n",
+                 "eval_mre", "eval_r2", "eval_n"]
+        df = pd.DataFrame(rows)
+        order = [c for c in first if c in df.columns] + [c for c in df.columns if c not in first]
+        return df[order].set_index("target")
+
+    def predict(self, runs: Any, *, threads: Optional[int] = None) -> Any:
+        """Every target's predicted loss on a runs table, as a DataFrame with one column per
+        target and one row per record of ``runs``, in its order (domains matched by name, as
+        :meth:`Fit.predict`)."""
+        import pandas as pd
+
+        return pd.DataFrame({t: f.predict(runs, threads=threads) for t, f in self._fits.items()})
 
     def to_json(self, path: Any = None) -> str:
         """JSON text of all fits (a fits document, version ``"mixlaw_fits": 2``; schema in

@@ -95,6 +95,15 @@ Records = _core.Records
 ParamsLike = Union[np.ndarray, Mapping[str, float], "list[float]"]
 
 
+def domain_parameter(name: str, k: int) -> Optional[tuple[str, int]]:
+    """``(stem, domain index from 0)`` of a per-domain parameter ``stem_i`` (``1 <= i <= k``),
+    e.g. ``("gamma", 2)`` for ``gamma_3``; None for the others (``E``, ``gA``, ...)."""
+    stem, _, num = name.rpartition("_")
+    if stem and num.isdigit() and 1 <= int(num) <= k:
+        return stem, int(num) - 1
+    return None
+
+
 class Law:
     """A scaling law for ``k`` domains.
 
@@ -245,6 +254,21 @@ class Law:
         """Parameters as a ``{name: value}`` dict."""
         arr = self.params(params)
         return {n: float(v) for n, v in zip(self.param_names, arr)}
+
+    def named_params(self, domains: Sequence[str] = ()) -> tuple[str, ...]:
+        """Parameter names with each per-domain parameter named by its domain:
+        ``C_2`` -> ``C[book]`` for ``domains[1] == "book"`` (the flat names when
+        ``domains`` is empty). Flat names stay the names every function accepts."""
+        domains = tuple(domains)
+        if not domains:
+            return self.param_names
+        if len(domains) != self.k:
+            raise ValueError(f"domains: {self!r} has {self.k} domains, got {len(domains)} names")
+        out = []
+        for name in self.param_names:
+            per = domain_parameter(name, self.k)
+            out.append(name if per is None else f"{per[0]}[{domains[per[1]]}]")
+        return tuple(out)
 
     def index(self, name: str) -> int:
         """Position of parameter ``name``."""

@@ -113,6 +113,26 @@ class MixtureGrid:
     def __len__(self) -> int:
         return int(self.N.shape[0])
 
+    def to_pandas(self) -> Any:
+        """A tidy DataFrame, one row per (budget, domain): ``budget`` (the problem's index),
+        ``N``, ``D``, ``domain``, ``weight``, ``outside_data`` (None when unknown), the
+        objective ``fun``, the certificate ``gap``, ``status`` and one ``loss[<target>]``
+        column per target (the predicted losses at the budget's mixture, repeated on its
+        rows). ``df.pivot(index="budget", columns="domain", values="weight")`` gives the
+        budgets-by-domains table of weights."""
+        import pandas as pd
+
+        P, k = self.h.shape
+        rep = lambda a: np.repeat(np.asarray(a), k)  # noqa: E731 - per budget, on each domain row
+        cols = {"budget": rep(np.arange(P)), "N": rep(self.N), "D": rep(self.D),
+                "domain": np.tile(np.asarray(self.domains, dtype=object), P), "weight": self.h.reshape(-1),
+                "outside_data": (self.outside_data.reshape(-1) if self.outside_data is not None
+                                 else np.full(P * k, None, dtype=object)),
+                "fun": rep(self.fun), "gap": rep(self.gap), "status": rep(self.status)}
+        for t, name in enumerate(self.targets):
+            cols[f"loss[{name}]"] = rep(self.losses[:, t])
+        return pd.DataFrame(cols)
+
     def __getitem__(self, i: int) -> MixtureResult:
         st = int(self.status[i])
         outside = {}
