@@ -37,8 +37,10 @@ def domain_order(have: Sequence[str], want: Sequence[str], *, have_arg: str, wan
 
 def columns_by_name(H: Any, want: Sequence[str], *, arg: str, want_arg: str) -> Any:
     """``H`` with its columns in ``want``'s order when ``H`` is a table with column names
-    (a pandas DataFrame, or a mapping domain -> column); a bare array is returned as it is
-    (positional). Unknown or missing columns are a ValueError naming ``arg``."""
+    (a pandas DataFrame, or a mapping domain -> column; a mapping domain -> number is one
+    mixture, returned as a 1-D array); a bare array is returned as it is (positional).
+    Unknown or missing columns are a ValueError naming ``arg``."""
+    one = isinstance(H, dict) and bool(H) and all(np.ndim(v) == 0 for v in H.values())
     if hasattr(H, "columns") and hasattr(H, "to_numpy"):
         names = [str(c) for c in H.columns]
         values = H.to_numpy(dtype=float)
@@ -52,7 +54,8 @@ def columns_by_name(H: Any, want: Sequence[str], *, arg: str, want_arg: str) -> 
         return H
     if len(set(names)) != len(names):
         raise ValueError(f"{arg}: duplicate column names {names}")
-    if not want:
-        return values  # the other side has no names: positional
-    idx = domain_order(names, want, have_arg=arg, want_arg=want_arg)
-    return values if idx is None else np.ascontiguousarray(values[:, idx])
+    if want:
+        idx = domain_order(names, want, have_arg=arg, want_arg=want_arg)
+        values = values if idx is None else np.ascontiguousarray(values[:, idx])
+    # else: the other side has no names: positional
+    return values[0] if one else values

@@ -236,8 +236,9 @@ class BootstrapResult:
 
     def predict_interval(self, target: str, runs: Any = None, *, N: Any = None, D: Any = None,
                          H: Any = None) -> tuple[np.ndarray, np.ndarray]:
-        """Percentile interval of the predicted loss at each record of ``runs`` (or arrays).
-        Domains are matched by name, as in :meth:`mixlaw.Fit.predict`."""
+        """Percentile interval of the predicted loss at each record of ``runs`` (or arrays;
+        scalars and one mixture broadcast, and one point gives two floats). Domains are
+        matched by name, as in :meth:`mixlaw.Fit.predict`."""
         f0 = self.fits[target]
         law = f0.law
         if runs is not None:
@@ -249,10 +250,13 @@ class BootstrapResult:
         lo, hi = np.quantile(preds, self._q(), axis=0)
         return lo, hi
 
-    def mixture_interval(self, *, N: float, D: float, weights: Any = None, **options: Any) -> dict:
+    def mixture_interval(self, *, N: float, D: float, weights: Any = None, losses: bool = False,
+                         **options: Any) -> dict:
         """Percentile interval of the optimal mixture: the mixture is re-optimised for
         every resample's fitted laws (one small solve each). Returns ``{domain: (low, high)}``, the point
-        estimate under key ``"estimate"`` and the coverage under ``"level"``."""
+        estimate under key ``"estimate"`` and the coverage under ``"level"``; with ``losses=True``
+        also ``"losses"``: ``{target: (low, high)}``, the interval of each target's predicted loss
+        at the estimated mixture (:meth:`predict_interval` there)."""
         from .fit import Fit
         from .mixture import optimize_mixture
 
@@ -281,6 +285,9 @@ class BootstrapResult:
         out = {d: (float(a), float(b)) for d, a, b in zip(domains, lo, hi)}
         out["estimate"] = est.h
         out["level"] = self.level
+        if losses:
+            out["losses"] = {t: tuple(float(v) for v in self.predict_interval(t, N=N, D=D, H=est.h))
+                             for t in targets}
         return out
 
 

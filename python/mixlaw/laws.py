@@ -95,6 +95,31 @@ Records = _core.Records
 ParamsLike = Union[np.ndarray, Mapping[str, float], "list[float]"]
 
 
+def _broadcast_points(N: Any, D: Any, H: Any, k: int) -> tuple[Any, Any, Any, bool]:
+    """``(N, D, H)`` as records: scalar ``N`` and ``D`` and one mixture ``H`` of shape (k,)
+    repeated to the length of the arrays among them (one record when there are none); the
+    flag says every argument was one point. Prepared records, arrays of mismatched lengths
+    and values that are not numbers pass through unchanged, for the core's checks (their
+    errors name the argument)."""
+    if isinstance(N, _core.Records):
+        return N, D, H, False
+    one = {"N": N is not None and np.ndim(N) == 0, "D": D is None or np.ndim(D) == 0,
+           "H": H is None or (k > 0 and np.ndim(H) == 1)}
+    if not (one["N"] or (D is not None and one["D"]) or (H is not None and one["H"])):
+        return N, D, H, False  # arrays only
+    lengths = {len(v) for v, single in ((N, one["N"]), (D, one["D"]), (H, one["H"])) if not single and np.ndim(v)}
+    if len(lengths) > 1:
+        return N, D, H, False
+    n = lengths.pop() if lengths else 1
+    try:
+        N2 = np.full(n, N, dtype=float) if one["N"] else N
+        D2 = np.full(n, D, dtype=float) if D is not None and one["D"] else D
+        H2 = np.broadcast_to(np.asarray(H, dtype=float), (n, len(H))) if H is not None and one["H"] else H
+    except (TypeError, ValueError):
+        return N, D, H, False
+    return N2, D2, H2, n == 1 and all(one.values())
+
+
 def domain_parameter(name: str, k: int) -> Optional[tuple[str, int]]:
     """``(stem, domain index from 0)`` of a per-domain parameter ``stem_i`` (``1 <= i <= k``),
     e.g. ``("gamma", 2)`` for ``gamma_3``; None for the others (``E``, ``gA``, ...)."""
@@ -307,17 +332,20 @@ class Law:
         Parameters
         ----------
         params : array (n_params,) or mapping
-        N, D : arrays (n,)
+        N, D : arrays (n,) or scalars
             Raw parameter and token counts (> 0). ``N`` may instead be a prepared
             :class:`Records`, with ``D`` and ``H`` omitted.
-        H : array (n, k)
+        H : array (n, k), or one mixture (k,)
             Domain weights, rows on the simplex (within 1e-6). Omit for chinchilla.
+            Scalars and one mixture broadcast against the other arguments.
 
         Returns
         -------
-        ndarray (n,)
+        ndarray (n,), or a float when every argument was one point
         """
-        return _core.predict(self._core, self._p(params), N, D, self._positional(H), threads)
+        N, D, H, single = _broadcast_points(N, D, self._positional(H), self.k)
+        out = _core.predict(self._core, self._p(params), N, D, H, threads)
+        return float(out[0]) if single else out
 
     def value_and_grad(self, params: ParamsLike, w: Any, N: Any, D: Any = None, H: Any = None, *,
                        threads: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
