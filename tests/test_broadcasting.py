@@ -85,3 +85,4 @@ def test_mixture_interval_with_the_losses_at_the_estimate(boot):
     for t, (lo, hi) in out["losses"].items():
         np.testing.assert_allclose((lo, hi), boot.predict_interval(t, N=7e9, D=1.4e11, H=out["estimate"]), rtol=0)
         assert lo <= hi
+

@@ -2,6 +2,8 @@
 a message) naming the argument: cases found in review of the issue-5/6 work."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -65,3 +67,22 @@ def test_cli_bad_eval_sizes_and_unwritable_plot_dir_exit_1(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     assert cli.main(["reproduce", "--quiet", "--n-starts", "1", "--plot", str(blocker / "sub")]) == 1
     assert "mixlaw reproduce: error:" in capsys.readouterr().err
+
+
+def test_percentages_are_recognised_in_weights_and_bounds():
+    # Weights in percent: the error says so; bounds in percent: named as fractions.
+    with pytest.raises(ValueError, match="look like percentages, divide the weights by 100"):
+        mixlaw.Runs([1e8, 2e8], [1e9, 1e9], [[30.0, 70.0], [50.0, 50.0]], targets={"y": [3.0, 2.9]})
+    with pytest.raises(ValueError, match=r"sums to 1\.3, expected 1") as err:
+        mixlaw.Runs([1e8, 2e8], [1e9, 1e9], [[0.6, 0.7], [0.5, 0.5]], targets={"y": [3.0, 2.9]})
+    assert "percent" not in str(err.value)
+    L = mixlaw.law("additive", 2)
+    runs = mixlaw.Runs(np.repeat([1e8, 3e8, 1e9], 4), np.tile([1e9, 2e9, 4e9, 8e9], 3),
+                       np.tile([[0.2, 0.8], [0.5, 0.5], [0.8, 0.2], [0.4, 0.6]], (3, 1)),
+                       targets={"y": np.linspace(3.5, 2.8, 12)}, domains=["web", "code"])
+    x = (L.init_lower + L.init_upper) / 2
+    f = mixlaw.fit(runs, L, starts=x[None], max_iter=2, threads=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match=r"minimum weight of domain 'code' is 5 > 1; bounds are fractions"):
+            mixlaw.optimize_mixture(f, N=1e9, D=2e10, bounds={"code": (5, 50)})

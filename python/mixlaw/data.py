@@ -188,8 +188,11 @@ class Runs:
             bad_rows = np.flatnonzero(np.abs(sums - 1.0) > SIMPLEX_TOL)
             if bad_rows.size:
                 r = bad_rows[0]
+                percent = bool(np.all(np.abs(sums - 100.0) <= 100.0 * SIMPLEX_TOL))
                 raise ValueError(
                     f"H: row {r} sums to {sums[r]:.6g}, expected 1 within {SIMPLEX_TOL:g}"
+                    + ("; every row sums to 100: these look like percentages, divide the weights by 100"
+                       if percent else "")
                 )
 
         if domains is None:

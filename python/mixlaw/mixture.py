@@ -256,6 +256,10 @@ def _bounds(bounds: Any, domains: tuple, k: int) -> tuple[np.ndarray, np.ndarray
     bad = np.flatnonzero(lo > hi)
     if bad.size:
         raise ValueError(f"bounds: domain {domains[bad[0]]!r} has min {lo[bad[0]]} > max {hi[bad[0]]}")
+    big = np.flatnonzero(lo > 1)
+    if big.size:
+        raise ValueError(f"bounds: the minimum weight of domain {domains[big[0]]!r} is {lo[big[0]]:g} > 1; bounds "
+                         f"are fractions of the mixture (0.05 for 5%)")
     if lo.sum() > 1 + 1e-12:
         raise ValueError(f"bounds: the minimum weights sum to {lo.sum():.6g} > 1")
     if np.minimum(hi, 1).sum() < 1 - 1e-12:
@@ -280,7 +284,8 @@ def optimize_mixture(fits: Any, *, N: Any, D: Any, weights: Any = None, bounds: 
     weights : mapping target -> weight, or array (T,) or (P, T), optional
         Importance of each target (default: equal, i.e. the average loss).
     bounds : mapping domain -> (min, max), or (min array, max array), optional
-        Per-domain limits on the weights.
+        Per-domain limits on the weights, as fractions of the mixture (``(0.05, 0.5)``:
+        between 5% and 50%).
     available_tokens : mapping domain -> U_i, or array (k,), optional
         Unique tokens per domain; with ``max_epochs`` (default 1) this adds
         ``h_i <= max_epochs_i * U_i / D``.
