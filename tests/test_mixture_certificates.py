@@ -184,7 +184,8 @@ def test_public_result_carries_the_numpy_certificate():
     fits, N, D, W, LO, HI = certificate_case(7, bounded=False)
     grid = mixlaw.optimize_mixture(fits, N=N, D=D, weights=W, max_iter=8, gap_tol=0.0)
     r = {"h": grid.h, "fun": grid.fun, "gap": grid.gap, "status": grid.status}
-    assert check_certificates(fits, N, D, W, LO, HI, r) >= N.size // 2
+    # The public objective is the weighted mean: weights are relative importances.
+    assert check_certificates(fits, N, D, W / W.sum(axis=1, keepdims=True), LO, HI, r) >= N.size // 2
     one = grid[3]
     assert one.gap == grid.gap[3] and not one.success
 
@@ -338,3 +339,19 @@ def test_more_fit_starts_never_end_worse_and_fun_is_the_best_start(fit_runs, law
             if not reseat:
                 nested = fits
         prev = nested
+
+
+def test_weights_are_relative_importances():
+    # Scaling the weights changes nothing (fun is the weighted mean; by a power of two,
+    # whose normalisation is exact, bit for bit), and equal weights are the default.
+    fits, N, D, W, LO, HI = certificate_case(8, bounded=False)
+    a = mixlaw.optimize_mixture(fits, N=N, D=D, weights=W, max_iter=30)
+    b = mixlaw.optimize_mixture(fits, N=N, D=D, weights=8 * W, max_iter=30)
+    np.testing.assert_array_equal(a.h, b.h)
+    np.testing.assert_array_equal(a.fun, b.fun)
+    ones = mixlaw.optimize_mixture(fits, N=N, D=D, weights={f.target: 1 for f in fits}, max_iter=30)
+    plain = mixlaw.optimize_mixture(fits, N=N, D=D, max_iter=30)
+    np.testing.assert_array_equal(ones.h, plain.h)
+    np.testing.assert_array_equal(ones.fun, plain.fun)
+    mean = [np.mean([f.predict(N=N[p], D=D[p], H=plain.h[p]) for f in fits]) for p in range(N.size)]
+    np.testing.assert_allclose(plain.fun, mean, rtol=1e-12)

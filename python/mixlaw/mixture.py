@@ -50,7 +50,8 @@ class MixtureResult:
     losses : dict
         Predicted loss per target at ``h``.
     fun : float
-        Objective ``sum_t w_t L_t`` at ``h``.
+        Objective ``sum_t w_t L_t`` at ``h``: the weighted mean of the predicted losses
+        (the weights normalised to sum to 1).
     gap : float
         Frank-Wolfe certificate (>= 0; 0 at a stationary point).
     nit, nfev : int
@@ -282,7 +283,8 @@ def optimize_mixture(fits: Any, *, N: Any, D: Any, weights: Any = None, bounds: 
         Model size and training tokens (raw units). Arrays (broadcast together) give one
         problem per entry, solved in one parallel call, and a :class:`MixtureGrid`.
     weights : mapping target -> weight, or array (T,) or (P, T), optional
-        Importance of each target (default: equal, i.e. the average loss).
+        Relative importance of each target (default: equal, i.e. the average loss); normalised
+        to sum to 1 per budget, so ``fun`` is always a weighted mean of the predicted losses.
     bounds : mapping domain -> (min, max), or (min array, max array), optional
         Per-domain limits on the weights, as fractions of the mixture (``(0.05, 0.5)``:
         between 5% and 50%).
@@ -367,6 +369,8 @@ def optimize_mixture(fits: Any, *, N: Any, D: Any, weights: Any = None, bounds: 
         raise ValueError("weights: must be finite and >= 0")
     if np.any(W.sum(axis=1) <= 0):
         raise ValueError("weights: must not all be zero")
+    if weights is not None:
+        W = W / W.sum(axis=1, keepdims=True)  # relative importances: fun is a weighted mean
 
     if not isinstance(within_data, (bool, np.bool_)):
         raise ValueError(f"within_data: expected True or False, got {within_data!r}")
