@@ -9,7 +9,7 @@ Protocols are small immutable objects with a ``splits(runs)`` method returning
   "how many runs" study);
 - :class:`TokenSplit` — fit on early checkpoints, evaluate on later ones;
 - :class:`LeaveOneSizeOut` — one split per model size;
-- :class:`PaperSplit` — the paper's SlimPajama protocol (SPEC 6.1).
+- :class:`PaperSplit` — the paper's SlimPajama protocol (its Table 1).
 """
 from __future__ import annotations
 
@@ -112,7 +112,8 @@ class LeaveOneSizeOut:
 
 @dataclass(frozen=True)
 class PaperSplit:
-    """Shukor et al.'s Table 1 protocol on the SlimPajama runs (SPEC 6.1).
+    """Shukor et al.'s Table 1 protocol on the SlimPajama runs: fit on the 60 fitting mixtures
+    at 310M-1.235B parameters, evaluate on the 4 evaluation mixtures at 2.718B.
 
     With ``n_fit_mixtures``, only that many of the fitting mixtures (drawn with ``seed``)
     are kept for fitting, the evaluation set is unchanged: the "how many small runs do I

@@ -27,7 +27,7 @@ Parameter order (names are 1-based: ``C_1 .. C_k``):
 - full:       E, C_1..k, gamma_1..k, CA_1..k, gA, CB_1..k, gB, Calpha_1..k, galpha,
   Cbeta_1..k, gbeta
 
-Baseline laws of other papers (SPEC section 3), for comparison tables; they have no
+Baseline laws of other papers, for comparison tables; they have no
 model-size term (``n_term`` is always False) and only ``bimix`` has a token term:
 
 ============  ===========================================================  =========
@@ -79,10 +79,10 @@ from . import _core
 
 __all__ = ["LAW_NAMES", "BASELINE_LAWS", "ALL_LAWS", "Law", "law", "Records", "embed", "NESTED_IN"]
 
-#: Names of the laws of SPEC section 3.
+#: Names of the laws of Shukor et al. (2025).
 LAW_NAMES = ("chinchilla", "additive", "joint", "simple", "full")
 
-#: Baseline laws of other papers (Data Mixing Laws, BiMix, linear), SPEC section 3.
+#: Baseline laws of other papers (Data Mixing Laws, BiMix, linear).
 BASELINE_LAWS = ("dml_exp", "dml_sum", "bimix", "linear")
 
 #: Every law mixlaw knows.
@@ -390,7 +390,7 @@ def _bimix_for_target(target: str, domains: Sequence[str], k: int, **options: An
 def embed(params: ParamsLike, source: Law, target: Law) -> np.ndarray:
     """Map parameters of ``source`` into ``target``, a richer law that contains it.
 
-    The nestings of SPEC section 3: ``additive`` is ``joint`` with ``gA = gB = 1``,
+    The nestings of the paper's laws: ``additive`` is ``joint`` with ``gA = gB = 1``,
     ``CA_i = A`` and ``CB_i = B`` (because ``sum_i h_i = 1``); ``joint`` is ``full`` with
     ``Calpha_i = alpha``, ``galpha = 1``, ``Cbeta_i = beta`` and ``gbeta = 1``. The
     returned parameters give ``target`` the same predictions as ``source`` on the simplex,

@@ -1,4 +1,4 @@
-"""Reference train/evaluation protocols on the bundled data (SPEC section 6)."""
+"""Reference train/evaluation protocols on the bundled data."""
 from __future__ import annotations
 
 import numpy as np
@@ -27,7 +27,7 @@ SLIMPAJAMA_EVAL_MIN_TOKENS = 20e9
 
 
 def slimpajama_paper_split(runs: Runs) -> tuple[Runs, Runs]:
-    """Train / evaluation split of Shukor et al.'s Table 1 protocol (SPEC 6.1).
+    """Train / evaluation split of Shukor et al.'s Table 1 protocol.
 
     Train on model sizes 310M (D >= 3.9e9), 680M and 937M (D >= 7e9) and 1.235B
     (D >= 13e9); evaluate on 2.718B with D >= 20e9; 122M is not used. Empty loss cells
@@ -74,7 +74,7 @@ def _drop_highest_losses(runs: Runs, n_drop: int = 5) -> np.ndarray:
 
 
 def chinchilla_epoch(runs: Runs) -> Runs:
-    """Epoch AI's protocol on the Chinchilla runs (SPEC 6.2): drop the 5 highest losses.
+    """Epoch AI's protocol on the Chinchilla runs: drop the 5 highest losses.
 
     Keeps the records with ``loss < sorted(loss)[-5]``: 240 of the 245 points of
     ``mixlaw.datasets.chinchilla()``.
@@ -92,7 +92,7 @@ def chinchilla_epoch(runs: Runs) -> Runs:
 
 
 def chinchilla_peer(runs: Runs) -> Runs:
-    """The peer library's (apple/ml-scalefit) protocol on the Chinchilla runs (SPEC 6.2).
+    """The peer library's (apple/ml-scalefit) protocol on the Chinchilla runs.
 
     The 5 highest losses dropped as in :func:`chinchilla_epoch`, then only compute
     ``C = 6 N D < 1e21`` kept: 217 points of ``mixlaw.datasets.chinchilla()``.
