@@ -335,6 +335,17 @@ class Runs:
             f"{sizes}, {tokens}, targets [{', '.join(self.target_names)}])"
         )
 
+    def _repr_html_(self) -> str:
+        from . import _html
+
+        ms = self.model_sizes
+        head = _html.summary(f"Runs: {len(self)} records of {np.unique(self.run).size} runs",
+                             [("domains", ", ".join(self.domains)), ("model sizes", ", ".join(_fmt_size(v) for v in ms[:8])
+                                                                      + (" ..." if ms.size > 8 else "")),
+                              ("targets", ", ".join(self.target_names))])
+        n_show = min(len(self), 10)
+        return head + self.to_pandas().head(n_show)._repr_html_()
+
     def to_pandas(self) -> Any:
         """The table as a DataFrame, one row per record, with the columns of :meth:`to_dict`
         (``load_runs(runs.to_pandas(), run="run")`` rebuilds an equal table)."""

@@ -224,6 +224,18 @@ class BootstrapResult:
     runs_resampled: int = 0
     extras: dict = field(default_factory=dict)
 
+    def _repr_html_(self) -> str:
+        from . import _html
+
+        B = len(next(iter(self.samples.values()))) if self.samples else 0
+        out = _html.summary(f"Bootstrap over runs: {B} resamples, {100 * self.level:g}% intervals", [])
+        for t, f in self.fits.items():
+            iv = self.intervals(t)
+            names = f.law.named_params(f.domains)
+            rows = [(n, v, iv[flat][0], iv[flat][1]) for n, flat, v in zip(names, f.law.param_names, f.x)]
+            out += f"<p>target {_html.fmt(t)}</p>" + _html.table(["parameter", "estimate", "low", "high"], rows)
+        return out
+
     def _q(self) -> tuple[float, float]:
         a = (1 - self.level) / 2
         return a, 1 - a

@@ -42,7 +42,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from . import _core
+from . import _core, _html
 from ._domains import columns_by_name, domain_order
 from ._warnings import user_stacklevel as _user_stacklevel
 from .laws import NESTED_IN, Law, _bimix_for_target, domain_parameter, embed
@@ -309,6 +309,23 @@ class Fit:
         return (f"Fit({self.law!r}, target={self.target!r}, fun={self.fun:.6g}, "
                 f"train MRE={self.train.get('mre', math.nan):.3f}%, success={self.success}{limit})")
 
+    def _repr_html_(self) -> str:
+        sp = self.spread
+        head = _html.summary(
+            f"Fit of {self.law!r} to target {self.target!r}",
+            [("objective", self.fun), ("train MRE %", self.train.get("mre", math.nan)),
+             ("train R2", self.train.get("r2", math.nan)), ("success", self.success),
+             ("stationarity", self.stationarity), ("iterations", self.nit),
+             ("starts at the best", f"{sp['n_at_best']} of {self.starts_fun.size}")],
+            note="" if self.success else self.message)
+        lo, hi = self.law.lower.copy(), self.law.upper.copy()
+        for name, (a, b) in self.options.get("bounds", {}).items():  # the fit's own, by flat name
+            lo[self.law.index(name)], hi[self.law.index(name)] = a, b
+        names = self.law.named_params(self.domains)
+        rows = [(n, v, a, b, self.at_limit.get(flat, "")) for n, flat, v, a, b in
+                zip(names, self.law.param_names, self.x, lo, hi)]
+        return head + _html.table(["parameter", "value", "lower bound", "upper bound", "at a limit"], rows)
+
     # -- serialisation ----------------------------------------------------------------
     def to_dict(self) -> dict:
         """A JSON-serialisable dict: one entry of the ``fits`` list of a fits document (the
@@ -365,6 +382,12 @@ class Fits(Mapping[str, Fit]):
     @property
     def law(self) -> Law:
         return next(iter(self._fits.values())).law
+
+    def _repr_html_(self) -> str:
+        n_ok = sum(f.success for f in self._fits.values())
+        head = _html.summary(f"{len(self)} fits of {self.law!r}", [("successful", f"{n_ok} of {len(self)}"),
+                                                                   ("seconds", self.elapsed)])
+        return head + self.to_pandas()._repr_html_()
 
     def table(self, eval_runs: Any = None) -> list[dict]:
         """One row per target: objective, success, train metrics and, given an evaluation

@@ -84,6 +84,18 @@ class MixtureResult:
     weights: dict
     outside_data: dict = field(default_factory=dict)
 
+    def _repr_html_(self) -> str:
+        from . import _html
+
+        head = _html.summary(f"Optimal mixture at N = {self.N:.4g}, D = {self.D:.4g}",
+                             [("objective", self.fun), ("gap", self.gap), ("success", self.success)],
+                             note="" if self.success else self.message)
+        rows = [(d, 100 * v, "outside the fitting runs' weights" if d in self.outside_data else "")
+                for d, v in self.h.items()]
+        losses = [(t, v) for t, v in self.losses.items()]
+        return (head + _html.table(["domain", "weight %", "note"], rows)
+                + _html.table(["target", "predicted loss"], losses))
+
     def __repr__(self) -> str:
         hs = ", ".join(f"{d}={v:.4f}" for d, v in self.h.items())
         out = f", outside_data={sorted(self.outside_data)}" if self.outside_data else ""
@@ -113,6 +125,16 @@ class MixtureGrid:
 
     def __len__(self) -> int:
         return int(self.N.shape[0])
+
+    def _repr_html_(self) -> str:
+        from . import _html
+
+        head = _html.summary(f"Optimal mixtures at {len(self)} budgets",
+                             [("certified", f"{int(np.sum(self.status == 1))} of {len(self)}")])
+        rows = [(self.N[i], self.D[i], *(100 * self.h[i]), *self.losses[i], self.gap[i]) for i in range(min(len(self), 20))]
+        more = f"<p>... {len(self) - 20} more (to_pandas() has them all)</p>" if len(self) > 20 else ""
+        return head + _html.table(["N", "D", *(f"{d} %" for d in self.domains),
+                                   *(f"loss[{t}]" for t in self.targets), "gap"], rows) + more
 
     def to_pandas(self) -> Any:
         """A tidy DataFrame, one row per (budget, domain): ``budget`` (the problem's index),
