@@ -150,7 +150,9 @@ void bind_fit(py::module_& m) {
          const std::string& curvature, const std::string& method, const std::string& linear_solver, int max_iter,
          double ftol, double xtol, double gtol, double max_step, int hops, double hop_step,
          double hop_temperature, int screen_iter, double screen_ratio, int screen_keep, const py::object& threads,
-         const py::object& tie) {
+         const py::object& tie, const py::object& progress) {
+        if (!progress.is_none() && !PyCallable_Check(progress.ptr()))
+          fail("progress: expected None or a callable progress(done, total)");
         const int nt = threads_arg(threads);
         const ObjectiveSpec spec = objective_spec(loss, delta, residual, curvature);
         SolverOptions opt;
@@ -245,7 +247,16 @@ void bind_fit(py::module_& m) {
 
         std::vector<std::vector<SolveResult>> results;
         CancelFlag cancel;
-        run_interruptible(cancel, [&] { results = fit_tasks(tasks, opt, nt, &cancel); });
+        ProgressCounter counter;
+        std::size_t total = 0, reported = 0;
+        for (const FitTask& task : tasks) total += static_cast<std::size_t>(task.n_starts);
+        const auto report = [&] {  // with the GIL: progress(done, total) when the count moved
+          const std::size_t done = counter.value();
+          if (progress.is_none() || done == reported) return;
+          reported = done;
+          progress(done, total);
+        };
+        run_interruptible(cancel, [&] { results = fit_tasks(tasks, opt, nt, &cancel, &counter); }, report);
 
         py::list out;
         for (std::size_t t = 0; t < T; ++t) {
@@ -284,8 +295,9 @@ void bind_fit(py::module_& m) {
       py::arg("gtol") = SolverOptions{}.gtol, py::arg("max_step") = 1.0,
       py::arg("hops") = 0, py::arg("hop_step") = 0.5, py::arg("hop_temperature") = 0.05,
       py::arg("screen_iter") = 0, py::arg("screen_ratio") = 1.5, py::arg("screen_keep") = 8,
-      py::arg("threads") = py::none(), py::arg("tie") = py::none(),
+      py::arg("threads") = py::none(), py::arg("tie") = py::none(), py::arg("progress") = py::none(),
       "Fit every (problem, start) pair in one parallel call. problems: list of (law, records, y, weights).\n"
+      "progress: None, or progress(done, total) called (in this thread) as starts finish, with done <= total.\n"
       "tie: None, or one entry per problem: None or P integer labels in [0, P); parameters with equal labels\n"
       "share one value (equal bounds and scaling required; a start's group value is its first member's).");
 

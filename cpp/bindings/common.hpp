@@ -85,9 +85,12 @@ inline int threads_arg(const py::handle& threads) {
 // its (incomplete) results. The wait ends as soon as the worker is done (a short call
 // costs no polling delay). Only the main thread sees signals (PyErr_CheckSignals); in
 // other threads this just runs `work`.
-template <class Work>
-void run_interruptible(CancelFlag& cancel, Work&& work) {
-  std::exception_ptr error;
+//
+// `tick` (if given) runs with the GIL at every poll and once at the end, e.g. to report
+// progress; an exception it throws cancels the work like a signal and is raised after it.
+template <class Work, class Tick>
+void run_interruptible(CancelFlag& cancel, Work&& work, Tick&& tick) {
+  std::exception_ptr error, tick_error;
   std::mutex mutex;
   std::condition_variable cv;
   bool done = false;
@@ -109,18 +112,32 @@ void run_interruptible(CancelFlag& cancel, Work&& work) {
         std::unique_lock<std::mutex> lock(mutex);
         if (cv.wait_for(lock, std::chrono::milliseconds(20), [&] { return done; })) break;
       }
-      if (!interrupted) {
+      if (!interrupted && !tick_error) {
         py::gil_scoped_acquire acquire;
         if (PyErr_CheckSignals() != 0) {
           interrupted = true;
           cancel.set();
+        } else {
+          try {
+            tick();
+          } catch (...) {
+            tick_error = std::current_exception();
+            cancel.set();
+          }
         }
       }
     }
     worker.join();
   }
   if (interrupted) throw py::error_already_set();
+  if (tick_error) std::rethrow_exception(tick_error);
   if (error) std::rethrow_exception(error);
+  tick();
+}
+
+template <class Work>
+void run_interruptible(CancelFlag& cancel, Work&& work) {
+  run_interruptible(cancel, std::forward<Work>(work), [] {});
 }
 
 // Work of about `cost` elementary operations (record x domain evaluations) without the GIL:

@@ -43,7 +43,10 @@ std::vector<char> survivors(const std::vector<SolveResult>& rs, const SolverOpti
 }  // namespace
 
 std::vector<std::vector<SolveResult>> fit_tasks(const std::vector<FitTask>& tasks, const SolverOptions& opt,
-                                                int threads, const CancelFlag* cancel) {
+                                                int threads, const CancelFlag* cancel, ProgressCounter* progress) {
+  const auto finished = [progress](std::size_t n) {
+    if (progress) progress->add(n);
+  };
   std::vector<std::vector<SolveResult>> out(tasks.size());
   std::vector<std::pair<std::size_t, int>> units;
   for (std::size_t t = 0; t < tasks.size(); ++t) {
@@ -72,6 +75,7 @@ std::vector<std::vector<SolveResult>> fit_tasks(const std::vector<FitTask>& task
                                            mix_seed(task.seed, static_cast<std::uint64_t>(s)));
         r.seconds = seconds_since(t0);
         out[units[u].first][static_cast<std::size_t>(s)] = std::move(r);
+        if (!is_screened(task, opt)) finished(1);  // a screened start may go on in phase 2
       },
       cancel);
   if (cancel && cancel->is_set()) return out;
@@ -85,11 +89,17 @@ std::vector<std::vector<SolveResult>> fit_tasks(const std::vector<FitTask>& task
     const std::vector<char> keep = survivors(out[t], opt);
     for (int s = 0; s < tasks[t].n_starts; ++s) {
       SolveResult& r = out[t][static_cast<std::size_t>(s)];
-      if (r.theta.empty() || !std::isfinite(r.f)) continue;
+      if (r.theta.empty() || !std::isfinite(r.f)) {
+        finished(1);  // ended for good
+        continue;
+      }
       const bool unfinished = r.status == status_max_iter || opt.hops > 0;
-      if (!unfinished) continue;  // converged within the screening iterations, no hops to run
-      if (keep[static_cast<std::size_t>(s)]) units.emplace_back(t, s);
-      else r.status = status_screened;
+      if (unfinished && keep[static_cast<std::size_t>(s)]) {
+        units.emplace_back(t, s);
+        continue;
+      }
+      if (unfinished) r.status = status_screened;
+      finished(1);  // converged within the screening iterations (no hops to run), or screened out
     }
   }
   parallel_for(
@@ -112,6 +122,7 @@ std::vector<std::vector<SolveResult>> fit_tasks(const std::vector<FitTask>& task
                       mix_seed(task.seed, static_cast<std::uint64_t>(s)));
         r.seconds = slot.seconds + seconds_since(t0);
         slot = std::move(r);
+        finished(1);
       },
       cancel);
   return out;

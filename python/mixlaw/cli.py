@@ -86,6 +86,11 @@ def _progress(quiet: bool, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
+def _bar(args: argparse.Namespace) -> Any:
+    """The fits' progress option: a bar on stderr for calls longer than 2 s, none with --quiet."""
+    return False if getattr(args, "quiet", False) else "auto"
+
+
 def _fmt(v: Optional[float], nd: int = 2) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{nd}f}"
 
@@ -105,7 +110,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             nest = fits["additive"]
         elif law == "full":
             nest = fits["joint"]
-        fits[law] = fit(train, law, n_starts=args.n_starts, seed=args.seed, threads=args.threads, nest=nest)
+        fits[law] = fit(train, law, n_starts=args.n_starts, seed=args.seed, threads=args.threads, nest=nest,
+                        progress=_bar(args))
         _progress(args.quiet, f"  fitted {law:8s} x {len(fits[law])} targets, {args.n_starts} starts each "
                               f"({time.perf_counter() - t:.1f} s)")
     table = []
@@ -263,7 +269,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             bounds[name] = (_number(lo, "--bound", b, "NAME=LO:HI"), _number(hi, "--bound", b, "NAME=LO:HI"))
     fits = fit(runs, args.law, targets=_parse_list(args.target), n_starts=args.n_starts, seed=args.seed,
                loss=args.loss, residual=args.residual, bounds=bounds, threads=args.threads,
-               n_term=not args.no_n_term, d_term=not args.no_d_term, init=args.init)
+               n_term=not args.no_n_term, d_term=not args.no_d_term, init=args.init, progress=_bar(args))
     if args.out:
         fits.to_json(args.out)
         _progress(args.quiet, f"wrote {args.out}")
@@ -369,7 +375,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     protocol = _protocol(args)
     if plot_dir is None:
         table = evaluate.compare(runs, laws, protocol, targets=_parse_list(args.target),
-                                 n_starts=args.n_starts, seed=args.seed, threads=args.threads)
+                                 n_starts=args.n_starts, seed=args.seed, threads=args.threads, progress=_bar(args))
     else:
         table = _compare_and_plot(plot_dir, runs, laws, protocol, args)
     if args.json:
@@ -391,7 +397,7 @@ def _compare_and_plot(plot_dir: str, runs: Any, laws: list, protocol: Any, args:
 
     law_list, cells, rows, cell_fits = evaluate._compare_cells(
         runs, laws, protocol, targets=_parse_list(args.target), n_starts=args.n_starts, seed=args.seed, nest=True,
-        threads=args.threads, fit_options={})
+        threads=args.threads, fit_options={}, progress=_bar(args))
     written: list = []
     for s, (split_name, fit_runs, eval_runs) in enumerate(protocol.splits(runs)):
         for label, _ in law_list:

@@ -21,7 +21,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from . import _core
+from . import _core, _progress
 from ._domains import columns_by_name
 from .data import Runs
 from .fit import Fits, _resolve_tie, _solver_options, _target_seed, fit, random_starts
@@ -161,23 +161,24 @@ class Table(list):
 
 def compare(runs: Runs, laws: Sequence[Union[str, Law]], protocol: Protocol, *,
             targets: Union[None, str, Sequence[str]] = None, n_starts: int = 64, seed: int = 0, nest: bool = True,
-            threads: Optional[int] = None, **fit_options: Any) -> Table:
+            threads: Optional[int] = None, progress: Any = "auto", **fit_options: Any) -> Table:
     """Fit several laws on the same split(s) and tabulate train and evaluation metrics.
 
     Returns one row per (split, law, target): ``split, law, target, n_params,
     train_mre, train_r2, eval_mre, eval_r2, n_fit, n_eval, objective, converged,
     fit_seconds`` (solver thread-seconds of that fit). All fits are solved in one batched
     parallel call (see :func:`mixlaw.grid` for larger searches); ``fit_options`` are
-    those of :func:`mixlaw.fit`.
+    those of :func:`mixlaw.fit`, ``progress`` as there.
     """
     _, _, rows, _ = _compare_cells(runs, laws, protocol, targets=targets, n_starts=n_starts, seed=seed, nest=nest,
-                                    threads=threads, fit_options=fit_options)
+                                    threads=threads, fit_options=fit_options, progress=progress)
     return compare_table(rows)
 
 
 def _compare_cells(runs: Runs, laws: Sequence[Union[str, Law]], protocol: Protocol, *,
                    targets: Union[None, str, Sequence[str]], n_starts: int, seed: int, nest: bool,
-                   threads: Optional[int], fit_options: Mapping[str, Any]) -> tuple[list, list, list, list]:
+                   threads: Optional[int], fit_options: Mapping[str, Any],
+                   progress: Any = None) -> tuple[list, list, list, list]:
     """The batched job behind :func:`compare`: (laws with labels, cells, result rows, the
     :class:`Fit` of each cell), so that callers that also need the fits (the CLI's plots)
     run the same path."""
@@ -191,7 +192,9 @@ def _compare_cells(runs: Runs, laws: Sequence[Union[str, Law]], protocol: Protoc
     if unknown:
         raise ValueError(f"targets: unknown target(s) {unknown}; available: {list(runs.target_names)}")
     cells, _ = _make_cells(runs, law_list, target_list, [protocol])
-    rows, fits = _run_cells(runs, cells, fit_options, n_starts=n_starts, seed=seed, nest=nest, threads=threads)
+    _progress.check(progress)
+    rows, fits = _run_cells(runs, cells, fit_options, n_starts=n_starts, seed=seed, nest=nest, threads=threads,
+                            progress=progress)
     return law_list, cells, rows, fits
 
 
@@ -306,14 +309,15 @@ class BootstrapResult:
 
 def bootstrap(runs: Runs, law: Union[str, Law] = "additive", *, targets: Union[None, str, Sequence[str]] = None,
               n_boot: int = 100, level: float = 0.9, seed: int = 0, n_starts: int = 8,
-              threads: Optional[int] = None, **fit_options: Any) -> BootstrapResult:
+              threads: Optional[int] = None, progress: Any = "auto", **fit_options: Any) -> BootstrapResult:
     """Bootstrap the fit over whole runs (a run = all checkpoints of one model size and
     mixture), so that correlated checkpoints are resampled together.
 
     The full-data fit (``n_starts`` random starts plus ``fit_options``) gives the point
     estimate; each of the ``n_boot`` resamples is then refitted from that estimate plus
     ``n_starts - 1`` random starts. All ``n_boot x targets`` refits are solved in one
-    parallel C++ call; results do not depend on ``threads``.
+    parallel C++ call; results do not depend on ``threads``. ``progress`` as in
+    :func:`mixlaw.fit`.
     """
     if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 2:
         raise ValueError("n_boot: must be an int >= 2")
@@ -321,7 +325,9 @@ def bootstrap(runs: Runs, law: Union[str, Law] = "additive", *, targets: Union[N
         raise ValueError("level: must be in (0, 1)")
     if n_starts < 1:
         raise ValueError("n_starts: must be >= 1")
-    base = fit(runs, law, targets=targets, n_starts=n_starts, seed=seed, threads=threads, **fit_options)
+    _progress.check(progress)
+    base = fit(runs, law, targets=targets, n_starts=n_starts, seed=seed, threads=threads, progress=progress,
+               **fit_options)
     opts = next(iter(base.values())).options
     run_ids = np.unique(runs.run)
     rng = np.random.default_rng([seed, 2])
@@ -354,8 +360,10 @@ def bootstrap(runs: Runs, law: Union[str, Law] = "additive", *, targets: Union[N
             lows.append(lo)
             highs.append(hi)
             ties.append(tie_labels)
-    res = _core.fit_many(problems, starts, lows, highs, seeds, threads=threads,
-                         tie=None if all(x is None for x in ties) else ties, **_solver_options(opts))
+    with _progress.reporter(progress, f"bootstrap: {n_boot} resamples") as report:
+        res = _core.fit_many(problems, starts, lows, highs, seeds, threads=threads,
+                             tie=None if all(x is None for x in ties) else ties, progress=report,
+                             **_solver_options(opts))
     samples = {t: np.full((n_boot, base[t].law.n_params), np.nan) for t in base}
     for (t, b), r in zip(keys, res):
         fun = np.where(np.isfinite(r["fun"]), r["fun"], np.inf)

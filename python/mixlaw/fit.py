@@ -42,7 +42,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from . import _core, _html
+from . import _core, _html, _progress
 from ._domains import columns_by_name, domain_order
 from ._warnings import user_stacklevel as _user_stacklevel
 from .laws import NESTED_IN, Law, _bimix_for_target, domain_parameter, embed
@@ -1114,7 +1114,8 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
         max_iter: int = 1000, ftol: float = 1e-10, xtol: float = 1e-10, gtol: float = 1e-6, max_step: float = 1.0,
         screen_iter: int = 0, screen_ratio: float = 1.5, screen_keep: int = 8, starts: Any = None,
         nest: Union[bool, "Fits"] = True, n_term: bool = True, d_term: bool = True, n_scale: float = 1e6,
-        d_scale: float = 1e9, reseat: bool = True, init: str = "auto", threads: Optional[int] = None) -> Fits:
+        d_scale: float = 1e9, reseat: bool = True, init: str = "auto", progress: Any = "auto",
+        threads: Optional[int] = None) -> Fits:
     """Fit a scaling law to every requested target of a runs table.
 
     Minimises, per target, ``H = sum_j c_j rho(r_j)`` with ``r_j = L_j - y_j`` (or
@@ -1239,6 +1240,11 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
         squares (:mod:`mixlaw._two_stage`). It needs mixtures trained at two or more sizes or
         token counts; ``Fit.options["two_stage_start"]`` says whether a target had one.
         ``"random"``: random (and nested) starts only.
+    progress : "auto", bool, None or callable
+        Progress of the solves (starts finished of all, with an ETA): ``"auto"`` (default) a
+        ``tqdm`` bar (a widget in notebooks) that appears once the call has run for 2 s;
+        ``True`` at once; ``False`` or None silent; a callable receives ``(done, total)``.
+        Never changes a result.
     threads : int, optional
         OpenMP threads (None: default). Results do not depend on it.
 
@@ -1251,6 +1257,7 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
     n_starts = _n_starts_option(n_starts, allow_negative=starts is not None)
     if init not in ("auto", "random"):
         raise ValueError(f"init: expected 'auto' or 'random', got {init!r}")
+    _progress.check(progress)
     _int_option(max_iter, "max_iter", lo=None)  # the core names values < 1
     _int_option(hops, "hops", lo=None)
     _int_option(screen_iter, "screen_iter", lo=None)  # the core names values < 0
@@ -1346,7 +1353,8 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
                           curvature=curvature, linear_solver=linear_solver, hops=hops,
                           hop_step=hop_step, hop_temperature=hop_temperature, max_iter=max_iter, ftol=ftol,
                           xtol=xtol, gtol=gtol, max_step=max_step, screen_iter=screen_iter, screen_ratio=screen_ratio,
-                          screen_keep=screen_keep, nest=True, reseat=reseat, init=init, threads=threads,
+                          screen_keep=screen_keep, nest=True, reseat=reseat, init=init, progress=progress,
+                          threads=threads,
                           bounds={n: b for n, b in (bounds or {}).items()
                                   if any(fnmatch.fnmatchcase(p, n) for p in simpler.param_names)},
                           tie={g: kept for g, members in tie_groups.items()
@@ -1356,13 +1364,14 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
             mapped = embed(nested_from[t].x, nested_from[t].law, L)
             start_list[ti] = np.vstack([mapped[None, :], start_list[ti]])
 
-    results = _core.fit_many(problems, start_list, [lo] * len(problems), [hi] * len(problems), seeds,
-                             threads=threads, tie=None if tie_labels is None else [tie_labels] * len(problems),
-                             **_solver_options(options))
+    with _progress.reporter(progress, f"fit {L.name}") as report:
+        results = _core.fit_many(problems, start_list, [lo] * len(problems), [hi] * len(problems), seeds,
+                                 threads=threads, tie=None if tie_labels is None else [tie_labels] * len(problems),
+                                 progress=report, **_solver_options(options))
     if reseat and tie_labels is None:
         _reseat_degenerate(laws, problems, results, records_n, [lo] * len(problems), [hi] * len(problems), seeds,
-                           options, threads)
-    _revive_collapsed(laws, problems, results, lo, hi, seeds, options, threads, tie_labels)
+                           options, threads, progress=progress)
+    _revive_collapsed(laws, problems, results, lo, hi, seeds, options, threads, tie_labels, progress=progress)
     domains = tuple(getattr(runs, "domains", ()))
     opts = dict(options, nested_start=nested_from is not None)
     fits = {t: _assemble_fit(laws[ti], t, results[ti], records_n[ti], dict(opts, two_stage_start=jobs[ti].two_stage),
@@ -1535,7 +1544,7 @@ def _continue_start(r: Mapping[str, Any], s: int, r2: Mapping[str, Any], j: int)
 def _revive_collapsed(laws: Sequence[Law], problems: Sequence[tuple], results: list, lo: np.ndarray,
                       hi: np.ndarray, seeds: Sequence[int], options: Mapping[str, Any],
                       threads: Optional[int], tie_labels: Optional[np.ndarray] = None,
-                      rounds: Optional[int] = None) -> None:
+                      rounds: Optional[int] = None, progress: Any = None) -> None:
     """Starts that converged in log coordinates with coefficients collapsed to ~0 that should
     grow (:func:`_collapse_gain` above gtol) go on from their end point with those coefficients
     raised to the bottom of their start range, all such starts in one parallel call, for up to
@@ -1570,10 +1579,12 @@ def _revive_collapsed(laws: Sequence[Law], problems: Sequence[tuple], results: l
                 results[ti]["status"][s] = STATUS_COLLAPSED
             return
         order = sorted(todo)
-        again = _core.fit_many([problems[ti] for ti in order],
-                               [np.array([st for _, st in todo[ti]]) for ti in order],
-                               [lo for _ in order], [hi for _ in order], [seeds[ti] for ti in order], threads=threads,
-                               tie=None if tie_labels is None else [tie_labels] * len(order), **_solver_options(options))
+        with _progress.reporter(progress, "fit: starts with coefficients raised from ~0") as report:
+            again = _core.fit_many([problems[ti] for ti in order],
+                                   [np.array([st for _, st in todo[ti]]) for ti in order],
+                                   [lo for _ in order], [hi for _ in order], [seeds[ti] for ti in order],
+                                   threads=threads, tie=None if tie_labels is None else [tie_labels] * len(order),
+                                   progress=report, **_solver_options(options))
         for ti, r2 in zip(order, again):
             for j, (s, _) in enumerate(todo[ti]):
                 _continue_start(results[ti], s, r2, j)
@@ -1639,7 +1650,8 @@ def _reseated(L: Law, x: np.ndarray, H: np.ndarray, lo: np.ndarray, hi: np.ndarr
 
 def _reseat_degenerate(laws: Sequence[Law], problems: Sequence[tuple], results: list, records: Sequence[tuple],
                        lows: Sequence[np.ndarray], highs: Sequence[np.ndarray], seeds: Sequence[int],
-                       options: Mapping[str, Any], threads: Optional[int], rounds: int = _RESEAT_ROUNDS) -> None:
+                       options: Mapping[str, Any], threads: Optional[int], rounds: int = _RESEAT_ROUNDS,
+                       progress: Any = None) -> None:
     """For targets whose best objective was reached by one start only, the lowest starts (up
     to max(4, 10%)) that ended with degenerate blocks (:func:`_reseated`) are solved again from the re-seated point, all of them in one
     parallel call per round, for up to ``rounds``
@@ -1665,10 +1677,12 @@ def _reseat_degenerate(laws: Sequence[Law], problems: Sequence[tuple], results: 
         if not todo:
             return
         order = sorted(todo)
-        again = _core.fit_many([problems[ti] for ti in order],
-                               [np.array([st for _, st in todo[ti]]) for ti in order],
-                               [lows[ti] for ti in order], [highs[ti] for ti in order], [seeds[ti] for ti in order],
-                               threads=threads, **_solver_options(options))
+        with _progress.reporter(progress, "fit: re-seated starts") as report:
+            again = _core.fit_many([problems[ti] for ti in order],
+                                   [np.array([st for _, st in todo[ti]]) for ti in order],
+                                   [lows[ti] for ti in order], [highs[ti] for ti in order],
+                                   [seeds[ti] for ti in order], threads=threads, progress=report,
+                                   **_solver_options(options))
         improved = False
         for ti, r2 in zip(order, again):
             for j, (s, _) in enumerate(todo[ti]):

@@ -42,7 +42,7 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
-from . import _core
+from . import _core, _progress
 from .data import _has_losses
 from .fit import (_AUTO_RANDOM_STARTS, Fit, Fits, _assemble_fit, _n_starts_option, _prepare_job, _reseat_degenerate,
                   _resolve_bounds, _revive_collapsed, _solver_options, _user_stacklevel, resolved_curvature)
@@ -195,9 +195,9 @@ def run_cells(runs: Any, cells: Sequence[Cell], fit_options: Mapping[str, Any], 
 def _run_cells(runs: Any, cells: Sequence[Cell], fit_options: Mapping[str, Any], *, n_starts: Union[int, str], seed: int,
                nest: bool, budgets: Optional[Sequence[tuple[float, float]]] = None,
                mixture_weights: Optional[Mapping[str, float]] = None,
-               threads: Optional[int] = None) -> tuple[list[dict], list[Fit]]:
+               threads: Optional[int] = None, progress: Any = None) -> tuple[list[dict], list[Fit]]:
     """:func:`run_cells`, also returning the :class:`Fit` of every cell (for callers that
-    plot or reuse them)."""
+    plot or reuse them); ``progress`` reports each batched solve (:mod:`mixlaw._progress`)."""
     t_job = time.perf_counter()
     _check_fit_options(fit_options)
     options = dict(_FIT_DEFAULTS)
@@ -261,10 +261,11 @@ def _run_cells(runs: Any, cells: Sequence[Cell], fit_options: Mapping[str, Any],
         for c in sorted(set(curv)):
             idx = [i for i, ci in enumerate(curv) if ci == c]
             sub = [jobs[i] for i in idx]
-            out = _core.fit_many([j.problem for j, _, _, _ in sub], [s for _, s, _, _ in sub],
-                                 [lo for _, _, lo, _ in sub], [hi for _, _, _, hi in sub],
-                                 [j.seed for j, _, _, _ in sub], threads=threads,
-                                 **_solver_options(dict(options, curvature=c)))
+            with _progress.reporter(progress, f"fit {', '.join(sorted({meta[i][1].name for i in idx}))}") as report:
+                out = _core.fit_many([j.problem for j, _, _, _ in sub], [s for _, s, _, _ in sub],
+                                     [lo for _, _, lo, _ in sub], [hi for _, _, _, hi in sub],
+                                     [j.seed for j, _, _, _ in sub], threads=threads, progress=report,
+                                     **_solver_options(dict(options, curvature=c)))
             if options.get("reseat", True):
                 _reseat_degenerate([meta[i][1] for i in idx], [j.problem for j, _, _, _ in sub], out,
                                    [j.records for j, _, _, _ in sub], [lo for _, _, lo, _ in sub],

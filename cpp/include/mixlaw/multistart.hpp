@@ -29,8 +29,10 @@ struct FitTask {
   std::uint64_t seed = 0;  // basin-hopping stream of start s: mix_seed(seed, s)
 };
 
-// results[t][s] for task t and start s.
+// results[t][s] for task t and start s. `progress` (may be null) counts the starts whose
+// result is final, up to the total number of starts.
 std::vector<std::vector<SolveResult>> fit_tasks(const std::vector<FitTask>& tasks, const SolverOptions& opt,
-                                                int threads, const CancelFlag* cancel = nullptr);
+                                                int threads, const CancelFlag* cancel = nullptr,
+                                                ProgressCounter* progress = nullptr);
 
 }  // namespace mixlaw

@@ -72,6 +72,14 @@ struct CancelFlag {
   void set() { flag.store(true, std::memory_order_relaxed); }
 };
 
+// Units of a batch finished so far, for progress reports: workers add to it, the caller's
+// polling thread reads it (relaxed: a count, never used to order other memory).
+struct ProgressCounter {
+  std::atomic<std::size_t> done{0};
+  void add(std::size_t n = 1) { done.fetch_add(n, std::memory_order_relaxed); }
+  std::size_t value() const { return done.load(std::memory_order_relaxed); }
+};
+
 // Thrown by a serial loop that saw its CancelFlag set (never escapes a parallel region:
 // parallel_for catches it like any exception).
 struct Cancelled : std::runtime_error {
