@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -226,3 +227,24 @@ def test_plot_without_matplotlib_says_how_to_install(tmp_path):
     assert p.returncode == 1
     assert "pip install 'mixlaw[plot]'" in p.stderr and p.stdout == ""
     assert not (tmp_path / "plots").exists()
+
+
+def test_optimize_has_the_python_options(tmp_path):
+    # Bounds (fractions), available tokens, epochs and units on the command line give the
+    # mixture optimize_mixture gives with the same arguments.
+    out = tmp_path / "fits.json"
+    run("fit", "slimpajama", "--law", "additive", "--target", "c4,book", "--n-starts", "4", "--out", str(out), "-q")
+    p = run("optimize", str(out), "--N", "7", "--N-unit", "1e9", "--D", "140", "--D-unit", "1e9", "--json",
+            "--bounds", "wikipedia=0.1:0.3,c4=0:0.2", "--available-tokens", "github=1e10", "--max-epochs", "2")
+    got = json.loads(p.stdout)["h"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mixlaw.ExtrapolationWarning)
+        want = mixlaw.optimize_mixture(mixlaw.load_fits(out), N=7e9, D=1.4e11,
+                                       bounds={"wikipedia": (0.1, 0.3), "c4": (0, 0.2)},
+                                       available_tokens={"github": 1e10}, max_epochs=2).h
+    assert got == pytest.approx(want, rel=0, abs=1e-12)
+    assert got["c4"] == pytest.approx(0.2, abs=1e-9) and got["wikipedia"] == pytest.approx(0.1, abs=1e-9)
+    bad = run("optimize", str(out), "--N", "7e9", "--D", "1.4e11", "--bounds", "c4=5:50", check=False)
+    assert bad.returncode != 0 and "bounds are fractions of the mixture" in bad.stderr
+    bad = run("optimize", str(out), "--N", "7e9", "--D", "1.4e11", "--bounds", "c4=0.5", check=False)
+    assert bad.returncode != 0 and "--bounds: expected DOMAIN=MIN:MAX" in bad.stderr

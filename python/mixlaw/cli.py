@@ -210,6 +210,25 @@ def _number(text: str, option: str, value: str, form: str) -> float:
         raise ValueError(f"{option}: expected {form} with numbers, got {value!r}") from None
 
 
+def _domain_items(value: Optional[str], option: str, form: str) -> dict[str, str]:
+    """'a=1,b=2' as {'a': '1', 'b': '2'} (values parsed by the caller); None -> {}."""
+    out: dict[str, str] = {}
+    for item in _parse_list(value) or []:
+        name, eq, v = item.partition("=")
+        if not eq or not name.strip() or not v.strip():
+            raise ValueError(f"{option}: expected {form}, got {value!r}")
+        out[name.strip()] = v.strip()
+    return out
+
+
+def _pair(text: str, option: str, value: str) -> tuple[float, float]:
+    """'0.05:0.5' as (0.05, 0.5)."""
+    lo, colon, hi = text.partition(":")
+    if not colon:
+        raise ValueError(f"{option}: expected DOMAIN=MIN:MAX,... (fractions, e.g. code=0.05:0.5), got {value!r}")
+    return (_number(lo, option, value, "DOMAIN=MIN:MAX,..."), _number(hi, option, value, "DOMAIN=MIN:MAX,..."))
+
+
 def _n_starts_arg(value: str) -> Union[int, str]:
     """--n-starts: 'auto' or a non-negative integer."""
     if value == "auto":
@@ -228,7 +247,10 @@ def _parse_list(value: Optional[str]) -> Optional[list[str]]:
 
 
 def _load(args: argparse.Namespace) -> Any:
-    """The runs table of a data file, wide or long (--target-column)."""
+    """The runs table of a data file, wide or long (--target-column), or the bundled
+    SlimPajama runs for DATA 'slimpajama'."""
+    if args.data == "slimpajama" and not os.path.exists(args.data):
+        return datasets.slimpajama()
     kw: dict = {}
     if args.targets is not None:
         kw["targets"] = _parse_columns(args.targets)
@@ -299,8 +321,19 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         for item in args.weights.split(","):
             name, _, w = item.partition("=")
             weights[name.strip()] = _number(w, "--weights", args.weights, "TARGET=W,...") if w else 1.0
-    r = optimize_mixture(fits, N=args.N, D=args.D, weights=weights, method=args.method, threads=args.threads,
-                         within_data=args.within_data)
+    bounds = {d: _pair(v, "--bounds", args.bounds) for d, v in _domain_items(args.bounds, "--bounds",
+                                                                              "DOMAIN=MIN:MAX,...").items()}
+    tokens = {d: _number(v, "--available-tokens", args.available_tokens, "DOMAIN=TOKENS,...")
+              for d, v in _domain_items(args.available_tokens, "--available-tokens", "DOMAIN=TOKENS,...").items()}
+    epochs: Any = None
+    if args.max_epochs is not None:
+        items = _domain_items(args.max_epochs, "--max-epochs", "a number or DOMAIN=EPOCHS,...") \
+            if "=" in args.max_epochs else None
+        epochs = ({d: _number(v, "--max-epochs", args.max_epochs, "DOMAIN=EPOCHS,...") for d, v in items.items()}
+                  if items is not None else _number(args.max_epochs, "--max-epochs", args.max_epochs, "a number"))
+    r = optimize_mixture(fits, N=args.N * args.N_unit, D=args.D * args.D_unit, weights=weights, method=args.method,
+                         threads=args.threads, within_data=args.within_data, bounds=bounds or None,
+                         available_tokens=tokens or None, max_epochs=epochs)
     if plot_dir is not None:
         _optimize_plots(plot_dir, fits, r, weights, args)
     if args.json:
@@ -366,7 +399,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from . import evaluate
 
     plot_dir = _plot_dir(args)
-    runs = datasets.slimpajama() if args.data == "slimpajama" else _load(args)
+    runs = _load(args)
     laws = _parse_list(args.laws) or ["additive"]
     for law in laws:
         if law not in ALL_LAWS:
@@ -473,7 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fit", help="fit a law to your runs table",
                        description="Fit a law to a CSV/Parquet runs table. Columns: weights (glob or list), "
                                    "model size, tokens, targets (glob or list).")
-    f.add_argument("data", help="CSV or Parquet file")
+    f.add_argument("data", help="CSV or Parquet file, or 'slimpajama' for the bundled runs")
     f.add_argument("--law", default="additive", choices=ALL_LAWS)
     data_columns(f)
     f.add_argument("--target", default=None, help="fit only these targets (comma list of names)")
@@ -498,8 +531,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     o = sub.add_parser("optimize", help="optimal mixture from saved fits")
     o.add_argument("fits", help="fits JSON written by `mixlaw fit --out`")
-    o.add_argument("--N", type=float, required=True, help="model size (parameters)")
-    o.add_argument("--D", type=float, required=True, help="training tokens")
+    o.add_argument("--N", type=float, required=True, help="model size (parameters; see --N-unit)")
+    o.add_argument("--D", type=float, required=True, help="training tokens (see --D-unit)")
+    o.add_argument("--N-unit", type=float, default=1.0, metavar="X",
+                   help="parameters per unit of --N, e.g. 1e9 for --N 7 meaning 7B (default 1)")
+    o.add_argument("--D-unit", type=float, default=1.0, metavar="X",
+                   help="tokens per unit of --D, e.g. 1e9 for billions (default 1)")
+    o.add_argument("--bounds", help="per-domain limits as fractions of the mixture, e.g. 'code=0.05:0.5,web=0:0.6'")
+    o.add_argument("--available-tokens", help="unique tokens per domain, e.g. 'code=2e10,books=5e9': caps each "
+                                              "weight at max-epochs x tokens / D")
+    o.add_argument("--max-epochs", help="how often a domain may be repeated with --available-tokens: a number for "
+                                        "all, or 'code=4,books=2' (default 1)")
     o.add_argument("--weights", help="target importance, e.g. 'c4=1,openhermes=2' (default: equal)")
     o.add_argument("--within-data", action="store_true",
                    help="keep every weight inside the range seen in the fitting runs")
