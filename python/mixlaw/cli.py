@@ -339,6 +339,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     if args.json:
         json.dump({"h": r.h, "losses": r.losses, "fun": r.fun, "gap": r.gap, "success": r.success,
                    "message": r.message, "N": r.N, "D": r.D,
+                   "binding": {d: {"constraint": w, "multiplier": m} for d, (w, m) in r.binding.items()},
                    "outside_data": {d: {"weight": w, "seen_min": a, "seen_max": b}
                                     for d, (w, a, b) in r.outside_data.items()}}, sys.stdout, indent=1)
         print()
@@ -346,9 +347,12 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     print(f"optimal mixture at N={r.N:.4g}, D={r.D:.4g} ({r.message}; gap {r.gap:.1e})")
     for d, v in r.h.items():
         note = ""
+        if d in r.binding:
+            which, m = r.binding[d]
+            note = f"   at its {which} (objective falls {m:.3g} per unit relaxed)"
         if d in r.outside_data:
             _, a, b = r.outside_data[d]
-            note = f"   outside the fitting runs' {100 * a:.2f}..{100 * b:.2f} %"
+            note += f"   outside the fitting runs' {100 * a:.2f}..{100 * b:.2f} %"
         print(f"  {d:16s} {100 * v:6.2f} %{note}")
     for t, v in r.losses.items():
         print(f"  predicted loss {t}: {v:.4f}")

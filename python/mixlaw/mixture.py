@@ -67,6 +67,12 @@ class MixtureResult:
         Domains whose optimal weight lies outside the range of weights seen in the fitting
         runs (:attr:`mixlaw.Fit.ranges`), as ``{domain: (weight, seen_min, seen_max)}``:
         there the law extrapolates in ``h``. ``within_data=True`` keeps ``h`` inside.
+    binding : dict
+        The constraints that hold ``h`` where it is, ``{domain: (which, multiplier)}``:
+        ``which`` is ``"lower bound"``, ``"upper bound"``, ``"available tokens"`` or
+        ``"fitting range"`` (``within_data``), and ``multiplier`` the Lagrange multiplier:
+        how much ``fun`` falls per unit the constraint is relaxed (>= 0 at an optimum; NaN
+        when no domain is free to tell the simplex's own multiplier).
     """
 
     h: dict
@@ -83,6 +89,7 @@ class MixtureResult:
     D: float
     weights: dict
     outside_data: dict = field(default_factory=dict)
+    binding: dict = field(default_factory=dict)
 
     def _repr_html_(self) -> str:
         from . import _html
@@ -90,8 +97,10 @@ class MixtureResult:
         head = _html.summary(f"Optimal mixture at N = {self.N:.4g}, D = {self.D:.4g}",
                              [("objective", self.fun), ("gap", self.gap), ("success", self.success)],
                              note="" if self.success else self.message)
-        rows = [(d, 100 * v, "outside the fitting runs' weights" if d in self.outside_data else "")
-                for d, v in self.h.items()]
+        notes = {d: f"at its {w} (multiplier {m:.3g})" for d, (w, m) in self.binding.items()}
+        for d in self.outside_data:
+            notes[d] = "; ".join(filter(None, [notes.get(d, ""), "outside the fitting runs' weights"]))
+        rows = [(d, 100 * v, notes.get(d, "")) for d, v in self.h.items()]
         losses = [(t, v) for t, v in self.losses.items()]
         return (head + _html.table(["domain", "weight %", "note"], rows)
                 + _html.table(["target", "predicted loss"], losses))
@@ -122,6 +131,10 @@ class MixtureGrid:
     outside_data: Optional[np.ndarray] = None
     #: (k, 2): the range of weights seen in the fitting runs, per domain (None if unknown).
     data_range: Optional[np.ndarray] = None
+    #: (P, k) str: the constraint holding each weight ('' when free; see MixtureResult.binding).
+    binding: Optional[np.ndarray] = None
+    #: (P, k): its Lagrange multiplier (0 when free).
+    multipliers: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return int(self.N.shape[0])
@@ -167,7 +180,9 @@ class MixtureGrid:
                              gap=float(self.gap[i]), nit=int(self.nit[i]),
                              nfev=int(self.nfev[i]) if self.nfev is not None else 0, status=st, success=st == 1,
                              message=_MESSAGES.get(st, "?"), N=float(self.N[i]), D=float(self.D[i]), weights={},
-                             outside_data=outside)
+                             outside_data=outside, binding={} if self.binding is None else {
+                                 d: (str(self.binding[i, j]), float(self.multipliers[i, j]))
+                                 for j, d in enumerate(self.domains) if self.binding[i, j]})
 
 
 _MESSAGES = {
@@ -404,6 +419,7 @@ def optimize_mixture(fits: Any, *, N: Any, D: Any, weights: Any = None, bounds: 
         warnings.warn(f"optimize_mixture: target {f.target!r}" + (f" (and {len(far) - 1} more)" if len(far) > 1 else "")
                       + f": predicting at {_far_message(f, v)}", ExtrapolationWarning, stacklevel=user_stacklevel())
     lo, hi = _bounds(bounds, domains, k)
+    user_lo, user_hi = lo, hi
     if within_data:
         if seen is None:
             raise ValueError("within_data: needs the weight range of the fitting runs, which these fits do not "
@@ -414,6 +430,7 @@ def optimize_mixture(fits: Any, *, N: Any, D: Any, weights: Any = None, bounds: 
             raise ValueError("within_data, bounds: no mixture satisfies both the bounds and the range of weights "
                              "seen in the fitting runs" + (f" (domain {domains[bad[0]]!r})" if bad.size else ""))
     LO, HI = np.tile(lo, (P, 1)), np.tile(hi, (P, 1))
+    cap = None
     if available_tokens is not None or max_epochs is not None:
         if available_tokens is None:
             raise ValueError("available_tokens: needed when max_epochs is given")
@@ -453,10 +470,47 @@ def optimize_mixture(fits: Any, *, N: Any, D: Any, weights: Any = None, bounds: 
                           f"runs{where}: {detail}{', ...' if cols.size > 5 else ''}; there the laws extrapolate. "
                           "within_data=True keeps the weights inside that range", ExtrapolationWarning,
                           stacklevel=user_stacklevel())
+    lowers = [("lower bound", user_lo)] + ([("fitting range", seen[:, 0])] if within_data else [])
+    uppers = [("upper bound", np.minimum(user_hi, 1.0))] + ([("available tokens", cap)] if cap is not None else []) \
+        + ([("fitting range", seen[:, 1])] if within_data else [])
+    binding, multipliers = _binding(flist, Nb, Db, W, r["h"], LO, HI, lowers, uppers)
     grid = MixtureGrid(N=Nb, D=Db, h=r["h"], fun=r["fun"], gap=r["gap"], losses=r["per_target"], nit=r["nit"],
                        status=r["status"], domains=domains, targets=targets, nfev=r["nfev"], outside_data=outside,
-                       data_range=seen)
+                       data_range=seen, binding=binding, multipliers=multipliers)
     return replace(grid[0], weights=dict(zip(targets, W[0].tolist()))) if scalar else grid
+
+
+#: A weight within this of a bound is held by it.
+_BINDING_TOL = 1e-9
+
+
+def _binding(flist: list[Fit], N: np.ndarray, D: np.ndarray, W: np.ndarray, h: np.ndarray, LO: np.ndarray,
+             HI: np.ndarray, lowers: list, uppers: list) -> tuple[np.ndarray, np.ndarray]:
+    """Which constraint holds each weight of the solutions ``h`` (P, k), and its Lagrange
+    multiplier from the KKT conditions of min_h sum_t W_t L_t(h) on {sum h = 1, LO <= h <= HI}:
+    G_i = mu + a_i - b_i with G the gradient, mu the simplex multiplier (the median of G over
+    the free weights), a_i = G_i - mu at a lower limit and b_i = mu - G_i at an upper one.
+    ``lowers``/``uppers``: (name, (P, k) limits) in order of precedence; a weight at LO (HI)
+    is named after the first whose limit is LO (HI). Cost: one gradient in h per target and
+    budget, O(P T k)."""
+    P, k = h.shape
+    G = np.zeros((P, k))
+    for t, f in enumerate(flist):
+        if np.any(W[:, t] != 0):
+            with np.errstate(invalid="ignore"):
+                G += W[:, t, None] * f.law.grad_h(f.x, N, D, h)
+    at_lo = h <= LO + _BINDING_TOL
+    at_hi = (h >= HI - _BINDING_TOL) & ~at_lo
+    free = ~(at_lo | at_hi)
+    mu = np.array([np.median(G[p, free[p]]) if free[p].any() else np.nan for p in range(P)])
+    with np.errstate(invalid="ignore"):
+        mult = np.where(at_lo, G - mu[:, None], np.where(at_hi, mu[:, None] - G, 0.0))
+    kind = np.full((P, k), "", dtype=object)
+    for limits, at, bound in ((reversed(lowers), at_lo, LO), (reversed(uppers), at_hi, HI)):
+        for name, value in limits:  # the first in precedence is written last
+            kind[at & (np.abs(np.broadcast_to(value, (P, k)) - bound) <= _BINDING_TOL)] = name
+    mult = np.where(kind == "", 0.0, np.where(np.isfinite(mult), mult, np.nan))
+    return kind, mult
 
 
 def optimal_allocation(fits: Any, *, compute: float, flops_per_token: Optional[float] = None,
