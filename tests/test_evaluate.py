@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import mixlaw
@@ -32,9 +33,10 @@ def test_protocols_split_as_documented(runs):
 def test_compare_gives_a_tidy_table(runs):
     table = evaluate.compare(runs, ["additive", "simple"], evaluate.PaperSplit(), targets=["c4", "book"],
                              n_starts=8)
-    assert len(table) == 4
-    assert {r["law"] for r in table} == {"additive", "simple"}
-    for r in table:
+    assert isinstance(table, pd.DataFrame) and len(table) == 4
+    assert list(table.columns[:4]) == ["split", "law", "target", "n_params"]
+    assert set(table["law"]) == {"additive", "simple"}
+    for r in table.to_dict("records"):
         assert r["n_fit"] > 1000 and r["n_eval"] == 36 and r["train_mre"] < 1 and r["eval_mre"] < 3
         assert r["n_params"] == mixlaw.law(r["law"], 7).n_params
 

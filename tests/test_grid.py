@@ -107,6 +107,11 @@ def test_budgets_give_optimal_mixtures_per_group(runs):
     # additive law: the optimal mixture does not move with the budget
     np.testing.assert_allclose(list(mixes[0]["h"].values()), list(mixes[1]["h"].values()), atol=1e-7)
     assert all(len(m) == 2 for m in df["mixtures"])  # every target of the group shares it
+    # the same mixtures as plain columns, h[<domain>]@<budget>
+    for b in range(2):
+        for d, v in mixes[b]["h"].items():
+            assert (df[f"h[{d}]@{b}"] == v).all()
+        assert (df[f"objective@{b}"] == mixes[b]["objective"]).all() and (df[f"gap@{b}"] == mixes[b]["gap"]).all()
 
 
 def test_bad_arguments_are_named(runs):

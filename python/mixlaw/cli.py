@@ -415,19 +415,29 @@ def cmd_compare(args: argparse.Namespace) -> int:
                                  n_starts=args.n_starts, seed=args.seed, threads=args.threads, progress=_bar(args))
     else:
         table = _compare_and_plot(plot_dir, runs, laws, protocol, args)
+    rows = table.to_dict("records")
     if args.json:
-        json.dump(list(table), sys.stdout, indent=1, default=float)
+        json.dump(rows, sys.stdout, indent=1, default=_json_scalar)
         print()
         return 0
     print(f"{'split':18s} {'law':10s} {'target':16s} {'params':>6s} {'train MRE%':>10s} {'eval MRE%':>10s} "
           f"{'eval R^2':>9s} {'n fit':>6s} {'n eval':>6s}")
-    for r in table:
+    for r in rows:
         print(f"{r['split']:18s} {r['law']:10s} {r['target']:16s} {r['n_params']:6d} {r['train_mre']:10.3f} "
               f"{r['eval_mre']:10.3f} {r['eval_r2']:9.4f} {r['n_fit']:6d} {r['n_eval']:6d}")
     return 0
 
 
-def _compare_and_plot(plot_dir: str, runs: Any, laws: list, protocol: Any, args: argparse.Namespace) -> list:
+def _json_scalar(v: Any) -> Any:
+    """NumPy scalars (from DataFrame records) as JSON numbers and booleans."""
+    if isinstance(v, np.bool_):
+        return bool(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    return float(v)
+
+
+def _compare_and_plot(plot_dir: str, runs: Any, laws: list, protocol: Any, args: argparse.Namespace) -> Any:
     """:func:`mixlaw.compare`'s table, from the same batched job, keeping each cell's fit
     to draw observed against predicted loss per (split, law)."""
     from . import evaluate

@@ -29,7 +29,7 @@ from .laws import Law
 from .laws import law as make_law
 from .protocols import slimpajama_paper_split
 
-__all__ = ["SizeSplit", "HeldOutMixtures", "TokenSplit", "LeaveOneSizeOut", "PaperSplit", "Table",
+__all__ = ["SizeSplit", "HeldOutMixtures", "TokenSplit", "LeaveOneSizeOut", "PaperSplit",
            "compare", "bootstrap", "BootstrapResult"]
 
 
@@ -147,25 +147,13 @@ def _keep_mixtures(runs: Runs, n: int, seed: int, arg: str) -> Runs:
 Protocol = Union[SizeSplit, HeldOutMixtures, TokenSplit, LeaveOneSizeOut, PaperSplit]
 
 
-class Table(list):
-    """A tidy table: a list of row dicts; :meth:`to_pandas` gives the DataFrame."""
-
-    def to_pandas(self) -> Any:
-        import pandas as pd
-
-        return pd.DataFrame(list(self))
-
-    def columns(self) -> list:
-        return list(self[0]) if self else []
-
-
 def compare(runs: Runs, laws: Sequence[Union[str, Law]], protocol: Protocol, *,
             targets: Union[None, str, Sequence[str]] = None, n_starts: int = 64, seed: int = 0, nest: bool = True,
-            threads: Optional[int] = None, progress: Any = "auto", **fit_options: Any) -> Table:
+            threads: Optional[int] = None, progress: Any = "auto", **fit_options: Any) -> Any:
     """Fit several laws on the same split(s) and tabulate train and evaluation metrics.
 
-    Returns one row per (split, law, target): ``split, law, target, n_params,
-    train_mre, train_r2, eval_mre, eval_r2, n_fit, n_eval, objective, converged,
+    Returns a pandas DataFrame, one row per (split, law, target): ``split, law, target,
+    n_params, train_mre, train_r2, eval_mre, eval_r2, n_fit, n_eval, objective, converged,
     fit_seconds`` (solver thread-seconds of that fit). All fits are solved in one batched
     parallel call (see :func:`mixlaw.grid` for larger searches); ``fit_options`` are
     those of :func:`mixlaw.fit`, ``progress`` as there.
@@ -198,12 +186,14 @@ def _compare_cells(runs: Runs, laws: Sequence[Union[str, Law]], protocol: Protoc
     return law_list, cells, rows, fits
 
 
-def compare_table(rows: Sequence[Mapping[str, Any]]) -> Table:
-    """:func:`compare`'s columns of grid result rows."""
-    return Table({"split": r["split"], "law": r["law"], "target": r["target"], "n_params": r["n_params"],
-                  "train_mre": r["train_mre"], "train_r2": r["train_r2"], "eval_mre": r["eval_mre"],
-                  "eval_r2": r["eval_r2"], "n_fit": r["n_fit"], "n_eval": r["n_eval"], "objective": r["objective"],
-                  "converged": r["success"], "fit_seconds": r["fit_seconds"]} for r in rows)
+def compare_table(rows: Sequence[Mapping[str, Any]]) -> Any:
+    """:func:`compare`'s DataFrame of grid result rows."""
+    import pandas as pd
+
+    columns = ["split", "law", "target", "n_params", "train_mre", "train_r2", "eval_mre", "eval_r2", "n_fit",
+               "n_eval", "objective", "converged", "fit_seconds"]
+    renamed = {"converged": "success"}
+    return pd.DataFrame([{c: r[renamed.get(c, c)] for c in columns} for r in rows], columns=columns)
 
 
 @dataclass(frozen=True)

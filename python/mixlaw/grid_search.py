@@ -382,7 +382,9 @@ def grid(runs: Any, laws: Any, protocols: Any, *, targets: Union[None, str, Sequ
     budgets : sequence of (N, D), optional
         Also find the optimal mixture of each (law, split) group's fitted targets at these
         budgets, weighting targets by ``mixture_weights`` (default: equally); the rows get a
-        ``mixtures`` column.
+        ``mixtures`` column (a list of dicts, one per budget) and, as plain columns,
+        ``h[<domain>]@<b>``, ``objective@<b>`` and ``gap@<b>`` for budget ``b`` (its index in
+        ``budgets``).
     executor : optional
         Any ``concurrent.futures``-style executor (``ProcessPoolExecutor`` with the spawn
         start method, ``distributed.Client``, ...). Default: run here.
@@ -426,7 +428,8 @@ def grid(runs: Any, laws: Any, protocols: Any, *, targets: Union[None, str, Sequ
         One row per cell: ``law, target, protocol, protocol_spec, seed, split, n_params,
         n_fit, n_eval, train_mre, train_r2, eval_mre, eval_r2, objective, success, status,
         nit, fit_seconds`` (solver thread-seconds of the cell), ``job_seconds``, ``params``
-        (dict) and, with ``budgets``, ``mixtures``.
+        (dict) and, with ``budgets``, ``mixtures`` and its columns ``h[<domain>]@<b>``,
+        ``objective@<b>``, ``gap@<b>``.
     """
     try:
         import pandas as pd
@@ -535,7 +538,24 @@ def grid(runs: Any, laws: Any, protocols: Any, *, targets: Union[None, str, Sequ
 
     table = [results[c.key] for c in cells]
     df = pd.DataFrame(table)
+    if "mixtures" in df.columns:
+        df = pd.concat([df, _mixture_columns(df["mixtures"])], axis=1)
     return df.drop(columns=list(_ROW_META), errors="ignore")
+
+
+def _mixture_columns(mixtures: Any) -> Any:
+    """The ``mixtures`` lists as columns ``h[<domain>]@<b>``, ``objective@<b>``, ``gap@<b>``
+    (NaN for rows without mixtures, e.g. a law without a mixture term)."""
+    import pandas as pd
+
+    rows = []
+    for mixes in mixtures:
+        row: dict = {}
+        for b, m in enumerate(mixes if isinstance(mixes, list) else []):
+            row.update({f"h[{d}]@{b}": v for d, v in m["h"].items()})
+            row.update({f"objective@{b}": m["objective"], f"gap@{b}": m["gap"]})
+        rows.append(row)
+    return pd.DataFrame(rows, index=mixtures.index)
 
 
 # -- resumable output files ------------------------------------------------------------------
