@@ -692,3 +692,22 @@ def test_mre_zero_target():
     with pytest.raises(ValueError, match=r"^y_true: element 0 is 0"):
         metrics.mre([0.0], [1.0])
 
+
+
+def test_wide_table_with_string_run_ids(tmp_path):
+    # String run ids in a wide table are numbered by first appearance (as in a long table);
+    # integer ids stay as they are; a run whose rows disagree on N or weights is refused.
+    p = tmp_path / "runs.csv"
+    p.write_text("run,model_size,n_tokens,weight_a,weight_b,x_loss\n"
+                 "small-A,1e8,1e9,0.5,0.5,3.0\nsmall-A,1e8,2e9,0.5,0.5,2.9\n"
+                 "big-B,3e8,1e9,0.2,0.8,2.8\nbig-B,3e8,2e9,0.2,0.8,2.7\nsmall-A,1e8,4e9,0.5,0.5,2.85\n")
+    r = load_runs(p, run="run")
+    np.testing.assert_array_equal(r.run, [0, 0, 1, 1, 0])
+    ints = load_runs({"run": [7, 7, 3], "model_size": [1e8, 1e8, 3e8], "n_tokens": [1e9, 2e9, 1e9],
+                      "weight_a": [1.0, 1.0, 1.0], "x_loss": [3.0, 2.9, 2.8]}, run="run")
+    np.testing.assert_array_equal(ints.run, [7, 7, 3])
+    p.write_text("run,model_size,n_tokens,weight_a,weight_b,x_loss\n"
+                 "A,1e8,1e9,0.5,0.5,3.0\nA,2e8,2e9,0.5,0.5,2.9\n")
+    with pytest.raises(ValueError, match="N: row 1 .* and row 0 .* belong to the same run 'A' but have different "
+                                         "model sizes"):
+        load_runs(p, run="run")

@@ -752,10 +752,10 @@ def load_runs(
         selection apply to the target *names* found in ``target_column`` (``"val_*"``:
         ``val_c4`` -> ``"c4"``), and the default keeps every target under its own name.
     run : str, optional
-        Column of integer run ids. By default records with the same ``N`` and the same
-        mixture row belong to the same run. In a long table the ids may be any labels
-        (e.g. strings, numbered 0, 1, ... in order of first appearance; integer ids are
-        kept), and every row of a run must have the same ``N`` and weights.
+        Column of run ids: integers, or any labels (e.g. strings, numbered 0, 1, ... in
+        order of first appearance; in a wide table integer ids are kept as they are). By
+        default records with the same ``N`` and the same mixture row belong to the same
+        run. Every row of a run must have the same ``N`` and weights.
     dedup : bool
         Drop duplicated checkpoints: within a run, a record whose token count is within
         a relative 1e-3 of the previous record (in order of ``D``) and whose target
@@ -876,7 +876,9 @@ def _load_wide(header: list[str], get: Callable[[str], Any], row_note: Callable[
     if renormalize and wcols:
         H = _renormalized(H, row_note)
     tg = {name: read(c, "targets", True) for c, name in tcols}
-    run_ = read(run, "run", False) if run is not None else None
+    run_ = None
+    if run is not None:  # labels: integers are kept as ids, other labels (strings) numbered
+        run_ = _run_ids(_labels(get(run), run, "run", row_note, ids=True), N_, H, row_note, keep_integers=True)
     return _runs_from_columns(N_, D_, H, units, domains=[nm for _, nm in wcols], targets=tg, run=run_)
 
 
@@ -899,6 +901,30 @@ def _runs_from_columns(N: np.ndarray, D: np.ndarray, H: np.ndarray, units: tuple
             raise
         hint = " (renormalize=True rescales each row to sum to 1)" if "sums to" in msg else ""
         raise ValueError(f"weights: {msg[3:]}{hint}") from None
+
+
+def _run_ids(labels: list, N: np.ndarray, H: np.ndarray, row_note: Callable[[int], str], *,
+             keep_integers: bool) -> np.ndarray:
+    """Integer run ids of a run column's labels (:func:`_labels`): the integers themselves
+    when ``keep_integers`` and every label is one, else 0, 1, ... in order of first
+    appearance. Every row of a run must have the same ``N`` and weights (a ValueError names
+    both rows)."""
+    index: dict = {}
+    order = np.array([index.setdefault(r, len(index)) for r in labels], dtype=np.int64)
+    # numbered by first appearance, so first[id] is the first row of run id
+    f = np.unique(order, return_index=True)[1][order]
+    for arg, differs in (("N", N != N[f]), ("weights", (H != H[f]).any(axis=1))):
+        rows = np.flatnonzero(differs)
+        if rows.size:
+            i = int(rows[0])
+            raise ValueError(
+                f"{arg}: {row_note(i)} and {row_note(int(f[i]))} belong to the same run "
+                f"{labels[i]!r} but have different "
+                f"{'model sizes' if arg == 'N' else 'mixture weights'}"
+            )
+    if keep_integers and all(isinstance(r, int) for r in labels):
+        return np.array(labels, dtype=np.int64)
+    return order
 
 
 def _labels(values: Any, column: str, arg: str, row_note: Callable[[int], str], *, ids: bool = False) -> list:
@@ -980,19 +1006,7 @@ def _load_long(
         if len(run_labels) != n:
             raise ValueError(f"run: column {run!r} has {len(run_labels)} rows, column "
                              f"{target_column!r} has {n}")
-        index: dict = {}
-        run_id = np.array([index.setdefault(r, len(index)) for r in run_labels], dtype=np.int64)
-        # ids are numbered by first appearance, so first[id] is the first row of run id
-        f = np.unique(run_id, return_index=True)[1][run_id]
-        for arg, differs in (("N", N_ != N_[f]), ("weights", (H != H[f]).any(axis=1))):
-            rows = np.flatnonzero(differs)
-            if rows.size:
-                i = int(rows[0])
-                raise ValueError(
-                    f"{arg}: {row_note(i)} and {row_note(int(f[i]))} belong to the same run "
-                    f"{run_labels[i]!r} but have different "
-                    f"{'model sizes' if arg == 'N' else 'mixture weights'}"
-                )
+        run_id = _run_ids(run_labels, N_, H, row_note, keep_integers=False)
     else:
         run_id = _first_appearance_ids(np.column_stack([N_, H]))[0]
 
