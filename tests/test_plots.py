@@ -67,6 +67,18 @@ def test_observed_vs_predicted(data, tmp_path):
     ax2 = Figure().add_subplot()
     assert plots.observed_vs_predicted(fits["openhermes"], eval_runs=test, ax=ax2) is ax2
     assert "fit MRE" not in ax2.get_title()
+    assert len(ax2.figure.axes) == 1  # a given Axes gets no residual panel unless asked
+    # the residual panel: relative error (%) of each record against its N
+    res = ax.figure.axes[1]
+    assert res.get_xscale() == "log" and res.get_xlabel().startswith("model size N")
+    r_fit, r_eval = (np.asarray(c.get_offsets()) for c in res.collections)
+    N_train, _, _, _ = train.target("c4")
+    N_test, _, _, _ = test.target("c4")
+    np.testing.assert_array_equal(r_fit[:, 0], N_train)
+    np.testing.assert_allclose(r_eval[:, 0], N_test)
+    np.testing.assert_allclose(r_eval[:, 1], 100 * (np.asarray(eval_pts)[:, 0] - y_test) / y_test, rtol=1e-12)
+    with pytest.raises(ValueError, match="residual_ax"):
+        plots.observed_vs_predicted(fits["c4"], train, ax=Figure().add_subplot(), residuals=True)
 
 
 def test_loss_vs_tokens(data, tmp_path):
@@ -127,6 +139,8 @@ def test_mixture_bars_with_bootstrap_intervals(data, tmp_path):
     # several mixtures side by side, with a reference
     r1 = mixlaw.optimize_mixture(fits, N=N, D=D)
     r2 = mixlaw.optimize_mixture(fits, N=N, D=D, weights={"openhermes": 1.0})
+    title = plots.mixture_bars(r2).get_title()  # titled with the law, the budget and the target weights
+    assert "additive law" in title and "N = 2.7B" in title and "openhermes 1" in title
     ax = plots.mixture_bars({"average": r1, "openhermes": r2}, reference={d: 1 / 7 for d in runs.domains},
                             reference_label="uniform")
     _png(ax, tmp_path / "bars2.png")

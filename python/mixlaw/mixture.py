@@ -67,6 +67,8 @@ class MixtureResult:
         Domains whose optimal weight lies outside the range of weights seen in the fitting
         runs (:attr:`mixlaw.Fit.ranges`), as ``{domain: (weight, seen_min, seen_max)}``:
         there the law extrapolates in ``h``. ``within_data=True`` keeps ``h`` inside.
+    law : str
+        Name of the law(s) of the fits (comma-separated when they differ).
     binding : dict
         The constraints that hold ``h`` where it is, ``{domain: (which, multiplier)}``:
         ``which`` is ``"lower bound"``, ``"upper bound"``, ``"available tokens"`` or
@@ -90,6 +92,7 @@ class MixtureResult:
     weights: dict
     outside_data: dict = field(default_factory=dict)
     binding: dict = field(default_factory=dict)
+    law: str = ""  #: the fitted law(s) the mixture was optimised for, e.g. "joint"
 
     def _repr_html_(self) -> str:
         from . import _html
@@ -477,7 +480,8 @@ def optimize_mixture(fits: Any, *, N: Any, D: Any, weights: Any = None, bounds: 
     grid = MixtureGrid(N=Nb, D=Db, h=r["h"], fun=r["fun"], gap=r["gap"], losses=r["per_target"], nit=r["nit"],
                        status=r["status"], domains=domains, targets=targets, nfev=r["nfev"], outside_data=outside,
                        data_range=seen, binding=binding, multipliers=multipliers)
-    return replace(grid[0], weights=dict(zip(targets, W[0].tolist()))) if scalar else grid
+    law_names = ", ".join(dict.fromkeys(f.law.name for f in flist))
+    return replace(grid[0], weights=dict(zip(targets, W[0].tolist())), law=law_names) if scalar else grid
 
 
 #: A weight within this of a bound is held by it.

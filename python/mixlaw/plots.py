@@ -125,8 +125,10 @@ def _target_arrays(fit: Any, runs: Any, arg: str) -> tuple:
 # (a) observed vs predicted
 # ------------------------------------------------------------------------------------
 def observed_vs_predicted(fit: Any, fit_runs: Any = None, eval_runs: Any = None, *, ax: Any = None,
-                          title: Optional[str] = None) -> Any:
-    """Observed loss against the law's prediction for one target.
+                          title: Optional[str] = None, residuals: Optional[bool] = None,
+                          residual_ax: Any = None) -> Any:
+    """Observed loss against the law's prediction for one target, and below it the
+    relative error (%) against the model size N, where extrapolation shows.
 
     Parameters
     ----------
@@ -138,14 +140,30 @@ def observed_vs_predicted(fit: Any, fit_runs: Any = None, eval_runs: Any = None,
     ax : matplotlib Axes, optional
     title : str, optional
         Default: target, law and the MRE (%) of each group.
+    residuals : bool, optional
+        Draw the residual panel: ``100 (predicted - observed) / observed`` against N (log
+        scale). Default: when the figure is made here (``ax`` None) or ``residual_ax`` is given.
+    residual_ax : matplotlib Axes, optional
+        Where to draw the residual panel when ``ax`` is given.
 
     Returns
     -------
     matplotlib Axes
+        The main panel (the residual panel is ``ax.figure.axes[1]`` when made here).
     """
     _check_fit(fit)
     if fit_runs is None and eval_runs is None:
         raise ValueError("fit_runs, eval_runs: give at least one runs table to plot")
+    if residuals is None:
+        residuals = ax is None or residual_ax is not None
+    if residuals and ax is None:
+        _mpl()
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(5.0, 6.6), layout="constrained")
+        ax, residual_ax = fig.subplots(2, 1, height_ratios=[3, 1.3])
+    elif residuals and residual_ax is None:
+        raise ValueError("residual_ax: needed for the residual panel when ax is given (or residuals=False)")
     ax = _new_axes(ax, (5.0, 4.8))
     groups = []
     if fit_runs is not None:
@@ -156,13 +174,15 @@ def observed_vs_predicted(fit: Any, fit_runs: Any = None, eval_runs: Any = None,
                        dict(marker="D", s=22, color="tab:orange", alpha=0.9, edgecolors="black",
                             linewidths=0.4)))
     lo, hi, parts = math.inf, -math.inf, []
-    for label, (_, _, _, y, pred), style in groups:
+    for label, (N, _, _, y, pred), style in groups:
         if y.size == 0:
             parts.append(f"{label}: no records")
             continue
         m = _mre(y, pred)
         parts.append(f"{label} MRE {m:.2f}%")
         ax.scatter(pred, y, label=f"{label} ({y.size} points)", zorder=3, **style)
+        if residuals:
+            residual_ax.scatter(N, 100 * (pred - y) / y, zorder=3, **style)
         lo, hi = min(lo, y.min(), pred.min()), max(hi, y.max(), pred.max())
     if math.isfinite(lo):
         pad = 0.04 * (hi - lo or abs(hi) or 1.0)
@@ -178,6 +198,12 @@ def observed_vs_predicted(fit: Any, fit_runs: Any = None, eval_runs: Any = None,
     # points hug the diagonal; the upper-left triangle (observed far above predicted) is
     # the emptiest place, while extrapolated (evaluation) points sit at the low end
     ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
+    if residuals:
+        residual_ax.axhline(0.0, color="0.35", lw=1, ls="--", zorder=2)
+        residual_ax.set_xscale("log")
+        residual_ax.set_xlabel("model size N (parameters)")
+        residual_ax.set_ylabel("error %\n(predicted - observed)")
+        residual_ax.grid(True, alpha=0.3)
     return ax
 
 
@@ -275,7 +301,14 @@ def loss_vs_tokens(fit: Any, runs: Any, *, model_size: Optional[float] = None, m
 def _as_weights(m: Any, arg: str) -> tuple[dict, Optional[str]]:
     """(weights by domain, default title) of a MixtureResult or a mapping domain -> weight."""
     if hasattr(m, "h") and hasattr(m, "N") and hasattr(m, "D") and isinstance(m.h, Mapping):
-        return dict(m.h), f"N = {_fmt_size(m.N)}, D = {_fmt_size(m.D)} tokens"
+        law = f"{m.law} law, " if getattr(m, "law", "") else ""
+        w = getattr(m, "weights", None) or {}
+        targets = ""
+        if w:
+            total = sum(w.values())
+            shown = ", ".join(f"{t} {v / total:.2g}" for t, v in list(w.items())[:4]) + (", ..." if len(w) > 4 else "")
+            targets = f"\ntargets weighted {shown}"
+        return dict(m.h), f"{law}N = {_fmt_size(m.N)}, D = {_fmt_size(m.D)} tokens{targets}"
     if isinstance(m, Mapping) and m and all(isinstance(v, numbers.Real) for v in m.values()):
         return {str(k): float(v) for k, v in m.items()}, None
     raise ValueError(f"{arg}: expected a MixtureResult or a mapping domain -> weight")
