@@ -1,0 +1,1 @@
+"""Runnable examples (percent-format notebooks): ``python -m mixlaw.examples.tutorial``."""
