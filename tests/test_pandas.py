@@ -116,3 +116,21 @@ def test_parquet_without_pyarrow_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
     with pytest.raises(ImportError, match=r"mixlaw\[parquet\]"):
         load_runs(p)
+
+
+def test_domain_names_are_accepted_for_bounds_and_ties(runs):
+    # gamma[book] is gamma_2 (book is the second domain): the same fit either way.
+    assert runs.domains[1] == "book"
+    L = mixlaw.law("additive", 7)
+    assert L.flat_name("gamma[book]", runs.domains) == "gamma_2"
+    assert L.flat_name("gamma_[12]", runs.domains) == "gamma_[12]"  # a glob stays a glob
+    assert L.flat_name("gamma[nope]", runs.domains) == "gamma[nope]"
+    kw = dict(targets="c4", n_starts=2, seed=4, threads=2, progress=False)
+    a = mixlaw.fit(runs, "additive", bounds={"gamma[book]": (0.0, 0.3)}, tie={"g": ["gamma[c4]", "gamma[arxiv]"]},
+                   **kw)["c4"]
+    b = mixlaw.fit(runs, "additive", bounds={"gamma_2": (0.0, 0.3)}, tie={"g": ["gamma_3", "gamma_1"]}, **kw)["c4"]
+    np.testing.assert_array_equal(a.x, b.x)
+    assert a.domain_params["gamma[book]"] <= 0.3
+    assert a.domain_params["gamma[c4]"] == a.domain_params["gamma[arxiv]"]
+    with pytest.raises(ValueError, match="bounds"):
+        mixlaw.fit(runs, "additive", bounds={"gamma[nope]": (0.0, 0.3)}, **kw)

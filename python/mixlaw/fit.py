@@ -1149,9 +1149,11 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
         Starts and basin hops of target ``t`` depend only on ``(seed, t)``.
     bounds : mapping, optional
         ``{name or glob: (lower, upper)}`` overriding the law's defaults, e.g.
-        ``{"E": (0, 2), "gamma_*": (0, 1)}``.
+        ``{"E": (0, 2), "gamma_*": (0, 1)}``; a parameter may be named by its domain,
+        ``{"gamma[web]": (0, 1)}`` (:attr:`Fit.domain_params`).
     tie : mapping, optional
-        Parameter tying: ``{shared name: glob or list of globs}``; the parameters a group
+        Parameter tying: ``{shared name: glob or list of globs}`` (a parameter may also be
+        named by its domain, ``gamma[web]``, as in ``bounds``); the parameters a group
         matches take one common value during the fit, e.g. ``{"gamma": "gamma_*"}`` (one
         exponent shared by all domains) or ``{"gamma_code": ["gamma_3", "gamma_4"],
         "gamma_web": "gamma_[125]"}``. For designs with many domains and few mixtures, which
@@ -1299,6 +1301,13 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
         raise ValueError(f"delta: {delta!r} is below {_DELTA_MIN:g}: the Huber objective would be rounding noise "
                          "(the solver cannot tell a minimum from 0); use a larger delta, or loss='mse'")
 
+    # Parameters may be named by domain (C[web]) as well as flat (C_1) in bounds and ties.
+    run_domains = tuple(getattr(runs, "domains", ()))
+    if isinstance(bounds, Mapping):
+        bounds = {L.flat_name(str(n), run_domains): b for n, b in bounds.items()}
+    if isinstance(tie, Mapping):
+        tie = {g: (L.flat_name(m, run_domains) if isinstance(m, str) else
+                   [L.flat_name(x, run_domains) if isinstance(x, str) else x for x in m]) for g, m in tie.items()}
     lo, hi, touched = _resolve_bounds(L, bounds)
     tie_labels, tie_groups = _resolve_tie(L, tie, lo, hi)
     # "auto" is resolved per law (the nested simpler law resolves its own from `curvature`).

@@ -295,6 +295,15 @@ class Law:
             out.append(name if per is None else f"{per[0]}[{domains[per[1]]}]")
         return tuple(out)
 
+    def flat_name(self, name: str, domains: Sequence[str] = ()) -> str:
+        """The flat name of a domain-named parameter (``C[book]`` -> ``C_2`` when ``book``
+        is the second of ``domains``); any other name, or glob, unchanged."""
+        stem, bracket, rest = name.partition("[")
+        if not bracket or not rest.endswith("]") or rest[:-1] not in domains or len(tuple(domains)) != self.k:
+            return name
+        flat = f"{stem}_{tuple(domains).index(rest[:-1]) + 1}"
+        return flat if flat in self._index else name
+
     def index(self, name: str) -> int:
         """Position of parameter ``name``."""
         try:
