@@ -1305,9 +1305,10 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
     run_domains = tuple(getattr(runs, "domains", ()))
     if isinstance(bounds, Mapping):
         bounds = {L.flat_name(str(n), run_domains): b for n, b in bounds.items()}
-    if isinstance(tie, Mapping):
+    if isinstance(tie, Mapping):  # (members of other types are refused by _resolve_tie, naming tie)
         tie = {g: (L.flat_name(m, run_domains) if isinstance(m, str) else
-                   [L.flat_name(x, run_domains) if isinstance(x, str) else x for x in m]) for g, m in tie.items()}
+                   [L.flat_name(x, run_domains) if isinstance(x, str) else x for x in m]
+                   if isinstance(m, (list, tuple)) else m) for g, m in tie.items()}
     lo, hi, touched = _resolve_bounds(L, bounds)
     tie_labels, tie_groups = _resolve_tie(L, tie, lo, hi)
     # "auto" is resolved per law (the nested simpler law resolves its own from `curvature`).
