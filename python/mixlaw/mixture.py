@@ -476,7 +476,7 @@ def optimize_mixture(fits: Any, *, N: Any, D: Any, weights: Any = None, bounds: 
     lowers = [("lower bound", user_lo)] + ([("fitting range", seen[:, 0])] if within_data else [])
     uppers = [("upper bound", np.minimum(user_hi, 1.0))] + ([("available tokens", cap)] if cap is not None else []) \
         + ([("fitting range", seen[:, 1])] if within_data else [])
-    binding, multipliers = _binding(flist, Nb, Db, W, r["h"], LO, HI, lowers, uppers)
+    binding, multipliers = _binding(flist, Nb, Db, W, r["h"], LO, HI, lowers, uppers, threads)
     grid = MixtureGrid(N=Nb, D=Db, h=r["h"], fun=r["fun"], gap=r["gap"], losses=r["per_target"], nit=r["nit"],
                        status=r["status"], domains=domains, targets=targets, nfev=r["nfev"], outside_data=outside,
                        data_range=seen, binding=binding, multipliers=multipliers)
@@ -489,7 +489,7 @@ _BINDING_TOL = 1e-9
 
 
 def _binding(flist: list[Fit], N: np.ndarray, D: np.ndarray, W: np.ndarray, h: np.ndarray, LO: np.ndarray,
-             HI: np.ndarray, lowers: list, uppers: list) -> tuple[np.ndarray, np.ndarray]:
+             HI: np.ndarray, lowers: list, uppers: list, threads: Optional[int]) -> tuple[np.ndarray, np.ndarray]:
     """Which constraint holds each weight of the solutions ``h`` (P, k), and its Lagrange
     multiplier from the KKT conditions of min_h sum_t W_t L_t(h) on {sum h = 1, LO <= h <= HI}:
     G_i = mu + a_i - b_i with G the gradient, mu the simplex multiplier (the median of G over
@@ -502,7 +502,7 @@ def _binding(flist: list[Fit], N: np.ndarray, D: np.ndarray, W: np.ndarray, h: n
     for t, f in enumerate(flist):
         if np.any(W[:, t] != 0):
             with np.errstate(invalid="ignore"):
-                G += W[:, t, None] * f.law.grad_h(f.x, N, D, h)
+                G += W[:, t, None] * f.law.grad_h(f.x, N, D, h, threads=threads)
     at_lo = h <= LO + _BINDING_TOL
     at_hi = (h >= HI - _BINDING_TOL) & ~at_lo
     free = ~(at_lo | at_hi)
