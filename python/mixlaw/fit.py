@@ -181,7 +181,8 @@ class Fit:
     def domain_params(self) -> dict[str, float]:
         """:attr:`params` with each per-domain parameter named by its domain (``C[web]``,
         ``gamma[web]`` for ``C_i``, ``gamma_i``; the flat names when the fit has no domain
-        names). For reading; every function takes the flat names."""
+        names). Every function takes the flat names; ``fit``'s ``bounds`` and ``tie`` take
+        these too."""
         return dict(zip(self.law.named_params(self.domains), self.x.tolist()))
 
     def natural_params(self) -> dict[str, float]:

@@ -283,7 +283,8 @@ class Law:
     def named_params(self, domains: Sequence[str] = ()) -> tuple[str, ...]:
         """Parameter names with each per-domain parameter named by its domain:
         ``C_2`` -> ``C[book]`` for ``domains[1] == "book"`` (the flat names when
-        ``domains`` is empty). Flat names stay the names every function accepts."""
+        ``domains`` is empty). Flat names stay the names every function accepts
+        (:meth:`flat_name` maps these back)."""
         domains = tuple(domains)
         if not domains:
             return self.param_names
