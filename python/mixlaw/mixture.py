@@ -147,7 +147,8 @@ class MixtureGrid:
 
         head = _html.summary(f"Optimal mixtures at {len(self)} budgets",
                              [("certified", f"{int(np.sum(self.status == 1))} of {len(self)}")])
-        rows = [(self.N[i], self.D[i], *(100 * self.h[i]), *self.losses[i], self.gap[i]) for i in range(min(len(self), 20))]
+        rows = [(self.N[i], self.D[i], *(100 * self.h[i]), *self.losses[i], self.gap[i])
+                for i in range(min(len(self), 20))]
         more = f"<p>... {len(self) - 20} more (to_pandas() has them all)</p>" if len(self) > 20 else ""
         return head + _html.table(["N", "D", *(f"{d} %" for d in self.domains),
                                    *(f"loss[{t}]" for t in self.targets), "gap"], rows) + more
@@ -506,7 +507,9 @@ def _binding(flist: list[Fit], N: np.ndarray, D: np.ndarray, W: np.ndarray, h: n
     at_lo = h <= LO + _BINDING_TOL
     at_hi = (h >= HI - _BINDING_TOL) & ~at_lo
     free = ~(at_lo | at_hi)
-    mu = np.array([np.median(G[p, free[p]]) if free[p].any() else np.nan for p in range(P)])
+    with warnings.catch_warnings():  # a problem without a free weight has no mu (NaN): "All-NaN slice"
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mu = np.nanmedian(np.where(free, G, np.nan), axis=1)
     with np.errstate(invalid="ignore"):
         mult = np.where(at_lo, G - mu[:, None], np.where(at_hi, mu[:, None] - G, 0.0))
     kind = np.full((P, k), "", dtype=object)
