@@ -91,8 +91,19 @@ class MixtureResult:
     D: float
     weights: dict
     outside_data: dict = field(default_factory=dict)
-    binding: dict = field(default_factory=dict)
     law: str = ""  #: the fitted law(s) the mixture was optimised for, e.g. "joint"
+    _row: Optional[tuple] = field(default=None, repr=False, compare=False)  # (MixtureGrid, index)
+
+    @property
+    def binding(self) -> dict:
+        """``{domain: (constraint, multiplier)}`` (see the class docstring)."""
+        if self._row is None:
+            return {}
+        grid, i = self._row
+        kind, mult = grid.binding, grid.multipliers
+        if kind is None:
+            return {}
+        return {d: (str(kind[i, j]), float(mult[i, j])) for j, d in enumerate(grid.domains) if kind[i, j]}
 
     def _repr_html_(self) -> str:
         from . import _html
@@ -134,10 +145,28 @@ class MixtureGrid:
     outside_data: Optional[np.ndarray] = None
     #: (k, 2): the range of weights seen in the fitting runs, per domain (None if unknown).
     data_range: Optional[np.ndarray] = None
-    #: (P, k) str: the constraint holding each weight ('' when free; see MixtureResult.binding).
-    binding: Optional[np.ndarray] = None
-    #: (P, k): its Lagrange multiplier (0 when free).
-    multipliers: Optional[np.ndarray] = None
+    #: The arguments of _binding, evaluated on first use of binding / multipliers (the
+    #: gradients it needs cost a few tenths of a millisecond per call: not on every solve).
+    _constraints: Optional[tuple] = field(default=None, repr=False, compare=False)
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def binding(self) -> Optional[np.ndarray]:
+        """(P, k) str: the constraint holding each weight ('' when free; see
+        :attr:`MixtureResult.binding`); None when unknown."""
+        return self._binding_arrays()[0]
+
+    @property
+    def multipliers(self) -> Optional[np.ndarray]:
+        """(P, k): the Lagrange multiplier of that constraint (0 when free)."""
+        return self._binding_arrays()[1]
+
+    def _binding_arrays(self) -> tuple:
+        if self._constraints is None:
+            return None, None
+        if "binding" not in self._cache:
+            self._cache["binding"] = _binding(*self._constraints)
+        return self._cache["binding"]
 
     def __len__(self) -> int:
         return int(self.N.shape[0])
@@ -184,9 +213,7 @@ class MixtureGrid:
                              gap=float(self.gap[i]), nit=int(self.nit[i]),
                              nfev=int(self.nfev[i]) if self.nfev is not None else 0, status=st, success=st == 1,
                              message=_MESSAGES.get(st, "?"), N=float(self.N[i]), D=float(self.D[i]), weights={},
-                             outside_data=outside, binding={} if self.binding is None else {
-                                 d: (str(self.binding[i, j]), float(self.multipliers[i, j]))
-                                 for j, d in enumerate(self.domains) if self.binding[i, j]})
+                             outside_data=outside, _row=(self, i))
 
 
 _MESSAGES = {
@@ -410,8 +437,10 @@ def optimize_mixture(fits: Any, *, N: Any, D: Any, weights: Any = None, bounds: 
         raise ValueError("weights: must be finite and >= 0")
     if np.any(W.sum(axis=1) <= 0):
         raise ValueError("weights: must not all be zero")
-    if weights is not None:
-        W = W / W.sum(axis=1, keepdims=True)  # relative importances: fun is a weighted mean
+    if weights is not None:  # relative importances: fun is a weighted mean
+        total = W.sum(axis=1)
+        off = np.abs(total - 1.0) > 1e-12  # rows that already sum to 1 keep their bits
+        W[off] /= total[off, None]
 
     if not isinstance(within_data, (bool, np.bool_)):
         raise ValueError(f"within_data: expected True or False, got {within_data!r}")
@@ -477,10 +506,9 @@ def optimize_mixture(fits: Any, *, N: Any, D: Any, weights: Any = None, bounds: 
     lowers = [("lower bound", user_lo)] + ([("fitting range", seen[:, 0])] if within_data else [])
     uppers = [("upper bound", np.minimum(user_hi, 1.0))] + ([("available tokens", cap)] if cap is not None else []) \
         + ([("fitting range", seen[:, 1])] if within_data else [])
-    binding, multipliers = _binding(flist, Nb, Db, W, r["h"], LO, HI, lowers, uppers, threads)
     grid = MixtureGrid(N=Nb, D=Db, h=r["h"], fun=r["fun"], gap=r["gap"], losses=r["per_target"], nit=r["nit"],
                        status=r["status"], domains=domains, targets=targets, nfev=r["nfev"], outside_data=outside,
-                       data_range=seen, binding=binding, multipliers=multipliers)
+                       data_range=seen, _constraints=(flist, Nb, Db, W, r["h"], LO, HI, lowers, uppers, threads))
     law_names = ", ".join(dict.fromkeys(f.law.name for f in flist))
     return replace(grid[0], weights=dict(zip(targets, W[0].tolist())), law=law_names) if scalar else grid
 
