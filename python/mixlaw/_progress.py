@@ -1,4 +1,4 @@
-"""Progress of long calls (``progress=`` of fit, compare, bootstrap, grid): a tqdm bar
+"""Progress of long calls (``progress=`` of fit, compare and bootstrap): a tqdm bar
 (``tqdm.auto``, so a widget in notebooks) or the caller's own callable.
 
 ``progress`` is ``"auto"`` (default: a bar that appears only once a call has run for

@@ -339,9 +339,9 @@ class Runs:
         from . import _html
 
         ms = self.model_sizes
+        sizes = ", ".join(_fmt_size(v) for v in ms[:8]) + (" ..." if ms.size > 8 else "")
         head = _html.summary(f"Runs: {len(self)} records of {np.unique(self.run).size} runs",
-                             [("domains", ", ".join(self.domains)), ("model sizes", ", ".join(_fmt_size(v) for v in ms[:8])
-                                                                      + (" ..." if ms.size > 8 else "")),
+                             [("domains", ", ".join(self.domains)), ("model sizes", sizes),
                               ("targets", ", ".join(self.target_names))])
         n_show = min(len(self), 10)
         return head + self.to_pandas().head(n_show)._repr_html_()
