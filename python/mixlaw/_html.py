@@ -9,10 +9,12 @@ import numbers
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
+
 
 def fmt(v: Any) -> str:
     """A cell: numbers to 6 significant digits, NaN as a dash, text escaped."""
-    if isinstance(v, (bool, str)) or v is None or type(v).__name__ == "bool_":
+    if isinstance(v, (bool, np.bool_, str)) or v is None:
         return html.escape(str(v))
     if isinstance(v, numbers.Integral):
         return str(int(v))

@@ -34,7 +34,7 @@ def reporter(progress: ProgressLike, desc: str, unit: str = "starts") -> Iterato
     if progress is None or progress is False:
         yield None
         return
-    if callable(progress) and not isinstance(progress, bool):
+    if callable(progress):
         yield progress
         return
     from tqdm.auto import tqdm
