@@ -49,7 +49,7 @@ def test_scalars_and_one_mixture_broadcast_against_arrays(law_x, case):
 @pytest.mark.parametrize("kwargs, match", [
     (dict(N=[1e9, 2e9], D=[1e10, 1e10, 1e10], H=[0.25] * 4), "D: expected 2 values"),
     (dict(N=1e9, D=1e10, H=[0.5, 0.5]), "H: expected 4 columns"),
-    (dict(N=None, D=1e10, H=[0.25] * 4), "N: must not be None"),
+    (dict(N=None, D=1e10, H=[0.25] * 4), "N: the .* law has a model-size term, so it needs N"),
     (dict(N="many", D=1e10, H=[0.25] * 4), "N: cannot be converted"),
     (dict(N=1e9, D=1e10, H=[0.5, 0.6, 0.0, 0.0]), "H"),
 ])

@@ -67,7 +67,8 @@ def two_stage_start(law: Law, N: np.ndarray, D: np.ndarray, H: np.ndarray, y: np
     w = np.ones(y.shape) if weights is None else np.asarray(weights, dtype=float)
     keep = w > 0
     if not np.all(keep):
-        N, D, H, y, w = N[keep], D[keep], H[keep], y[keep], w[keep]
+        N, D = (None if v is None else v[keep] for v in (N, D))  # None: a term the law does not have
+        H, y, w = H[keep], y[keep], w[keep]
     Hu, mix = _distinct_rows(H)
     if Hu.shape[0] < 2:
         return None

@@ -19,7 +19,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from . import __version__, datasets, protocols
-from .data import _fmt_size, _has_losses, load_runs
+from .data import _budget_text, _fmt_size, _has_losses, load_runs
 from .fit import Fits, fit, load_fits
 from .laws import ALL_LAWS, Law
 from .mixture import optimize_mixture
@@ -256,7 +256,10 @@ def _load(args: argparse.Namespace) -> Any:
         kw["targets"] = _parse_columns(args.targets)
     if args.target_column is not None or args.loss_column is not None:
         kw.update(target_column=args.target_column, loss_column=args.loss_column)
-    return load_runs(args.data, weights=_parse_columns(args.weights), N=args.n_column, D=args.d_column,
+    none = {"none", "None", ""}
+    return load_runs(args.data, weights=_parse_columns(args.weights),
+                     N=None if args.n_column in none else args.n_column,
+                     D=None if args.d_column in none else args.d_column,
                      run=args.run_column, dedup=args.dedup, renormalize=args.renormalize, N_unit=args.N_unit,
                      D_unit=args.D_unit, **kw)
 
@@ -331,20 +334,23 @@ def cmd_optimize(args: argparse.Namespace) -> int:
             if "=" in args.max_epochs else None
         epochs = ({d: _number(v, "--max-epochs", args.max_epochs, "DOMAIN=EPOCHS,...") for d, v in items.items()}
                   if items is not None else _number(args.max_epochs, "--max-epochs", args.max_epochs, "a number"))
-    r = optimize_mixture(fits, N=args.N * args.N_unit, D=args.D * args.D_unit, weights=weights, method=args.method,
+    N = None if args.N is None else args.N * args.N_unit
+    D = None if args.D is None else args.D * args.D_unit
+    r = optimize_mixture(fits, N=N, D=D, weights=weights, method=args.method,
                          threads=args.threads, within_data=args.within_data, bounds=bounds or None,
                          available_tokens=tokens or None, max_epochs=epochs)
     if plot_dir is not None:
         _optimize_plots(plot_dir, fits, r, weights, args)
     if args.json:
         json.dump({"h": r.h, "losses": r.losses, "fun": r.fun, "gap": r.gap, "success": r.success,
-                   "message": r.message, "N": r.N, "D": r.D,
+                   "message": r.message, "N": None if math.isnan(r.N) else r.N,
+                   "D": None if math.isnan(r.D) else r.D,
                    "binding": {d: {"constraint": w, "multiplier": m} for d, (w, m) in r.binding.items()},
                    "outside_data": {d: {"weight": w, "seen_min": a, "seen_max": b}
                                     for d, (w, a, b) in r.outside_data.items()}}, sys.stdout, indent=1)
         print()
         return 0
-    print(f"optimal mixture at N={r.N:.4g}, D={r.D:.4g} ({r.message}; gap {r.gap:.1e})")
+    print(f"optimal mixture at {_budget_text(r.N, r.D, sep='=')} ({r.message}; gap {r.gap:.1e})")
     for d, v in r.h.items():
         note = ""
         if d in r.binding:
@@ -366,18 +372,19 @@ def _optimize_plots(plot_dir: str, fits: Fits, r: Any, weights: Any, args: argpa
 
     written: list = []
     ax = plots.mixture_bars(r, title=f"Optimal mixture h* ({fits.law.name} law)\n"
-                                     f"N = {_fmt_size(r.N)} parameters, D = {_fmt_size(r.D)} tokens")
+                                     + _budget_text(r.N, r.D, _fmt_size, tokens=" tokens"))
     _write_plot(ax, plot_dir, "optimal_mixture", written=written)
-    # the path through (N, D) at a constant token-per-parameter ratio, 1/30x to 30x the model size
-    Ns = r.N * np.geomspace(1 / 30, 30, 25)
-    note = " (its h* does not depend on N, D)" if fits.law.name in ("additive", "simple") else ""
-    ax = plots.mixture_path(fits, N=Ns, D=Ns * (r.D / r.N), weights=weights, method=args.method,
-                            threads=args.threads,
-                            title=f"Optimal mixture along the scaling path D = {r.D / r.N:.3g} N, "
-                                  f"{fits.law.name} law{note}\ndotted line: N = {_fmt_size(r.N)}, "
-                                  f"D = {_fmt_size(r.D)} tokens")
-    ax.axvline(6 * r.N * r.D, color="black", ls=":", lw=1.2)
-    _write_plot(ax, plot_dir, "mixture_path", written=written)
+    if not (math.isnan(r.N) or math.isnan(r.D)):  # a law without a model-size or token term has no path
+        # the path through (N, D) at a constant token-per-parameter ratio, 1/30x to 30x the model size
+        Ns = r.N * np.geomspace(1 / 30, 30, 25)
+        note = " (its h* does not depend on N, D)" if fits.law.name in ("additive", "simple") else ""
+        ax = plots.mixture_path(fits, N=Ns, D=Ns * (r.D / r.N), weights=weights, method=args.method,
+                                threads=args.threads,
+                                title=f"Optimal mixture along the scaling path D = {r.D / r.N:.3g} N, "
+                                      f"{fits.law.name} law{note}\ndotted line: N = {_fmt_size(r.N)}, "
+                                      f"D = {_fmt_size(r.D)} tokens")
+        ax.axvline(6 * r.N * r.D, color="black", ls=":", lw=1.2)
+        _write_plot(ax, plot_dir, "mixture_path", written=written)
     _progress(args.quiet, f"wrote {len(written)} plots to {plot_dir}")
 
 
@@ -491,8 +498,12 @@ def build_parser() -> argparse.ArgumentParser:
     def data_columns(sp: argparse.ArgumentParser) -> None:
         g = sp.add_argument_group("columns of the data file")
         g.add_argument("--weights", default="weight_*", help="weight columns: glob or comma list (default weight_*)")
-        g.add_argument("--n-column", default="model_size", help="model-size column (default model_size)")
-        g.add_argument("--d-column", default="n_tokens", help="token column (default n_tokens)")
+        g.add_argument("--n-column", default="model_size",
+                       help="model-size column (default model_size); 'none' for a table without model sizes, "
+                            "fitted with --no-n-term or a baseline law")
+        g.add_argument("--d-column", default="n_tokens",
+                       help="token column (default n_tokens); 'none' for a table without token counts, fitted "
+                            "with --no-d-term or a law without a token term")
         g.add_argument("--targets", default=None,
                        help="target loss columns: glob or comma list (default *_loss); with --target-column, "
                             "the target names to keep (default: all)")
@@ -545,8 +556,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     o = sub.add_parser("optimize", help="optimal mixture from saved fits")
     o.add_argument("fits", help="fits JSON written by `mixlaw fit --out`")
-    o.add_argument("--N", type=float, required=True, help="model size (parameters; see --N-unit)")
-    o.add_argument("--D", type=float, required=True, help="training tokens (see --D-unit)")
+    o.add_argument("--N", type=float, help="model size (parameters; see --N-unit); needed unless the law has no "
+                                           "model-size term")
+    o.add_argument("--D", type=float, help="training tokens (see --D-unit); needed unless the law has no token term")
     o.add_argument("--N-unit", type=float, default=1.0, metavar="X",
                    help="parameters per unit of --N, e.g. 1e9 for --N 7 meaning 7B (default 1)")
     o.add_argument("--D-unit", type=float, default=1.0, metavar="X",

@@ -51,7 +51,7 @@ class UnitsWarning(UserWarning):
 
 def _check_units(N: np.ndarray, D: np.ndarray, hint: str) -> None:
     for name, v in (("N", N), ("D", D)):
-        if v.size and float(v.max()) < _PLAUSIBLE_MAX[name]:
+        if v.size and float(v.max()) < _PLAUSIBLE_MAX[name]:  # False for a missing (NaN) column
             what = "model sizes" if name == "N" else "token counts"
             warnings.warn(
                 f"{name}: the {what} are {_fmt_range(v)}, which looks like millions or billions, not raw "
@@ -75,6 +75,14 @@ def _fmt_size(x: float) -> str:
     return f"{x:.4g}"
 
 
+def _budget_text(N: float, D: float, fmt: Callable[[float], str] = lambda v: f"{v:.4g}", sep: str = " = ",
+                 tokens: str = "") -> str:
+    """"N = .., D = ..": the budget of a mixture, without a value that is NaN (a law
+    without that term was optimised without it)."""
+    parts = [f"{name}{sep}{fmt(v)}{unit}" for name, v, unit in (("N", N, ""), ("D", D, tokens)) if not math.isnan(v)]
+    return ", ".join(parts) if parts else "any N and D"
+
+
 def _first_appearance_ids(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Label the distinct rows of a 2-D array 0, 1, ... in order of first appearance.
 
@@ -85,6 +93,12 @@ def _first_appearance_ids(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     O(rows log rows x columns) and dominated fits with many domains (bench/README.md,
     section 6)."""
     return _core.first_appearance_ids(rows)
+
+
+def _known(v: np.ndarray) -> np.ndarray:
+    """A column of model sizes or token counts for grouping rows: zeros when the table has
+    none (all NaN), so that rows group by their other columns."""
+    return np.zeros_like(v) if v.size and np.isnan(v[0]) else v
 
 
 def _distinct_rows(H: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -100,10 +114,13 @@ class Runs:
 
     Parameters
     ----------
-    N : array_like, shape (n,)
-        Model sizes (raw parameter counts), finite and > 0.
-    D : array_like, shape (n,)
-        Training tokens seen by each record (raw counts), finite and > 0.
+    N : array_like, shape (n,), or None
+        Model sizes (raw parameter counts), finite and > 0. ``None``: the table has no
+        model sizes (e.g. every run has the same one); it can then only be fitted by laws
+        without a model-size term (``n_term=False`` and the baseline laws).
+    D : array_like, shape (n,), or None
+        Training tokens seen by each record (raw counts), finite and > 0. ``None``: no
+        token counts (e.g. final checkpoints of one budget), for laws without a token term.
     H : array_like, shape (n, k), optional
         Mixture weights, finite, >= 0, each row summing to 1 within ``1e-6``
         (not checked when ``k == 0``). ``None`` means no mixture (``k = 0``).
@@ -119,6 +136,7 @@ class Runs:
     Attributes
     ----------
     N, D : ndarray of float64, shape (n,)
+        All NaN when not given (see :attr:`has_N`, :attr:`has_D`).
     H : ndarray of float64, shape (n, k), C-contiguous
     domains : tuple of str
     targets : read-only mapping of str to ndarray of float64, shape (n,)
@@ -155,10 +173,12 @@ class Runs:
         targets: Mapping[str, Any] | None = None,
         run: Any = None,
     ) -> None:
-        N_ = self._vector(N, "N")
-        n = N_.shape[0]
-        D_ = self._vector(D, "D", n)
+        n = self._length(N, D, H, targets, run)
+        N_ = np.full(n, np.nan) if N is None else self._vector(N, "N", n)
+        D_ = np.full(n, np.nan) if D is None else self._vector(D, "D", n)
         for name, v in (("N", N_), ("D", D_)):
+            if (N, D)[name == "D"] is None:
+                continue
             bad = np.flatnonzero(~(np.isfinite(v) & (v > 0)))
             if bad.size:
                 raise ValueError(
@@ -221,7 +241,7 @@ class Runs:
                 tg[name] = y
 
         if run is None:
-            run_ = _first_appearance_ids(np.column_stack([N_, H_]))[0]
+            run_ = _first_appearance_ids(np.column_stack([_known(N_), H_]))[0]
         else:
             r = np.asarray(run)
             if r.shape != (n,):
@@ -238,6 +258,20 @@ class Runs:
 
     # -- construction helpers -------------------------------------------------------
     @staticmethod
+    def _length(N: Any, D: Any, H: Any, targets: Any, run: Any) -> int:
+        """The number of records: the length of the first of N, D, H, run, targets given."""
+        given = [N, D, H, run] + (list(targets.values())[:1] if isinstance(targets, Mapping) else [])
+        for v in given:
+            if v is not None:
+                try:
+                    shape = np.shape(v)
+                except ValueError:  # ragged: the conversion below names the argument
+                    return 0
+                return int(shape[0]) if shape else 0
+        raise ValueError("N: give the model sizes, or with N=None at least one of D, H, run or targets "
+                         "(the number of records is their length)")
+
+    @staticmethod
     def _vector(values: Any, name: str, n: int | None = None) -> np.ndarray:
         try:
             v = np.array(values, dtype=np.float64, copy=True)
@@ -246,7 +280,7 @@ class Runs:
         if v.ndim != 1:
             raise ValueError(f"{name}: expected a 1-D array, got shape {v.shape}")
         if n is not None and v.shape[0] != n:
-            raise ValueError(f"{name}: expected length {n} (length of N), got {v.shape[0]}")
+            raise ValueError(f"{name}: expected length {n} (the number of records), got {v.shape[0]}")
         return v
 
     @staticmethod
@@ -294,7 +328,8 @@ class Runs:
         # MappingProxyType does not pickle; rebuild through the validating constructor.
         return (
             _rebuild_runs,
-            (self.N, self.D, self.H, self.domains, dict(self.targets), self.run),
+            (self.N if self.has_N else None, self.D if self.has_D else None, self.H, self.domains,
+             dict(self.targets), self.run),
         )
 
     # -- basic properties -----------------------------------------------------------
@@ -307,14 +342,31 @@ class Runs:
         return int(self.H.shape[1])
 
     @property
+    def has_N(self) -> bool:
+        """Whether the table has model sizes (False when built with ``N=None``)."""
+        return not (len(self) and bool(np.isnan(self.N[0])))
+
+    @property
+    def has_D(self) -> bool:
+        """Whether the table has token counts (False when built with ``D=None``)."""
+        return not (len(self) and bool(np.isnan(self.D[0])))
+
+    def _require(self, column: str, arg: str, why: str, fix: str = "") -> None:
+        """ValueError naming ``arg`` when the table has no ``column`` ("N" or "D")."""
+        if not (self.has_N if column == "N" else self.has_D):
+            what = "model sizes" if column == "N" else "token counts"
+            raise ValueError(f"{arg}: {why} needs the {what} {column}, and these runs have none "
+                             f"(built or loaded with {column}=None){fix}")
+
+    @property
     def target_names(self) -> tuple[str, ...]:
         """Names of the targets, in column order."""
         return tuple(self.targets)
 
     @property
     def model_sizes(self) -> np.ndarray:
-        """Sorted distinct model sizes."""
-        return _readonly(np.unique(self.N))
+        """Sorted distinct model sizes (empty when the table has none)."""
+        return _readonly(np.unique(self.N) if self.has_N else np.empty(0))
 
     @property
     def mixtures(self) -> np.ndarray:
@@ -324,12 +376,15 @@ class Runs:
 
     def __repr__(self) -> str:
         ms = self.model_sizes
-        if ms.size <= 8:
+        if not self.has_N:
+            sizes = "no N"
+        elif ms.size <= 8:
             sizes = "sizes [" + ", ".join(_fmt_size(s) for s in ms) + "]"
         else:  # e.g. digitised data with a different N for nearly every run
             sizes = f"{ms.size} sizes {_fmt_size(ms[0])}..{_fmt_size(ms[-1])}"
         doms = ", ".join(self.domains)
-        tokens = f"D {_fmt_size(float(self.D.min()))}..{_fmt_size(float(self.D.max()))}" if len(self) else "D -"
+        tokens = (f"D {_fmt_size(float(self.D.min()))}..{_fmt_size(float(self.D.max()))}" if len(self) and self.has_D
+                  else "D -" if self.has_D else "no D")
         return (
             f"Runs(n={len(self)}, runs={np.unique(self.run).size}, k={self.k} domains [{doms}], "
             f"{sizes}, {tokens}, targets [{', '.join(self.target_names)}])"
@@ -339,7 +394,7 @@ class Runs:
         from . import _html
 
         ms = self.model_sizes
-        sizes = ", ".join(_fmt_size(v) for v in ms[:8]) + (" ..." if ms.size > 8 else "")
+        sizes = ", ".join(_fmt_size(v) for v in ms[:8]) + (" ..." if ms.size > 8 else "") if self.has_N else "none"
         head = _html.summary(f"Runs: {len(self)} records of {np.unique(self.run).size} runs",
                              [("domains", ", ".join(self.domains)), ("model sizes", sizes),
                               ("targets", ", ".join(self.target_names))])
@@ -348,7 +403,8 @@ class Runs:
 
     def to_pandas(self) -> Any:
         """The table as a DataFrame, one row per record, with the columns of :meth:`to_dict`
-        (``load_runs(runs.to_pandas(), run="run")`` rebuilds an equal table)."""
+        (``load_runs(runs.to_pandas(), run="run")`` rebuilds an equal table; add ``N=None``
+        or ``D=None`` for a table without them)."""
         import pandas as pd
 
         return pd.DataFrame({name: np.array(col) for name, col in self.to_dict().items()})
@@ -359,12 +415,17 @@ class Runs:
         Returns
         -------
         dict
-            ``"model_size"``, ``"n_tokens"``, ``"weight_<domain>"`` for each domain,
-            ``"<target>_loss"`` for each target and ``"run"``, so that
-            ``load_runs(runs.to_dict(), run="run")`` rebuilds an equal table.
+            ``"model_size"``, ``"n_tokens"`` (each only when the table has it),
+            ``"weight_<domain>"`` for each domain, ``"<target>_loss"`` for each target and
+            ``"run"``, so that ``load_runs(runs.to_dict(), run="run")`` rebuilds an equal
+            table (with ``N=None`` or ``D=None`` for a table without them).
             Arrays are read-only views.
         """
-        out: dict[str, np.ndarray] = {"model_size": self.N, "n_tokens": self.D}
+        out: dict[str, np.ndarray] = {}
+        if self.has_N:
+            out["model_size"] = self.N
+        if self.has_D:
+            out["n_tokens"] = self.D
         for i, d in enumerate(self.domains):
             out[f"weight_{d}"] = self.H[:, i]
         for t, y in self.targets.items():
@@ -418,6 +479,7 @@ class Runs:
         )
 
     def _size_mask(self, size: float, arg: str) -> np.ndarray:
+        self._require("N", arg, "selecting by model size")
         m = np.abs(self.N - size) <= SIZE_RTOL * abs(size)
         if not m.any():
             avail = ", ".join(f"{s:g}" for s in self.model_sizes)
@@ -476,6 +538,9 @@ class Runs:
                     raise ValueError(f"model_size: expected numbers, got {s!r}") from None
                 m |= self._size_mask(s, "model_size")
             keep &= m
+        if min_tokens is not None or max_tokens is not None:
+            self._require("D", "min_tokens" if min_tokens is not None else "max_tokens",
+                          "selecting by token count")
         if min_tokens is not None:
             lo = self._token_bound(min_tokens, "min_tokens")
             keep &= np.isnan(lo) | (self.D >= np.nan_to_num(lo, nan=-np.inf))
@@ -484,8 +549,9 @@ class Runs:
             keep &= np.isnan(hi) | (self.D <= np.nan_to_num(hi, nan=np.inf))
         return self._take(np.flatnonzero(keep))
 
-    def target(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Arrays ``(N, D, H, y)`` for one target, without the records where it is NaN.
+    def target(self, name: str) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray, np.ndarray]:
+        """Arrays ``(N, D, H, y)`` for one target, without the records where it is NaN;
+        ``N`` (``D``) is None when the table has no model sizes (token counts).
 
         Parameters
         ----------
@@ -503,11 +569,17 @@ class Runs:
             )
         y = self.targets[name]
         ok = ~np.isnan(y)
+        N, D = self._N_D
         if ok.all():
-            return self.N, self.D, self.H, y
+            return N, D, self.H, y
         return tuple(  # type: ignore[return-value]
-            _readonly(np.ascontiguousarray(a[ok])) for a in (self.N, self.D, self.H, y)
+            None if a is None else _readonly(np.ascontiguousarray(a[ok])) for a in (N, D, self.H, y)
         )
+
+    @property
+    def _N_D(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """``(N, D)`` as laws take them: None for a column the table does not have."""
+        return (self.N if self.has_N else None, self.D if self.has_D else None)
 
 
 def _rebuild_runs(N, D, H, domains, targets, run) -> Runs:
@@ -713,8 +785,8 @@ def load_runs(
     source: Any,
     *,
     weights: ColumnSpec = "weight_*",
-    N: str = "model_size",
-    D: str = "n_tokens",
+    N: str | None = "model_size",
+    D: str | None = "n_tokens",
     targets: ColumnSpec = _DEFAULT_TARGETS,
     run: str | None = None,
     dedup: bool = False,
@@ -744,8 +816,11 @@ def load_runs(
         ``"arxiv"``); a list uses the column names as domain names; a mapping
         ``{column: name}`` gives names explicitly. ``None`` or ``[]`` means no mixture
         (``k = 0``). Domain order is column order (glob) or the given order.
-    N, D : str
-        Columns holding the model size and the token count.
+    N, D : str or None
+        Columns holding the model size and the token count. ``None``: the table has no
+        such column (e.g. runs of one model size, or final checkpoints only); the runs can
+        then be fitted by laws without that term only (``n_term=False`` / ``d_term=False``,
+        the baseline laws), which :func:`mixlaw.fit` checks.
     targets : str, list of str, mapping or None
         Target-loss columns, resolved like ``weights`` (``"*_loss"``: ``arxiv_loss``
         -> ``"arxiv"``). Empty cells become NaN. In a long table, the same kinds of
@@ -770,9 +845,10 @@ def load_runs(
         row off the simplex by more than 1e-6 raises ``ValueError``.
     target_column : str, optional
         Long table: the column naming the target of each row. Records are the distinct
-        (run, ``D``) pairs in order of first appearance; a target missing at a checkpoint
-        is NaN there (and dropped for that target only, as in a wide table). Rows of
-        targets not selected by ``targets`` are ignored.
+        (run, ``D``) pairs in order of first appearance (one record per run with
+        ``D=None``); a target missing at a checkpoint is NaN there (and dropped for that
+        target only, as in a wide table). Rows of targets not selected by ``targets`` are
+        ignored.
     loss_column : str, optional
         Long table: the column of losses (default ``"loss"``). Empty cells are missing
         values. Only valid together with ``target_column``.
@@ -806,6 +882,11 @@ def load_runs(
                          run="run", N="params", D="tokens", weights="w_*")
     """
     units = (_unit_option(N_unit, "N_unit"), _unit_option(D_unit, "D_unit"))
+    for arg, c in (("N", N), ("D", D)):
+        if c is not None and not isinstance(c, str):
+            raise ValueError(f"{arg}: expected a column name or None, got {c!r}")
+    if dedup and D is None:
+        raise ValueError("dedup: dropping duplicated checkpoints needs the token counts (D=None given)")
     header, get, row_note = _open_source(source)
     if target_column is not None or loss_column is not None:
         if target_column is None:
@@ -867,10 +948,14 @@ def _load_wide(header: list[str], get: Callable[[str], Any], row_note: Callable[
     _require_columns(header, (("N", N), ("D", D), ("run", run)))
     wcols = _resolve_columns(weights, header, "weights")
     tcols = _resolve_columns(targets, header, "targets")
-    N_ = _parse_cells(get(N), N, "N", allow_missing=False, row_note=row_note)
-    read = _column_reader(get, row_note, N_.shape[0], N)
-    D_ = read(D, "D", False)
-    H = np.empty((N_.shape[0], len(wcols)), dtype=np.float64)
+    ref = next((c for c in (N, D, *(c for c, _ in wcols + tcols), run) if c is not None), None)
+    if ref is None:
+        raise ValueError("N: with N=None and D=None the table needs weight, target or run columns")
+    n = len(get(ref))
+    read = _column_reader(get, row_note, n, ref)
+    N_ = None if N is None else read(N, "N", False)
+    D_ = None if D is None else read(D, "D", False)
+    H = np.empty((n, len(wcols)), dtype=np.float64)
     for j, (c, _) in enumerate(wcols):
         H[:, j] = read(c, "weights", False)
     if renormalize and wcols:
@@ -882,12 +967,13 @@ def _load_wide(header: list[str], get: Callable[[str], Any], row_note: Callable[
     return _runs_from_columns(N_, D_, H, units, domains=[nm for _, nm in wcols], targets=tg, run=run_)
 
 
-def _runs_from_columns(N: np.ndarray, D: np.ndarray, H: np.ndarray, units: tuple[float, float],
-                       **kwargs: Any) -> Runs:
-    """:class:`Runs` of loaded columns (``N`` and ``D`` times their units). Runs names its
-    own argument H; here the weights come from the ``weights`` columns, so errors name that
-    argument."""
-    N, D = N * units[0], D * units[1]
+def _runs_from_columns(N: np.ndarray | None, D: np.ndarray | None, H: np.ndarray,
+                       units: tuple[float, float], **kwargs: Any) -> Runs:
+    """:class:`Runs` of loaded columns (``N`` and ``D`` times their units; None: no such
+    column). Runs names its own argument H; here the weights come from the ``weights``
+    columns, so errors name that argument."""
+    N = None if N is None else N * units[0]
+    D = None if D is None else D * units[1]
     try:
         with warnings.catch_warnings():  # warned below, naming load_runs' options
             warnings.simplefilter("ignore", UnitsWarning)
@@ -903,17 +989,18 @@ def _runs_from_columns(N: np.ndarray, D: np.ndarray, H: np.ndarray, units: tuple
         raise ValueError(f"weights: {msg[3:]}{hint}") from None
 
 
-def _run_ids(labels: list, N: np.ndarray, H: np.ndarray, row_note: Callable[[int], str], *,
+def _run_ids(labels: list, N: np.ndarray | None, H: np.ndarray, row_note: Callable[[int], str], *,
              keep_integers: bool) -> np.ndarray:
     """Integer run ids of a run column's labels (:func:`_labels`): the integers themselves
     when ``keep_integers`` and every label is one, else 0, 1, ... in order of first
-    appearance. Every row of a run must have the same ``N`` and weights (a ValueError names
-    both rows)."""
+    appearance. Every row of a run must have the same ``N`` (None: no model sizes) and
+    weights (a ValueError names both rows)."""
     index: dict = {}
     order = np.array([index.setdefault(r, len(index)) for r in labels], dtype=np.int64)
     # numbered by first appearance, so first[id] is the first row of run id
     f = np.unique(order, return_index=True)[1][order]
-    for arg, differs in (("N", N != N[f]), ("weights", (H != H[f]).any(axis=1))):
+    checks = ([] if N is None else [("N", N != N[f])]) + [("weights", (H != H[f]).any(axis=1))]
+    for arg, differs in checks:
         rows = np.flatnonzero(differs)
         if rows.size:
             i = int(rows[0])
@@ -986,8 +1073,9 @@ def _load_long(
     names = _labels(get(target_column), target_column, "target_column", row_note)
     n = len(names)
     read = _column_reader(get, row_note, n, target_column)
-    N_ = read(N, "N", False)
-    D_ = read(D, "D", False)
+    N_ = None if N is None else read(N, "N", False)
+    D_ = None if D is None else read(D, "D", False)
+    D_key = np.zeros(n) if D_ is None else D_  # records are (run, D) pairs: one per run without D
     H = np.empty((n, len(wcols)), dtype=np.float64)
     for j, (c, _) in enumerate(wcols):
         H[:, j] = read(c, "weights", False)
@@ -1008,7 +1096,7 @@ def _load_long(
                              f"{target_column!r} has {n}")
         run_id = _run_ids(run_labels, N_, H, row_note, keep_integers=False)
     else:
-        run_id = _first_appearance_ids(np.column_stack([N_, H]))[0]
+        run_id = _first_appearance_ids(np.column_stack([np.zeros(n) if N_ is None else N_, H]))[0]
 
     # Targets: every name (default) or a selection, resolved like column names.
     distinct = list(dict.fromkeys(str(t) for t in names))
@@ -1024,7 +1112,7 @@ def _load_long(
     rows = np.flatnonzero(tcol >= 0)
 
     # Records: distinct (run, D) among the selected rows, in order of first appearance.
-    rec, first_rows = _first_appearance_ids(np.column_stack([run_id[rows], D_[rows]]))
+    rec, first_rows = _first_appearance_ids(np.column_stack([run_id[rows], D_key[rows]]))
     Y = np.full((first_rows.size, len(tsel)), np.nan)
     source_row = np.full(Y.shape, -1, dtype=np.int64)
     for r, i in zip(rec.tolist(), rows.tolist()):
@@ -1035,9 +1123,10 @@ def _load_long(
         prev = source_row[r, j]
         if prev >= 0 and Y[r, j] != v:
             lab = run_labels[i] if run_labels is not None else int(run_id[i])
+            at = "" if D_ is None else f"D={D_[i]:g}, "
             raise ValueError(
                 f"loss_column: {row_note(int(prev))} and {row_note(i)} give run {lab!r}, "
-                f"D={D_[i]:g}, target {str(names[i])!r} different losses ({float(Y[r, j])!r} and {float(v)!r})"
+                f"{at}target {str(names[i])!r} different losses ({float(Y[r, j])!r} and {float(v)!r})"
             )
         if prev < 0:
             Y[r, j], source_row[r, j] = v, i
@@ -1051,7 +1140,7 @@ def _load_long(
     else:
         run_out = run_id[pick]
     return _runs_from_columns(
-        N_[pick], D_[pick], Hs, units,
+        None if N_ is None else N_[pick], None if D_ is None else D_[pick], Hs, units,
         domains=[nm for _, nm in wcols],
         targets={nm: Y[:, j] for j, (_, nm) in enumerate(tsel)},
         run=run_out,

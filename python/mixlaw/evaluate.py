@@ -47,6 +47,7 @@ class SizeSplit:
     eval_sizes: Optional[tuple] = None
 
     def splits(self, runs: Runs) -> list:
+        runs._require("N", "runs", "a size split")
         sizes = np.unique(runs.N)
         if sizes.size < 2:
             raise ValueError("runs: a size split needs at least two model sizes")
@@ -87,6 +88,7 @@ class TokenSplit:
     def splits(self, runs: Runs) -> list:
         if not 0 < self.max_fit_fraction < 1:
             raise ValueError("max_fit_fraction: must be in (0, 1)")
+        runs._require("D", "runs", "a token split")
         dmax = np.zeros(len(runs))
         for r in np.unique(runs.run):
             m = runs.run == r
@@ -100,6 +102,7 @@ class LeaveOneSizeOut:
     """One split per model size: fit on all others, evaluate on it."""
 
     def splits(self, runs: Runs) -> list:
+        runs._require("N", "runs", "leave-one-size-out")
         sizes = np.unique(runs.N)
         if sizes.size < 3:
             raise ValueError("runs: leave-one-size-out needs at least three model sizes")
@@ -248,7 +251,7 @@ class BootstrapResult:
         f0 = self.fits[target]
         law = f0.law
         if runs is not None:
-            N, D, H = runs.N, runs.D, f0._runs_H(runs.H, runs)
+            (N, D), H = runs._N_D, f0._runs_H(runs.H, runs)
         elif H is not None:
             H = columns_by_name(H, f0.domains, arg="H", want_arg="fit")
         preds = np.array([law.predict(x, N, D, H if law.k else None) for x in self.samples[target]
@@ -256,7 +259,7 @@ class BootstrapResult:
         lo, hi = np.quantile(preds, self._q(), axis=0)
         return lo, hi
 
-    def mixture_interval(self, *, N: float, D: float, weights: Any = None, losses: bool = False,
+    def mixture_interval(self, *, N: Any = None, D: Any = None, weights: Any = None, losses: bool = False,
                          **options: Any) -> dict:
         """Percentile interval of the optimal mixture: the mixture is re-optimised for
         every resample's fitted laws (one small solve each). Returns ``{domain: (low, high)}``, the point
@@ -339,8 +342,9 @@ def bootstrap(runs: Runs, law: Union[str, Law] = "additive", *, targets: Union[N
         for b, sample in enumerate(resamples):
             idx = np.concatenate([rows_of[r] for r in sample])
             idx = idx[np.isfinite(y_all[idx])]
-            N, D, H, y = runs.N[idx], runs.D[idx], runs.H[idx], y_all[idx]
-            rec = _core.Records(N, D, H if L.k else None)
+            N, D = (None if v is None else v[idx] for v in runs._N_D)
+            H, y = runs.H[idx], y_all[idx]
+            rec = L.records(N, D, H if L.k else None)
             problems.append((L._core, rec, y, None))
             srng = np.random.default_rng([_target_seed(seed, t), 3, b])
             extra = random_starts(L, n_starts - 1, srng, L.lower, L.upper) if n_starts > 1 else np.zeros((0, L.n_params))

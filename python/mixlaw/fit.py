@@ -145,8 +145,8 @@ class Fit:
         Solver time of this target summed over its starts (thread-seconds; timing only,
         it never affects results).
     ranges : dict
-        The range of the fitting records: ``"N"`` and ``"D"`` as ``(min, max)`` in raw units,
-        and ``"h"`` one ``(min, max)`` weight per domain (in :attr:`domains` order). Predictions
+        The range of the fitting records: ``"N"`` and ``"D"`` as ``(min, max)`` in raw units
+        (each only when the runs have it), and ``"h"`` one ``(min, max)`` weight per domain (in :attr:`domains` order). Predictions
         and mixtures outside it are extrapolations, and say so.
     """
 
@@ -235,8 +235,9 @@ class Fit:
         fit's :attr:`domains`; different names are a ValueError. A bare array ``H`` is
         read by position, in :attr:`domains` order."""
         if runs is not None and hasattr(runs, "H") and hasattr(runs, "targets"):
-            self.warn_if_far(runs.N, runs.D)
-            return self.law.predict(self.x, runs.N, runs.D, self._runs_H(runs.H, runs) if self.law.k else None,
+            rN, rD = runs._N_D
+            self.warn_if_far(rN, rD)
+            return self.law.predict(self.x, rN, rD, self._runs_H(runs.H, runs) if self.law.k else None,
                                     threads=threads)
         n = runs if N is None else N
         if H is not None:
@@ -253,6 +254,8 @@ class Fit:
         out = {}
         for name, v in (("N", N), ("D", D)):
             span = self.ranges.get(name)
+            if v is None:
+                continue
             a = np.asarray(v, dtype=float)
             if span is None or a.size == 0 or not np.all(np.isfinite(a)) or np.any(a <= 0):
                 continue
@@ -697,7 +700,7 @@ def _fit_from_json(d: Any, path: str, version: int) -> Fit:
                seconds=seconds, stationarity=_json_number(d.get("stationarity"), f"{path}.stationarity",
                                                           finite=False, null=True),
                starts_stationarity=_frozen(starts_stationarity), at_limit=dict(at_limit),
-               ranges=_ranges_from_json(d.get("ranges", {}), f"{path}.ranges", k))
+               ranges=_ranges_from_json(d.get("ranges", {}), f"{path}.ranges", law))
 
 
 def _law_spec(spec: Any, path: str) -> dict:
@@ -804,13 +807,18 @@ def _train_from_json(train: Any, path: str) -> dict:
     return out
 
 
-def _ranges_from_json(ranges: Any, path: str, k: int) -> dict:
-    """``Fit.ranges``: ``{}`` or ``N`` and ``D`` (and ``h`` for laws with a mixture term)."""
+def _ranges_from_json(ranges: Any, path: str, law: Law) -> dict:
+    """``Fit.ranges``: ``{}`` or ``N`` and ``D`` (each when the runs had it; always for a law
+    with that term) and ``h`` (laws with a mixture term)."""
+    k = law.k
     if not isinstance(ranges, Mapping):
         raise ValueError(f"{path}: expected an object, got {_show(ranges)}")
     if not ranges:
         return {}
-    _check_keys(ranges, path, ("N", "D"), ("h",) if k else ())
+    # A law's own terms had their column (fit refuses runs without it); other columns only
+    # when the runs had them.
+    need = tuple(c for c, used in (("N", law.n_term), ("D", law.d_term)) if used)
+    _check_keys(ranges, path, need, tuple(c for c in ("N", "D") if c not in need) + (("h",) if k else ()))
 
     def span(v: Any, p: str, lo: float, hi: float, what: str) -> tuple[float, float]:
         if not isinstance(v, list) or len(v) != 2:
@@ -823,7 +831,8 @@ def _ranges_from_json(ranges: Any, path: str, k: int) -> dict:
             raise ValueError(f"{p}: min {_show(v[0])} is above max {_show(v[1])}")
         return a, b
 
-    out: dict = {key: span(ranges[key], f"{path}.{key}", 5e-324, math.inf, "> 0") for key in ("N", "D")}
+    out: dict = {key: span(ranges[key], f"{path}.{key}", 5e-324, math.inf, "> 0") for key in ("N", "D")
+                 if key in ranges}  # a fit of runs without N (D) has no range for it
     if "h" in ranges:
         h = _json_list(ranges["h"], f"{path}.h")
         if len(h) != k:
@@ -1048,9 +1057,11 @@ def random_starts(law: Law, n_starts: int, rng: np.random.Generator, lo: np.ndar
 _MIXTURE_ATOL = 1e-9
 
 
-def _identifiability(law: Law, N: np.ndarray, D: np.ndarray, H: np.ndarray, target: str) -> None:
-    if N.size < law.n_params:
-        raise ValueError(f"runs: target {target!r} has {N.size} records, fewer than the {law.n_params} "
+def _identifiability(law: Law, N: Optional[np.ndarray], D: Optional[np.ndarray], H: np.ndarray,
+                     target: str) -> None:
+    n = H.shape[0]
+    if n < law.n_params:
+        raise ValueError(f"runs: target {target!r} has {n} records, fewer than the {law.n_params} "
                          f"parameters of {law!r}; add runs or fit a law with fewer parameters")
     if law.n_term and np.unique(N).size < 2:
         raise ValueError(f"law: every record of target {target!r} has the same N ({N[0]:g}), so the model-size "
@@ -1429,6 +1440,10 @@ def _prepare_job(runs: Any, L: Law, target: str, *, n_starts: Union[int, str], s
     additive mixture term, unless ``nested``: the caller adds the nested start, the simpler
     law's fit, which starts it better), then the random starts (:func:`_random_start_count`)."""
     N, D, H, y = runs.target(target)
+    for col, have, used, term in (("N", N is not None, L.n_term, "n_term"), ("D", D is not None, L.d_term, "d_term")):
+        if used and not have:
+            what = "model-size" if col == "N" else "token"
+            runs._require(col, "runs", f"the {L.name} law", f"; fit with {term}=False, which drops its {what} term")
     w = None
     if weights is not None:
         present = np.isfinite(np.asarray(runs.targets[target], dtype=float))
@@ -1437,7 +1452,7 @@ def _prepare_job(runs: Any, L: Law, target: str, *, n_starts: Union[int, str], s
     _degenerate_warnings(L, H, y, target, tuple(getattr(runs, "domains", ())))
     if residual == "log" and np.any(y <= 0):
         raise ValueError(f"residual: log residuals need positive losses; target {target!r} has values <= 0")
-    rec = _core.Records(N, D, H if L.k else None)
+    rec = L.records(N, D, H if L.k else None)
     tseed = _target_seed(seed, target)
     two_stage = False
     if starts is None:
@@ -1739,11 +1754,11 @@ def _far_message(f: Fit, far: dict) -> str:
     return f"{parts}; check the units (laws take raw parameter and token counts)"
 
 
-def _data_ranges(N: np.ndarray, D: np.ndarray, H: Optional[np.ndarray]) -> dict:
-    """``Fit.ranges`` of the fitting records."""
+def _data_ranges(N: Optional[np.ndarray], D: Optional[np.ndarray], H: Optional[np.ndarray]) -> dict:
+    """``Fit.ranges`` of the fitting records (None: the runs have no such column)."""
     def span(a: np.ndarray) -> tuple[float, float]:
         return (float(np.min(a)), float(np.max(a))) if a.size else (math.nan, math.nan)
-    out = {"N": span(np.asarray(N)), "D": span(np.asarray(D))}
+    out = {name: span(np.asarray(v)) for name, v in (("N", N), ("D", D)) if v is not None}
     if H is not None and H.ndim == 2:
         out["h"] = tuple(span(H[:, j]) for j in range(H.shape[1]))
     return out

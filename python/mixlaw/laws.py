@@ -49,7 +49,9 @@ dml_sum: E, C_1..k, t_1..k; bimix: E, C, gamma, B, beta; linear: c_1..k.
 
 Reduced forms: ``n_term=False`` drops the model-size term (A and alpha, or CA, gA and
 for ``full`` Calpha, galpha), ``d_term=False`` the token term. Use them when every
-record has the same N (or the same D): those terms are then not identifiable.
+record has the same N (or the same D): those terms are then not identifiable. A law
+without a term does not need its column: ``N`` (``D``) may then be omitted in every
+evaluation, and runs loaded without it (``load_runs(..., N=None)``) can be fitted.
 
 A domain with ``h_i == 0`` contributes nothing to ``S(h)`` for every ``gamma_i >= 0``;
 values and parameter derivatives stay finite there.
@@ -328,14 +330,30 @@ class Law:
         # this keeps per-call overhead low for small batches.
         return params if isinstance(params, np.ndarray) else self.params(params)
 
-    def records(self, N: Any, D: Any, H: Any = None) -> Records:
-        """Validate and prepare records once, for repeated evaluation."""
+    def _points(self, N: Any, D: Any, H: Any) -> tuple[Any, Any, Any, bool]:
+        """``(N, D, H, single)`` as records (see :func:`_broadcast_points`); a model size or
+        token count the law does not use may be omitted (None, filled with 1), one it uses
+        may not."""
+        if N is None or D is None and not isinstance(N, _core.Records):
+            for arg, used, v, what, opt in (("N", self.n_term, N, "a model-size term", "n_term"),
+                                            ("D", self.d_term, D, "a token term", "d_term")):
+                if v is None and used:
+                    raise ValueError(f"{arg}: the {self!r} law has {what}, so it needs {arg}; "
+                                     f"a law without that term ({opt}=False) does not")
+            N = 1.0 if N is None else N
+            D = 1.0 if D is None else D
+        return _broadcast_points(N, D, self._positional(H), self.k)
+
+    def records(self, N: Any = None, D: Any = None, H: Any = None) -> Records:
+        """Validate and prepare records once, for repeated evaluation (``N`` or ``D`` may be
+        omitted when the law does not use it)."""
+        N, D, H, _ = self._points(N, D, H)
         rec = _core.Records(N, D, H)
         if rec.k != self.k:
             raise ValueError(f"H: expected {self.k} columns (domains), got {rec.k}")
         return rec
 
-    def predict(self, params: ParamsLike, N: Any, D: Any = None, H: Any = None, *,
+    def predict(self, params: ParamsLike, N: Any = None, D: Any = None, H: Any = None, *,
                 threads: Optional[int] = None) -> np.ndarray:
         """Predicted loss at each record.
 
@@ -343,7 +361,8 @@ class Law:
         ----------
         params : array (n_params,) or mapping
         N, D : arrays (n,) or scalars
-            Raw parameter and token counts (> 0). ``N`` may instead be a prepared
+            Raw parameter and token counts (> 0); omit (None) the ones the law does not use
+            (:attr:`n_term`, :attr:`d_term`). ``N`` may instead be a prepared
             :class:`Records`, with ``D`` and ``H`` omitted.
         H : array (n, k), or one mixture (k,)
             Domain weights, rows on the simplex (within 1e-6). Omit for chinchilla.
@@ -353,28 +372,33 @@ class Law:
         -------
         ndarray (n,), or a float when every argument was one point
         """
-        N, D, H, single = _broadcast_points(N, D, self._positional(H), self.k)
+        N, D, H, single = self._points(N, D, H)
         out = _core.predict(self._core, self._p(params), N, D, H, threads)
         return float(out[0]) if single else out
 
-    def value_and_grad(self, params: ParamsLike, w: Any, N: Any, D: Any = None, H: Any = None, *,
+    def value_and_grad(self, params: ParamsLike, w: Any, N: Any = None, D: Any = None, H: Any = None, *,
                        threads: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
-        """Predictions and the parameter gradient ``J^T w`` (``J = dL/dparams``, n x n_params)."""
-        return _core.predict_grad(self._core, self._p(params), w, N, D, self._positional(H), threads)
+        """Predictions and the parameter gradient ``J^T w`` (``J = dL/dparams``, n x n_params);
+        points as in :meth:`predict`."""
+        N, D, H, _ = self._points(N, D, H)
+        return _core.predict_grad(self._core, self._p(params), w, N, D, H, threads)
 
-    def jacobian(self, params: ParamsLike, N: Any, D: Any = None, H: Any = None, *,
+    def jacobian(self, params: ParamsLike, N: Any = None, D: Any = None, H: Any = None, *,
                  threads: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
-        """Predictions and the Jacobian ``dL_j/dparams`` (n x n_params)."""
-        return _core.jacobian(self._core, self._p(params), N, D, self._positional(H), threads)
+        """Predictions and the Jacobian ``dL_j/dparams`` (n x n_params); points as in
+        :meth:`predict`."""
+        N, D, H, _ = self._points(N, D, H)
+        return _core.jacobian(self._core, self._p(params), N, D, H, threads)
 
-    def grad_h(self, params: ParamsLike, N: Any, D: Any = None, H: Any = None, *,
+    def grad_h(self, params: ParamsLike, N: Any = None, D: Any = None, H: Any = None, *,
                threads: Optional[int] = None) -> np.ndarray:
         """``dL_j/dh_ji`` (n x k), each weight treated as an independent variable.
 
         At ``h_i == 0`` the one-sided derivative is returned, which is ``-inf`` when
         ``0 < gamma_i < 1`` (the law is not differentiable there).
         """
-        return _core.grad_h(self._core, self._p(params), N, D, self._positional(H), threads)
+        N, D, H, _ = self._points(N, D, H)
+        return _core.grad_h(self._core, self._p(params), N, D, H, threads)
 
 
 def _rebuild(name: str, k: int, n_term: bool, d_term: bool, n_scale: float, d_scale: float,

@@ -32,6 +32,7 @@ import numpy as np
 
 from . import _core
 from ._warnings import user_stacklevel
+from .data import _budget_text
 from .fit import ExtrapolationWarning, Fit, Fits, _far_message, _floats, _int_option
 
 __all__ = ["MixtureResult", "MixtureGrid", "optimize_mixture", "optimal_allocation"]
@@ -108,7 +109,7 @@ class MixtureResult:
     def _repr_html_(self) -> str:
         from . import _html
 
-        head = _html.summary(f"Optimal mixture at N = {self.N:.4g}, D = {self.D:.4g}",
+        head = _html.summary(f"Optimal mixture at {_budget_text(self.N, self.D)}",
                              [("objective", self.fun), ("gap", self.gap), ("success", self.success)],
                              note="" if self.success else self.message)
         notes = {d: f"at its {w} (multiplier {m:.3g})" for d, (w, m) in self.binding.items()}
@@ -122,7 +123,7 @@ class MixtureResult:
     def __repr__(self) -> str:
         hs = ", ".join(f"{d}={v:.4f}" for d, v in self.h.items())
         out = f", outside_data={sorted(self.outside_data)}" if self.outside_data else ""
-        return (f"MixtureResult(N={self.N:.4g}, D={self.D:.4g}, fun={self.fun:.6g}, gap={self.gap:.2e}, "
+        return (f"MixtureResult({_budget_text(self.N, self.D, sep='=')}, fun={self.fun:.6g}, gap={self.gap:.2e}, "
                 f"h=[{hs}]{out})")
 
 
@@ -336,7 +337,7 @@ def _bounds(bounds: Any, domains: tuple, k: int) -> tuple[np.ndarray, np.ndarray
     return lo, hi
 
 
-def optimize_mixture(fits: Any, *, N: Any, D: Any, weights: Any = None, bounds: Any = None,
+def optimize_mixture(fits: Any, *, N: Any = None, D: Any = None, weights: Any = None, bounds: Any = None,
                      available_tokens: Any = None, max_epochs: Any = None, method: str = "mirror",
                      n_starts: int = 4, seed: int = 0, gap_tol: float = 1e-10, max_iter: int = 20000,
                      line_search_memory: int = 10, within_data: bool = False,
@@ -349,7 +350,9 @@ def optimize_mixture(fits: Any, *, N: Any, D: Any, weights: Any = None, bounds: 
         Fitted mixture laws (all on the same domains).
     N, D : float or array
         Model size and training tokens (raw units). Arrays (broadcast together) give one
-        problem per entry, solved in one parallel call, and a :class:`MixtureGrid`.
+        problem per entry, solved in one parallel call, and a :class:`MixtureGrid`. Laws
+        without a model-size (token) term do not need ``N`` (``D``): omitted, it is NaN in
+        the result.
     weights : mapping target -> weight, or array (T,) or (P, T), optional
         Relative importance of each target (default: equal, i.e. the average loss); normalised
         to sum to 1 per budget, so ``fun`` is always a weighted mean of the predicted losses.
@@ -407,6 +410,14 @@ def optimize_mixture(fits: Any, *, N: Any, D: Any, weights: Any = None, bounds: 
     targets = tuple(f.target for f in flist)
     if len(set(targets)) != len(targets):
         raise ValueError("fits: duplicate target names")
+    omitted = {"N": N is None, "D": D is None}
+    for arg, used, what in (("N", any(f.law.n_term for f in flist), "a model-size"),
+                            ("D", any(f.law.d_term for f in flist), "a token")):
+        if omitted[arg] and used:
+            raise ValueError(f"{arg}: the {flist[0].law.name} law has {what} term, so the budget needs {arg}")
+    if omitted["D"] and (available_tokens is not None or max_epochs is not None):
+        raise ValueError("D: token caps (available_tokens, max_epochs) need the training tokens D")
+    N, D = (1.0 if v is None else v for v in (N, D))  # not read by these laws
     scalar = np.ndim(N) == 0 and np.ndim(D) == 0
     Nb, Db = _budgets(N, D)
     Nb, Db = np.ascontiguousarray(Nb.ravel()), np.ascontiguousarray(Db.ravel())
@@ -445,7 +456,7 @@ def optimize_mixture(fits: Any, *, N: Any, D: Any, weights: Any = None, bounds: 
     if not isinstance(within_data, (bool, np.bool_)):
         raise ValueError(f"within_data: expected True or False, got {within_data!r}")
     seen = _seen_range(flist, k)
-    far = [(f, f.far_outside(Nb, Db)) for f in flist]
+    far = [(f, f.far_outside(None if omitted["N"] else Nb, None if omitted["D"] else Db)) for f in flist]
     far = [(f, v) for f, v in far if v]
     if far:
         f, v = far[0]
@@ -506,7 +517,8 @@ def optimize_mixture(fits: Any, *, N: Any, D: Any, weights: Any = None, bounds: 
     lowers = [("lower bound", user_lo)] + ([("fitting range", seen[:, 0])] if within_data else [])
     uppers = [("upper bound", np.minimum(user_hi, 1.0))] + ([("available tokens", cap)] if cap is not None else []) \
         + ([("fitting range", seen[:, 1])] if within_data else [])
-    grid = MixtureGrid(N=Nb, D=Db, h=r["h"], fun=r["fun"], gap=r["gap"], losses=r["per_target"], nit=r["nit"],
+    shown = [np.full(P, np.nan) if omitted[arg] else v for arg, v in (("N", Nb), ("D", Db))]
+    grid = MixtureGrid(N=shown[0], D=shown[1], h=r["h"], fun=r["fun"], gap=r["gap"], losses=r["per_target"], nit=r["nit"],
                        status=r["status"], domains=domains, targets=targets, nfev=r["nfev"], outside_data=outside,
                        data_range=seen, _constraints=(flist, Nb, Db, W, r["h"], LO, HI, lowers, uppers, threads))
     law_names = ", ".join(dict.fromkeys(f.law.name for f in flist))

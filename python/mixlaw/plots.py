@@ -28,7 +28,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ._domains import domain_order
-from .data import _fmt_size
+from .data import _budget_text, _fmt_size
 from .metrics import mre as _mre
 
 __all__ = ["observed_vs_predicted", "loss_vs_tokens", "mixture_bars", "mixture_path", "save"]
@@ -142,7 +142,7 @@ def observed_vs_predicted(fit: Any, fit_runs: Any = None, eval_runs: Any = None,
         Default: target, law and the MRE (%) of each group.
     residuals : bool, optional
         Draw the residual panel: ``100 (predicted - observed) / observed`` against N (log
-        scale). Default: when the figure is made here (``ax`` None) or ``residual_ax`` is given.
+        scale; against the predicted loss for runs without model sizes). Default: when the figure is made here (``ax`` None) or ``residual_ax`` is given.
     residual_ax : matplotlib Axes, optional
         Where to draw the residual panel when ``ax`` is given.
 
@@ -174,6 +174,7 @@ def observed_vs_predicted(fit: Any, fit_runs: Any = None, eval_runs: Any = None,
                        dict(marker="D", s=22, color="tab:orange", alpha=0.9, edgecolors="black",
                             linewidths=0.4)))
     lo, hi, parts = math.inf, -math.inf, []
+    by_size = all(arrays[0] is not None for _, arrays, _ in groups)  # else: runs without N
     for label, (N, _, _, y, pred), style in groups:
         if y.size == 0:
             parts.append(f"{label}: no records")
@@ -182,7 +183,7 @@ def observed_vs_predicted(fit: Any, fit_runs: Any = None, eval_runs: Any = None,
         parts.append(f"{label} MRE {m:.2f}%")
         ax.scatter(pred, y, label=f"{label} ({y.size} points)", zorder=3, **style)
         if residuals:
-            residual_ax.scatter(N, 100 * (pred - y) / y, zorder=3, **style)
+            residual_ax.scatter(N if by_size else pred, 100 * (pred - y) / y, zorder=3, **style)
         lo, hi = min(lo, y.min(), pred.min()), max(hi, y.max(), pred.max())
     if math.isfinite(lo):
         pad = 0.04 * (hi - lo or abs(hi) or 1.0)
@@ -200,8 +201,9 @@ def observed_vs_predicted(fit: Any, fit_runs: Any = None, eval_runs: Any = None,
     ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
     if residuals:
         residual_ax.axhline(0.0, color="0.35", lw=1, ls="--", zorder=2)
-        residual_ax.set_xscale("log")
-        residual_ax.set_xlabel("model size N (parameters)")
+        if by_size:
+            residual_ax.set_xscale("log")
+        residual_ax.set_xlabel("model size N (parameters)" if by_size else "predicted loss")
         residual_ax.set_ylabel("error %\n(predicted - observed)")
         residual_ax.grid(True, alpha=0.3)
     return ax
@@ -308,7 +310,7 @@ def _as_weights(m: Any, arg: str) -> tuple[dict, Optional[str]]:
             total = sum(w.values())
             shown = ", ".join(f"{t} {v / total:.2g}" for t, v in list(w.items())[:4]) + (", ..." if len(w) > 4 else "")
             targets = f"\ntargets weighted {shown}"
-        return dict(m.h), f"{law}N = {_fmt_size(m.N)}, D = {_fmt_size(m.D)} tokens{targets}"
+        return dict(m.h), f"{law}{_budget_text(m.N, m.D, _fmt_size, tokens=' tokens')}{targets}"
     if isinstance(m, Mapping) and m and all(isinstance(v, numbers.Real) for v in m.values()):
         return {str(k): float(v) for k, v in m.items()}, None
     raise ValueError(f"{arg}: expected a MixtureResult or a mapping domain -> weight")
