@@ -111,7 +111,9 @@ def k16():
         # reseat=False: the tests below compare every start with the same start solved alone
         # (re-seating acts on a start only when the others disagree: tests/test_reseat.py)
         # init="random": these tests are about the local solver from random starts
-        f = mixlaw.fit(runs, "additive", n_starts=8, seed=1, threads=2, reseat=False, init="random")["loss"]
+        # iterate=1: max_iter is a hard limit, so that a start solved alone is the same solve
+        f = mixlaw.fit(runs, "additive", n_starts=8, seed=1, threads=2, reseat=False, init="random",
+                       iterate=1)["loss"]
     return law, truth, runs, f
 
 
@@ -144,7 +146,7 @@ def test_each_start_checked_by_numpy(k16):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", mixlaw.ConvergenceWarning)
         for s in range(starts.shape[0]):
-            one = mixlaw.fit(runs, "additive", starts=starts[s:s + 1], threads=1, reseat=False)["loss"]
+            one = mixlaw.fit(runs, "additive", starts=starts[s:s + 1], threads=1, reseat=False, iterate=1)["loss"]
             assert one.fun == f.starts_fun[s] and one.status == f.starts_status[s]
             stat, _ = numpy_stationarity(law, one.x, runs, law.lower, law.upper)
             if one.status == 1:
@@ -181,6 +183,40 @@ def test_iteration_limit_is_not_success_and_warns():
         f = mixlaw.fit(runs, "additive", targets="c4", n_starts=2, max_iter=3)["c4"]
     assert not f.success and f.status == 0 and f.stationarity > GTOL
     assert "maximum number of iterations" in f.message
+
+
+def test_best_start_at_the_iteration_limit_goes_on_as_by_hand(k16):
+    # iterate=2 is the fit a user gets by solving the best start again from where it stopped
+    # (explicit start, iterate=1); iterations add up; the other starts are not touched.
+    law, _, runs, _ = k16
+    kw = dict(n_starts=4, seed=3, threads=1, reseat=False, init="random", max_iter=15)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mixlaw.ConvergenceWarning)
+        once = mixlaw.fit(runs, "additive", iterate=1, **kw)["loss"]
+        twice = mixlaw.fit(runs, "additive", iterate=2, **kw)["loss"]
+        by_hand = mixlaw.fit(runs, "additive", starts=np.asarray(once.x)[None], threads=1, reseat=False,
+                             max_iter=15, iterate=1)["loss"]
+    assert once.status == 0  # stopped by the limit
+    b = int(np.argmin(once.starts_fun))
+    assert twice.fun == min(by_hand.fun, once.fun) and twice.fun < once.fun
+    np.testing.assert_array_equal(np.asarray(twice.x), np.asarray(by_hand.x))
+    others = np.arange(len(once.starts_fun)) != b
+    np.testing.assert_array_equal(twice.starts_fun[others], once.starts_fun[others])
+    assert twice.nit == once.nit + by_hand.nit and twice.options["iterate"] == 2
+    # by default it goes on until it stops otherwise: here stationary, which NumPy confirms
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mixlaw.ConvergenceWarning)
+        f = mixlaw.fit(runs, "additive", iterate=50, **kw)["loss"]
+    assert f.status == 1 and f.nit > 15
+    stat, _ = numpy_stationarity(law, f.x, runs, law.lower, law.upper)
+    assert stat <= GTOL * 1.01
+
+
+@pytest.mark.parametrize("value, exc", [(0, ValueError), (-1, ValueError), (True, TypeError), (2.0, TypeError)])
+def test_iterate_validated(value, exc):
+    runs = datasets.slimpajama()
+    with pytest.raises(exc, match="iterate"):
+        mixlaw.fit(runs, "additive", targets="c4", n_starts=1, iterate=value)
 
 
 def test_parameter_at_bound_is_named():

@@ -526,7 +526,7 @@ _FIT_OPTIONAL = {1: ("domains", "seconds", "stationarity", "starts_stationarity"
 _LAW_REQUIRED = ("name", "k", "n_term", "d_term", "n_scale", "d_scale")
 #: Types of the known settings of ``Fit.options`` (other keys are kept as they are).
 _OPTION_TYPES = {**dict.fromkeys(("loss", "residual", "reduction", "method", "curvature", "linear_solver"), "str"),
-                 **dict.fromkeys(("seed", "hops", "max_iter", "screen_iter", "screen_keep"), "int"),
+                 **dict.fromkeys(("seed", "hops", "max_iter", "iterate", "screen_iter", "screen_keep"), "int"),
                  "n_starts": "int or auto", "init": "str",
                  **dict.fromkeys(("delta", "hop_step", "hop_temperature", "ftol", "xtol", "gtol", "max_step",
                                   "screen_ratio"), "number"),
@@ -1123,8 +1123,8 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
         tie: Optional[Mapping[str, Union[str, Sequence[str]]]] = None, loss: str = "huber",
         delta: float = 1e-3, residual: str = "raw", reduction: str = "mean", weights: Any = None,
         method: str = "lm", curvature: str = "auto", linear_solver: str = "auto", hops: int = 0, hop_step: float = 0.5, hop_temperature: float = 0.05,
-        max_iter: int = 1000, ftol: float = 1e-10, xtol: float = 1e-10, gtol: float = 1e-6, max_step: float = 1.0,
-        screen_iter: int = 0, screen_ratio: float = 1.5, screen_keep: int = 8, starts: Any = None,
+        max_iter: int = 1000, iterate: int = 5, ftol: float = 1e-10, xtol: float = 1e-10, gtol: float = 1e-6,
+        max_step: float = 1.0, screen_iter: int = 0, screen_ratio: float = 1.5, screen_keep: int = 8, starts: Any = None,
         nest: Union[bool, "Fits"] = True, n_term: bool = True, d_term: bool = True, n_scale: float = 1e6,
         d_scale: float = 1e9, reseat: bool = True, init: str = "auto", progress: Any = "auto",
         threads: Optional[int] = None) -> Fits:
@@ -1210,6 +1210,13 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
         <-> IRLS) and goes on, and a start whose phases stop making progress is stalled
         (status -4, not a success). A start that reaches ``max_iter`` is not a success
         either (status 0).
+    iterate : int
+        When a target's best start stops at ``max_iter``, it goes on from where it stopped
+        for another ``max_iter`` iterations, until it stops otherwise, stops improving, or
+        has been solved ``iterate`` times in all (as iminuit's ``migrad(iterate=...)``);
+        ``1``: ``max_iter`` is a hard limit. Its iterations add up in :attr:`Fit.nit`. Only
+        the best start goes on, so the cost is at most ``iterate - 1`` more local solves per
+        target.
     max_step :
         Initial trust radius of a Levenberg-Marquardt step in the solver's coordinates (log
         of a positive parameter, else the parameter): longer steps are shortened along their
@@ -1273,6 +1280,7 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
         raise ValueError(f"init: expected 'auto' or 'random', got {init!r}")
     _progress.check(progress)
     _int_option(max_iter, "max_iter", lo=None)  # the core names values < 1
+    _int_option(iterate, "iterate", lo=1)
     _int_option(hops, "hops", lo=None)
     _int_option(screen_iter, "screen_iter", lo=None)  # the core names values < 0
     _int_option(screen_keep, "screen_keep", lo=None)
@@ -1330,6 +1338,7 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
                    n_starts=n_starts, init=init, seed=int(seed),
                    hops=int(hops), hop_step=_float_option(hop_step, "hop_step"),
                    hop_temperature=_float_option(hop_temperature, "hop_temperature"), max_iter=int(max_iter),
+                   iterate=int(iterate),
                    ftol=_float_option(ftol, "ftol"), xtol=_float_option(xtol, "xtol"),
                    gtol=_float_option(gtol, "gtol"),
                    max_step=_float_option(max_step, "max_step"), screen_iter=int(screen_iter),
@@ -1373,7 +1382,8 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
         nested_from = fit(runs, simpler, targets=target_list, n_starts=n_starts, seed=seed, loss=loss, delta=delta,
                           residual=residual, reduction=reduction, weights=weights, method=method,
                           curvature=curvature, linear_solver=linear_solver, hops=hops,
-                          hop_step=hop_step, hop_temperature=hop_temperature, max_iter=max_iter, ftol=ftol,
+                          hop_step=hop_step, hop_temperature=hop_temperature, max_iter=max_iter,
+                          iterate=iterate, ftol=ftol,
                           xtol=xtol, gtol=gtol, max_step=max_step, screen_iter=screen_iter, screen_ratio=screen_ratio,
                           screen_keep=screen_keep, nest=True, reseat=reseat, init=init, progress=progress,
                           threads=threads,
@@ -1394,6 +1404,7 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
         _reseat_degenerate(laws, problems, results, records_n, [lo] * len(problems), [hi] * len(problems), seeds,
                            options, threads, progress=progress)
     _revive_collapsed(laws, problems, results, lo, hi, seeds, options, threads, tie_labels, progress=progress)
+    _continue_at_limit(problems, results, lo, hi, seeds, options, threads, tie_labels, progress=progress)
     domains = tuple(getattr(runs, "domains", ()))
     opts = dict(options, nested_start=nested_from is not None)
     fits = {t: _assemble_fit(laws[ti], t, results[ti], records_n[ti], dict(opts, two_stage_start=jobs[ti].two_stage),
@@ -1565,6 +1576,34 @@ def _continue_start(r: Mapping[str, Any], s: int, r2: Mapping[str, Any], j: int)
         if key in r:
             r[key][s] = r2[key][j]
     return True
+
+
+def _continue_at_limit(problems: Sequence[tuple], results: list, lo: np.ndarray, hi: np.ndarray,
+                       seeds: Sequence[int], options: Mapping[str, Any], threads: Optional[int],
+                       tie_labels: Optional[np.ndarray] = None, progress: Any = None) -> None:
+    """The best start of each target that stopped at the iteration limit goes on from its end
+    point (``options["iterate"]``, see :func:`fit`), all such targets in one parallel call
+    per round, without basin hopping; a target leaves when its start stops otherwise or a
+    round does not lower its objective. In place; independent of the thread count."""
+    going = set(range(len(results)))
+    for _ in range(int(options.get("iterate", 1)) - 1):
+        todo = []
+        for ti in sorted(going):
+            fun = np.where(np.isfinite(results[ti]["fun"]), results[ti]["fun"], np.inf)
+            b = int(np.argmin(fun))  # the fit's best start (the first minimum)
+            if np.isfinite(fun[b]) and results[ti]["status"][b] == STATUS_MAX_ITER:
+                todo.append((ti, b))
+        if not todo:
+            return
+        with _progress.reporter(progress, "fit: best starts at the iteration limit, continued") as report:
+            again = _core.fit_many([problems[ti] for ti, _ in todo],
+                                   [np.array(results[ti]["x"][b])[None, :] for ti, b in todo],
+                                   [lo] * len(todo), [hi] * len(todo), [seeds[ti] for ti, _ in todo],
+                                   threads=threads, tie=None if tie_labels is None else [tie_labels] * len(todo),
+                                   progress=report, **_solver_options(dict(options, hops=0)))
+        for (ti, b), r2 in zip(todo, again):
+            if not _continue_start(results[ti], b, r2, 0):
+                going.discard(ti)
 
 
 def _revive_collapsed(laws: Sequence[Law], problems: Sequence[tuple], results: list, lo: np.ndarray,
@@ -1786,7 +1825,7 @@ def _convergence_warnings(f: Fit) -> None:
     if not f.success:
         warnings.warn(f"fit: the best start of target {f.target!r} ({f.law!r}) is not a stationary point: "
                       f"{f.message} (stationarity {f.stationarity:.2g}); its parameters are not a minimum. Raise "
-                      "max_iter, or try curvature='irls' or more starts", ConvergenceWarning,
+                      "max_iter or iterate, or try curvature='irls' or more starts", ConvergenceWarning,
                       stacklevel=_user_stacklevel())
         return
     n_best = f.spread["n_at_best"]

@@ -44,16 +44,17 @@ import numpy as np
 
 from . import _core, _progress
 from .data import _has_losses
-from .fit import (_AUTO_RANDOM_STARTS, Fit, Fits, _assemble_fit, _n_starts_option, _prepare_job, _reseat_degenerate,
-                  _resolve_bounds, _revive_collapsed, _solver_options, _user_stacklevel, resolved_curvature)
+from .fit import (_AUTO_RANDOM_STARTS, Fit, Fits, _assemble_fit, _continue_at_limit, _n_starts_option, _prepare_job,
+                  _reseat_degenerate, _resolve_bounds, _revive_collapsed, _solver_options, _user_stacklevel,
+                  resolved_curvature)
 from .laws import NESTED_IN, Law, _bimix_for_target, embed
 from .laws import law as make_law
 
 __all__ = ["grid", "Cell", "run_cells"]
 
 _FIT_DEFAULTS = dict(loss="huber", delta=1e-3, residual="raw", reduction="mean", method="lm", curvature="auto",
-                     hops=0, hop_step=0.5, hop_temperature=0.05, max_iter=1000, ftol=1e-10, xtol=1e-10,
-                     max_step=1.0, screen_iter=0, screen_ratio=1.5, screen_keep=8, reseat=True, init="auto")
+                     hops=0, hop_step=0.5, hop_temperature=0.05, max_iter=1000, iterate=5, ftol=1e-10,
+                     xtol=1e-10, max_step=1.0, screen_iter=0, screen_ratio=1.5, screen_keep=8, reseat=True, init="auto")
 
 
 @dataclass(frozen=True)
@@ -276,8 +277,10 @@ def _run_cells(runs: Any, cells: Sequence[Cell], fit_options: Mapping[str, Any],
         fit_opts = {k: v for k, v in options.items() if k != "bounds"}
         fit_opts.update(n_starts=n_starts, seed=seed, nest=nest)
         for (job, _, lo, hi), (ukey, L, t, domains), r, c in zip(jobs, meta, results, curv):
-            # Collapsed starts are revived as fit revives them, so a cell is the standalone fit.
+            # Collapsed starts are revived and the best start continued at the iteration limit as
+            # fit does it, so a cell is the standalone fit.
             _revive_collapsed([L], [job.problem], [r], lo, hi, [job.seed], dict(options, curvature=c), threads)
+            _continue_at_limit([job.problem], [r], lo, hi, [job.seed], dict(options, curvature=c), threads)
             fitted[(ukey[0], ukey[1], ukey[2], t)] = _assemble_fit(
                 L, t, r, job.records, dict(fit_opts, curvature=c, nested_start=nest and L.name in NESTED_IN,
                                            two_stage_start=job.two_stage),
