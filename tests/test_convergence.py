@@ -295,14 +295,16 @@ def test_matrix_free_starts_checked_by_numpy(k16):
     starts = _starts_of(f, law, runs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", mixlaw.ConvergenceWarning)
-        cg = mixlaw.fit(runs, "additive", starts=starts, linear_solver="cg", threads=2, reseat=False)["loss"]
+        cg = mixlaw.fit(runs, "additive", starts=starts, linear_solver="cg", threads=2, reseat=False,
+                        iterate=1)["loss"]
     assert cg.options["linear_solver"] == "cg"
     assert cg.fun <= 1.005 * numpy_stationarity(law, truth, runs, law.lower, law.upper)[1]
     assert np.sum(cg.starts_status == 1) >= 6
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", mixlaw.ConvergenceWarning)
         for s in range(starts.shape[0]):
-            one = mixlaw.fit(runs, "additive", starts=starts[s:s + 1], linear_solver="cg", threads=1, reseat=False)["loss"]
+            one = mixlaw.fit(runs, "additive", starts=starts[s:s + 1], linear_solver="cg", threads=1, reseat=False,
+                             iterate=1)["loss"]
             assert one.fun == cg.starts_fun[s] and one.status == cg.starts_status[s]
             stat, _ = numpy_stationarity(law, one.x, runs, law.lower, law.upper)
             if one.status == 1:
