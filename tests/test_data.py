@@ -711,3 +711,31 @@ def test_wide_table_with_string_run_ids(tmp_path):
     with pytest.raises(ValueError, match="N: row 1 .* and row 0 .* belong to the same run 'A' but have different "
                                          "model sizes"):
         load_runs(p, run="run")
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_csv_quirks_read_as_written(tmp_path, gz):
+    # Byte-order mark, spaces around names and numbers, quoted cells, a row of blank cells
+    # and an empty line (both skipped), empty cells (missing losses), gzip: the values are
+    # the ones written here.
+    import gzip
+
+    text = ('\ufeffmodel_size, n_tokens ,weight_a,weight_b,c4_loss,"x_loss"\n'
+            '1e8,1e9,0.5,0.5,3.1,2.0\n,,,,,\n\n 2e8 ,2e9, 0.25 ,0.75,,2.5\n'
+            '4e8,"4e9",0.5,0.5,"2.9",1.9\n8e8,8e9,0.5,0.5,2.8,  \n')
+    path = tmp_path / ("quirks.csv.gz" if gz else "quirks.csv")
+    if gz:
+        with gzip.open(path, "wt", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    runs = load_runs(path)
+    np.testing.assert_array_equal(runs.N, [1e8, 2e8, 4e8, 8e8])
+    np.testing.assert_array_equal(runs.D, [1e9, 2e9, 4e9, 8e9])
+    np.testing.assert_array_equal(runs.H, [[0.5, 0.5], [0.25, 0.75], [0.5, 0.5], [0.5, 0.5]])
+    np.testing.assert_array_equal(runs.targets["c4"], [3.1, np.nan, 2.9, 2.8])
+    np.testing.assert_array_equal(runs.targets["x"], [2.0, 2.5, 1.9, np.nan])
+    short = tmp_path / "short.csv"
+    short.write_text("model_size,n_tokens,weight_a,weight_b,c4_loss\n1e8,1e9,0.5,0.5,3\n2e8,2e9,0.5,0.5\n")
+    with pytest.raises(ValueError, match="line 3 has 4 fields, header has 5"):
+        load_runs(short)  # pandas alone would read the missing loss as NaN
