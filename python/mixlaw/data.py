@@ -176,8 +176,8 @@ class Runs:
         n = self._length(N, D, H, targets, run)
         N_ = np.full(n, np.nan) if N is None else self._vector(N, "N", n)
         D_ = np.full(n, np.nan) if D is None else self._vector(D, "D", n)
-        for name, v in (("N", N_), ("D", D_)):
-            if (N, D)[name == "D"] is None:
+        for name, v, given in (("N", N_, N is not None), ("D", D_, D is not None)):
+            if not given:
                 continue
             bad = np.flatnonzero(~(np.isfinite(v) & (v > 0)))
             if bad.size:

@@ -338,7 +338,7 @@ class Law:
             for arg, used, v, what, opt in (("N", self.n_term, N, "a model-size term", "n_term"),
                                             ("D", self.d_term, D, "a token term", "d_term")):
                 if v is None and used:
-                    raise ValueError(f"{arg}: the {self!r} law has {what}, so it needs {arg}; "
+                    raise ValueError(f"{arg}: the {self.name} law has {what}, so it needs {arg}; "
                                      f"a law without that term ({opt}=False) does not")
             N = 1.0 if N is None else N
             D = 1.0 if D is None else D
