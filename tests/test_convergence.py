@@ -439,3 +439,34 @@ def test_curvature_auto_is_irls_first_beyond_100_parameters():
             assert g.options["curvature"] == "exact"
     with pytest.raises(ValueError, match="curvature"):
         mixlaw.fit(runs, "additive", n_starts=1, curvature="newton")
+
+
+def test_a_crawling_best_start_gets_one_more_round_only(monkeypatch):
+    # The continuation policy on its own (the solver replaced by a stand-in): a round that
+    # lowers the objective by 1e-9 (relative) without halving the stationarity is the last;
+    # one that lowers it by 1e-3 earns another, up to iterate - 1 rounds.
+    import importlib
+    import types
+
+    F = importlib.import_module("mixlaw.fit")
+    calls = []
+
+    def fake_fit_many(problems, starts, lows, highs, seeds, **kw):
+        calls.append(len(problems))
+        out = []
+        for x in starts:  # x[0] carries the objective, so that every round lowers it again
+            f = float(x[0, 0]) * (1 - step)
+            out.append({"x": np.array([[f, 0.0]]), "fun": np.array([f]), "status": np.array([0]),
+                        "stationarity": np.array([1e-3]), "nit": np.array([10]), "nfev": np.array([10]),
+                        "njev": np.array([10])})
+        return out
+
+    monkeypatch.setattr(F, "_core", types.SimpleNamespace(fit_many=fake_fit_many))
+    for step, rounds in ((1e-9, 1), (1e-3, 4)):
+        calls.clear()
+        r = {"x": np.array([[2.0, 0.0]]), "fun": np.array([2.0]), "status": np.array([0]),
+             "stationarity": np.array([1e-3]), "nit": np.array([1000]), "nfev": np.array([1000]),
+             "njev": np.array([1000])}
+        F._continue_at_limit([None], [r], np.zeros(2), np.ones(2), [0], {"iterate": 5, "hops": 0}, 1)
+        assert len(calls) == rounds, (step, calls)
+        assert r["nit"][0] == 1000 + 10 * rounds and r["fun"][0] < 2.0

@@ -1212,9 +1212,10 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
         either (status 0).
     iterate : int
         When a target's best start stops at ``max_iter``, it goes on from where it stopped
-        for another ``max_iter`` iterations, until it stops otherwise, stops improving, or
-        has been solved ``iterate`` times in all (as iminuit's ``migrad(iterate=...)``);
-        ``1``: ``max_iter`` is a hard limit. Its iterations add up in :attr:`Fit.nit`. Only
+        for another ``max_iter`` iterations, until it stops otherwise, has been solved
+        ``iterate`` times in all (as iminuit's ``migrad(iterate=...)``), or crawls: a round
+        that lowers the objective by at most 1e-6 (relative) without halving the
+        stationarity is the last. ``1``: ``max_iter`` is a hard limit. Its iterations add up in :attr:`Fit.nit`. Only
         the best start goes on, so the cost is at most ``iterate - 1`` more local solves per
         target.
     max_step :
@@ -1583,8 +1584,10 @@ def _continue_at_limit(problems: Sequence[tuple], results: list, lo: np.ndarray,
                        tie_labels: Optional[np.ndarray] = None, progress: Any = None) -> None:
     """The best start of each target that stopped at the iteration limit goes on from its end
     point (``options["iterate"]``, see :func:`fit`), all such targets in one parallel call
-    per round, without basin hopping; a target leaves when its start stops otherwise or a
-    round does not lower its objective. In place; independent of the thread count."""
+    per round, without basin hopping. A target leaves when its start stops otherwise, or when
+    a round neither lowers its objective by more than :data:`_CONTINUE_MIN_GAIN` (relative)
+    nor halves its stationarity: a crawl gets one more round, not ``iterate - 1``. In place;
+    independent of the thread count."""
     going = set(range(len(results)))
     for _ in range(int(options.get("iterate", 1)) - 1):
         todo = []
@@ -1602,8 +1605,17 @@ def _continue_at_limit(problems: Sequence[tuple], results: list, lo: np.ndarray,
                                    threads=threads, tie=None if tie_labels is None else [tie_labels] * len(todo),
                                    progress=report, **_solver_options(dict(options, hops=0)))
         for (ti, b), r2 in zip(todo, again):
-            if not _continue_start(results[ti], b, r2, 0):
+            r = results[ti]
+            f0, s0 = float(r["fun"][b]), float(r["stationarity"][b]) if "stationarity" in r else math.nan
+            if not _continue_start(r, b, r2, 0):
                 going.discard(ti)
+            elif f0 - float(r["fun"][b]) <= _CONTINUE_MIN_GAIN * f0 and not float(r["stationarity"][b]) <= 0.5 * s0:
+                going.discard(ti)
+
+
+#: A continued round (``iterate``) that lowers the objective by no more than this (relative)
+#: and does not halve the stationarity is the last: the start crawls.
+_CONTINUE_MIN_GAIN = 1e-6
 
 
 def _revive_collapsed(laws: Sequence[Law], problems: Sequence[tuple], results: list, lo: np.ndarray,
