@@ -383,8 +383,10 @@ class Runs:
         else:  # e.g. digitised data with a different N for nearly every run
             sizes = f"{ms.size} sizes {_fmt_size(ms[0])}..{_fmt_size(ms[-1])}"
         doms = ", ".join(self.domains)
-        tokens = (f"D {_fmt_size(float(self.D.min()))}..{_fmt_size(float(self.D.max()))}" if len(self) and self.has_D
-                  else "D -" if self.has_D else "no D")
+        if not self.has_D:
+            tokens = "no D"
+        else:
+            tokens = f"D {_fmt_size(float(self.D.min()))}..{_fmt_size(float(self.D.max()))}" if len(self) else "D -"
         return (
             f"Runs(n={len(self)}, runs={np.unique(self.run).size}, k={self.k} domains [{doms}], "
             f"{sizes}, {tokens}, targets [{', '.join(self.target_names)}])"
@@ -695,12 +697,13 @@ def _parse_cells(
     return out
 
 
-def _read_csv(path: Path) -> tuple[list[str], dict[str, Any]]:
-    """Columns of a CSV file, parsed by pandas' C reader (10x faster than the csv module on
-    large tables: bench/README.md, section 6). One pass of the csv module checks what pandas
-    would let through: duplicated column names (pandas renames them) and rows with another
-    number of fields than the header (pandas fills short rows with missing values, a silently
-    truncated row); rows of blank cells are skipped, as blank lines are."""
+def _read_csv(path: Path) -> tuple[list[str], Any]:
+    """The header and the DataFrame of a CSV file, parsed by pandas' C reader (faster than
+    the csv module on large tables: bench/README.md, "Reading CSV files through pandas").
+    One pass of the csv module checks what pandas would let through: duplicated column names
+    (pandas renames them) and rows with another number of fields than the header (pandas
+    fills short rows with missing values, a silently truncated row); rows of blank cells are
+    skipped, as blank lines are."""
     import pandas as pd
 
     opener = gzip.open if path.name.endswith(".gz") else open
@@ -724,7 +727,7 @@ def _read_csv(path: Path) -> tuple[list[str], dict[str, Any]]:
     frame = pd.read_csv(path, encoding="utf-8-sig", keep_default_na=False, na_values=[""],
                         skiprows=blank_lines or None, low_memory=False)
     frame.columns = header
-    return header, {c: _frame_column(frame, c) for c in header}
+    return header, frame
 
 
 def _read_parquet(path: Path) -> tuple[list[str], dict[str, list]]:
@@ -761,9 +764,9 @@ def _open_source(source: Any) -> tuple[list[str], Callable[[str], Any], Callable
         if name.endswith((".parquet", ".pq")):
             header, cols = _read_parquet(path)
             return header, cols.__getitem__, lambda i: f"row {i}"
-        header, cols = _read_csv(path)
+        header, frame = _read_csv(path)
         # Blank lines are skipped, so the line number is only exact for files without them.
-        return header, cols.__getitem__, lambda i: f"row {i} (line {i + 2})"
+        return header, lambda c: _frame_column(frame, c), lambda i: f"row {i} (line {i + 2})"
     if isinstance(source, Mapping):
         header = [str(c) for c in source]
         return header, source.__getitem__, lambda i: f"row {i}"

@@ -146,8 +146,9 @@ class Fit:
         it never affects results).
     ranges : dict
         The range of the fitting records: ``"N"`` and ``"D"`` as ``(min, max)`` in raw units
-        (each only when the runs have it), and ``"h"`` one ``(min, max)`` weight per domain (in :attr:`domains` order). Predictions
-        and mixtures outside it are extrapolations, and say so.
+        (each only when the runs have it), and ``"h"`` one ``(min, max)`` weight per domain
+        (in :attr:`domains` order). Predictions and mixtures outside it are extrapolations,
+        and say so.
     """
 
     law: Law
@@ -1452,9 +1453,8 @@ def _prepare_job(runs: Any, L: Law, target: str, *, n_starts: Union[int, str], s
     additive mixture term, unless ``nested``: the caller adds the nested start, the simpler
     law's fit, which starts it better), then the random starts (:func:`_random_start_count`)."""
     N, D, H, y = runs.target(target)
-    for col, have, used, term in (("N", N is not None, L.n_term, "n_term"), ("D", D is not None, L.d_term, "d_term")):
-        if used and not have:
-            what = "model-size" if col == "N" else "token"
+    for col, used, term, what in (("N", L.n_term, "n_term", "model-size"), ("D", L.d_term, "d_term", "token")):
+        if used:
             runs._require(col, "runs", f"the {L.name} law", f"; fit with {term}=False, which drops its {what} term")
     w = None
     if weights is not None:
@@ -1606,7 +1606,7 @@ def _continue_at_limit(problems: Sequence[tuple], results: list, lo: np.ndarray,
                                    progress=report, **_solver_options(dict(options, hops=0)))
         for (ti, b), r2 in zip(todo, again):
             r = results[ti]
-            f0, s0 = float(r["fun"][b]), float(r["stationarity"][b]) if "stationarity" in r else math.nan
+            f0, s0 = float(r["fun"][b]), float(r["stationarity"][b])
             if not _continue_start(r, b, r2, 0):
                 going.discard(ti)
             elif f0 - float(r["fun"][b]) <= _CONTINUE_MIN_GAIN * f0 and not float(r["stationarity"][b]) <= 0.5 * s0:

@@ -334,7 +334,7 @@ class Law:
         """``(N, D, H, single)`` as records (see :func:`_broadcast_points`); a model size or
         token count the law does not use may be omitted (None, filled with 1), one it uses
         may not."""
-        if N is None or D is None and not isinstance(N, _core.Records):
+        if N is None or (D is None and not isinstance(N, _core.Records)):
             for arg, used, v, what, opt in (("N", self.n_term, N, "a model-size term", "n_term"),
                                             ("D", self.d_term, D, "a token term", "d_term")):
                 if v is None and used:

@@ -142,7 +142,8 @@ def observed_vs_predicted(fit: Any, fit_runs: Any = None, eval_runs: Any = None,
         Default: target, law and the MRE (%) of each group.
     residuals : bool, optional
         Draw the residual panel: ``100 (predicted - observed) / observed`` against N (log
-        scale; against the predicted loss for runs without model sizes). Default: when the figure is made here (``ax`` None) or ``residual_ax`` is given.
+        scale; against the predicted loss for runs without model sizes). Default: when the
+        figure is made here (``ax`` None) or ``residual_ax`` is given.
     residual_ax : matplotlib Axes, optional
         Where to draw the residual panel when ``ax`` is given.
 
