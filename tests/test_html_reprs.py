@@ -1,5 +1,6 @@
-"""Notebook reprs (issue 22): ``_repr_html_`` of Runs, Fit, Fits, MixtureResult, MixtureGrid
-and BootstrapResult: balanced tags, every domain and value shown, names escaped."""
+"""Notebook reprs (issue 22): ``_repr_html_`` of Runs, Fit, Fits, MixtureResult (plain and
+regularised), MixtureGrid, BootstrapResult and ParetoFront: balanced tags, every domain and
+value shown, names escaped."""
 from __future__ import annotations
 
 import warnings
@@ -59,8 +60,10 @@ def objects():
         warnings.simplefilter("ignore", mixlaw.ExtrapolationWarning)
         one = mixlaw.optimize_mixture(fits, N=1e9, D=2e10)
         grid = mixlaw.optimize_mixture(fits, N=[1e9, 3e9], D=[2e10, 6e10])
+        regularised = mixlaw.optimize_mixture(fits, N=1e9, D=2e10, prior=runs, kl=0.01)
+        front = mixlaw.pareto_front(fits, N=1e9, D=2e10, n_points=5)
     boot = mixlaw.bootstrap(runs, L, targets="other", n_boot=3, n_starts=2, threads=1)
-    return runs, fits, one, grid, boot
+    return runs, fits, one, grid, boot, regularised, front
 
 
 def test_every_repr_is_balanced_and_shows_the_domains_escaped(objects):
@@ -81,7 +84,7 @@ def test_fit_repr_lists_parameters_by_domain_with_values(objects):
 
 
 def test_mixture_reprs_show_weights_in_percent_and_losses(objects):
-    _, _, one, grid, _ = objects
+    _, _, one, grid, *_ = objects
     text = parsed_text(one._repr_html_())
     for d, v in one.h.items():
         assert f"{100 * v:.6g}" in text
@@ -92,7 +95,26 @@ def test_mixture_reprs_show_weights_in_percent_and_losses(objects):
 
 
 def test_bootstrap_repr_shows_the_intervals(objects):
-    *_, boot = objects
+    boot = objects[4]
     text = parsed_text(boot._repr_html_())
     lo, hi = boot.intervals("other")["E"]
     assert f"{lo:.6g}" in text and f"{hi:.6g}" in text and "90% intervals" in text
+
+
+def test_regularised_mixture_repr_shows_prior_and_unregularised_side_by_side(objects):
+    r = objects[5]
+    text = parsed_text(r._repr_html_())
+    u = r.unregularised
+    for d, v in r.h.items():
+        assert f"{100 * v:.6g}" in text and f"{100 * r.prior[d]:.6g}" in text and f"{100 * u.h[d]:.6g}" in text
+    for t, v in r.losses.items():
+        assert f"{v:.6g}" in text and f"{u.losses[t]:.6g}" in text
+    assert f"{r.kl_divergence:.4g}" in text
+
+
+def test_pareto_front_repr_shows_weights_and_losses(objects):
+    front = objects[6]
+    text = parsed_text(front._repr_html_())
+    assert "5 of 5" in text
+    for p in range(len(front)):
+        assert f"{front.losses[p, 0]:.6g}" in text and f"{100 * front.h[p, 0]:.6g}" in text

@@ -47,6 +47,24 @@ HeldLaws hold_laws(const py::list& fitted) {
   return h;
 }
 
+// The KL regulariser of a problem: strength kl (finite, >= 0) and, when kl > 0, the prior
+// (k weights, each finite and > 0, summing to 1).
+void set_regulariser(MixtureProblem& pb, double kl, const double* prior, int k) {
+  if (!(kl >= 0) || !std::isfinite(kl)) fail("kl: must be finite and >= 0");
+  pb.kl = kl;
+  if (kl == 0) return;
+  if (prior == nullptr) fail("prior: needed when kl > 0");
+  double sum = 0.0;
+  for (int i = 0; i < k; ++i) {
+    if (!(prior[i] > 0) || !std::isfinite(prior[i]))
+      fail("prior: every weight must be finite and > 0 (KL(h || prior) is infinite where the prior is 0; keep a "
+           "domain out with bounds instead)");
+    sum += prior[i];
+  }
+  if (!(std::fabs(sum - 1.0) <= 1e-9)) fail("prior: the weights must sum to 1, got " + std::to_string(sum));
+  pb.prior = prior;
+}
+
 }  // namespace
 
 void bind_simplex(py::module_& m) {
@@ -81,7 +99,8 @@ void bind_simplex(py::module_& m) {
 
   m.def(
       "mixture_objective",
-      [](const py::list& fitted, double N, double D, const py::object& weights, const py::object& h, bool generic) {
+      [](const py::list& fitted, double N, double D, const py::object& weights, const py::object& h, bool generic,
+         double kl, const py::object& prior) {
         HeldLaws held = hold_laws(fitted);
         const auto T = static_cast<py::ssize_t>(held.laws.size());
         darray w = vec(weights, "weights", T), ha = vec(h, "h", held.k);
@@ -89,26 +108,34 @@ void bind_simplex(py::module_& m) {
         pb.N = N;
         pb.D = D;
         pb.weights = w.data();
+        darray pa;
+        if (!prior.is_none()) pa = vec(prior, "prior", held.k);
+        set_regulariser(pb, kl, prior.is_none() ? nullptr : pa.data(), held.k);
         darray g(held.k), per(T);
         const double f =
             mixture_objective(held.laws, pb, ha.data(), g.mutable_data(), per.mutable_data(), generic);
         return py::make_tuple(f, g, per);
       },
       py::arg("fits"), py::arg("N"), py::arg("D"), py::arg("weights"), py::arg("h"), py::arg("generic") = false,
-      "F(h) = sum_t w_t L_t(N, D, h), dF/dh and the L_t. generic=True: the generic formulas instead of the "
-      "solver's fast path (for tests).");
+      py::arg("kl") = 0.0, py::arg("prior") = py::none(),
+      "F(h) = sum_t w_t L_t(N, D, h) (+ kl KL(h || prior) when kl > 0), dF/dh and the L_t. generic=True: the "
+      "generic formulas instead of the solver's fast path (for tests).");
 
   m.def(
       "optimize_mixtures",
       [](const py::list& fitted, const py::object& N, const py::object& D, const py::object& weights,
          const py::object& lo, const py::object& hi, const std::string& method, int max_iter, double gap_tol,
-         int n_starts, std::uint64_t seed, const py::object& threads, int line_search_memory, bool lanes) {
+         int n_starts, std::uint64_t seed, const py::object& threads, int line_search_memory, bool lanes,
+         const py::object& kl, const py::object& prior) {
         const int nt = threads_arg(threads);
         HeldLaws held = hold_laws(fitted);
         const auto T = static_cast<py::ssize_t>(held.laws.size());
         darray Na = vec(N, "N"), Da = vec(D, "D", Na.shape(0));
         const auto P = Na.shape(0);
         darray W = mat(weights, "weights", P, T), La = mat(lo, "bounds", P, held.k), Ha = mat(hi, "bounds", P, held.k);
+        darray KLa, PRa;  // per problem: KL strength, prior mixture
+        if (!kl.is_none()) KLa = vec(kl, "kl", P);
+        if (!prior.is_none()) PRa = mat(prior, "prior", P, held.k);
         MixtureOptions opt;
         if (method == "mirror") opt.method = MixtureMethod::mirror;
         else if (method == "projected") opt.method = MixtureMethod::projected;
@@ -141,6 +168,8 @@ void bind_simplex(py::module_& m) {
           pb.lo = La.data() + p * held.k;
           pb.hi = Ha.data() + p * held.k;
           check_feasible(pb.lo, pb.hi, held.k, "bounds", "bounds");
+          set_regulariser(pb, kl.is_none() ? 0.0 : KLa.data()[p], prior.is_none() ? nullptr : PRa.data() + p * held.k,
+                          held.k);
         }
         // Safe without the GIL: plans and parameter arrays are held by this frame. Ctrl-C
         // stops the solvers within an iteration and raises KeyboardInterrupt (the
@@ -180,9 +209,11 @@ void bind_simplex(py::module_& m) {
       py::arg("fits"), py::arg("N"), py::arg("D"), py::arg("weights"), py::arg("lo"), py::arg("hi"),
       py::arg("method") = "mirror", py::arg("max_iter") = 20000, py::arg("gap_tol") = 1e-10,
       py::arg("n_starts") = 1, py::arg("seed") = 0, py::arg("threads") = py::none(),
-      py::arg("line_search_memory") = 10, py::arg("lanes") = true,
+      py::arg("line_search_memory") = 10, py::arg("lanes") = true, py::arg("kl") = py::none(),
+      py::arg("prior") = py::none(),
       "Optimal mixtures for many (N, D, weights, bounds) problems in one parallel call. lanes=False "
-      "solves every problem on its own instead of four per vector (the same results; for tests).");
+      "solves every problem on its own instead of four per vector (the same results; for tests). kl (P,) and "
+      "prior (P, k): the objective gains kl KL(h || prior) where kl > 0.");
 }
 
 }  // namespace mixlaw::bind

@@ -56,6 +56,21 @@ struct PointVisitor {
   void end_mixture(std::size_t, const detail::MixtureWork&) {}
 };
 
+// lambda KL(h || p) = lambda sum_i h_i (log h_i - log p_i) of problem pb (a weight h_i = 0
+// adds 0), and grad += lambda (log h_i - log p_i + 1) (grad may be null; -inf at h_i = 0,
+// which the solver's finite_gradient treats as a law's infinite slope). logh (optional):
+// log h where h > 0. O(k).
+double kl_regulariser(const MixtureProblem& pb, int k, const double* h, double* grad, const double* logh) {
+  double s = 0.0;
+  for (int i = 0; i < k; ++i) {
+    const double lh = h[i] > 0 ? (logh ? logh[i] : std::log(h[i])) : -std::numeric_limits<double>::infinity();
+    const double lp = std::log(pb.prior[i]);
+    if (h[i] > 0) s += h[i] * (lh - lp);
+    if (grad) grad[i] += pb.kl * (lh - lp + 1.0);
+  }
+  return pb.kl * s;
+}
+
 // The generic evaluator: every law through the formulas of evaluate.hpp, on the targets
 // listed in `targets` (F and grad only see those; per_law is written for them).
 struct GenericEvaluator {
@@ -434,6 +449,11 @@ struct Evaluator {
   // logh (optional): log h where h > 0, when the caller already knows it.
   double operator()(const double* h, double* grad, double* per_law = nullptr, const double* logh = nullptr) {
     ++nfev;
+    const double F = laws_value(h, grad, per_law, logh);
+    return pb.kl > 0 ? F + kl_regulariser(pb, k, h, grad, logh) : F;
+  }
+
+  double laws_value(const double* h, double* grad, double* per_law, const double* logh) {
     double F = fast(h, grad, per_law, logh);
     if (slow) {
       if (grad) {  // the generic evaluator adds its gradient to a zeroed vector
@@ -1147,10 +1167,10 @@ void lane_losses(LaneSolver& ls, const std::size_t* ps, std::size_t n, std::vect
   ls.losses(ps, n, results, handed_back);
 }
 
-// Whether problem pb goes to the lane solver: the plain simplex, and every weighted law
-// has a fast path.
+// Whether problem pb goes to the lane solver: the plain simplex, no KL term, and every
+// weighted law has a fast path.
 bool lane_problem(const CompiledLaws& cl, const MixtureProblem& pb, int k) {
-  if (!plain_simplex(pb.lo, pb.hi, k)) return false;
+  if (pb.kl > 0 || !plain_simplex(pb.lo, pb.hi, k)) return false;
   for (int t : cl.slow)
     if (pb.weights[t] != 0.0) return false;
   return true;
@@ -1168,7 +1188,7 @@ double mixture_objective(const std::vector<FittedLaw>& laws, const MixtureProble
     double F = 0.0;
     if (grad) std::fill(grad, grad + k, 0.0);
     G.add(h, F, grad, per_law, nullptr);
-    return F;
+    return pb.kl > 0 ? F + kl_regulariser(pb, k, h, grad, nullptr) : F;
   }
   const CompiledLaws cl(laws, k);
   Evaluator F(cl, laws, pb, true);

@@ -16,19 +16,20 @@ Quick start::
 """
 from __future__ import annotations
 
-from . import _core, datasets, evaluate, grid_search, laws, metrics, protocols
+from . import _core, datasets, evaluate, grid_search, laws, metrics, pareto, protocols
 from .data import Runs, UnitsWarning, load_runs
 from .evaluate import bootstrap, compare
 from .fit import ConvergenceWarning, ExtrapolationWarning, Fit, Fits, IdentifiabilityWarning, fit, load_fits
 from .grid_search import grid
 from .laws import ALL_LAWS, BASELINE_LAWS, LAW_NAMES, Law, law
 from .mixture import MixtureGrid, MixtureResult, optimal_allocation, optimize_mixture
+from .pareto import ParetoFront, pareto_front
 
 __version__ = "0.1.0"
 __all__ = [
     "LAW_NAMES", "BASELINE_LAWS", "ALL_LAWS", "Law", "law", "laws",
     "Runs", "load_runs", "datasets", "protocols", "metrics", "evaluate", "compare", "bootstrap",
     "Fit", "Fits", "fit", "load_fits", "IdentifiabilityWarning", "ConvergenceWarning", "ExtrapolationWarning", "UnitsWarning", "grid",
-    "optimize_mixture", "optimal_allocation", "MixtureResult", "MixtureGrid",
+    "optimize_mixture", "optimal_allocation", "MixtureResult", "MixtureGrid", "pareto", "pareto_front", "ParetoFront",
     "__version__",
 ]

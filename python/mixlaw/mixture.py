@@ -16,6 +16,12 @@ are unaffected. ``"projected"`` keeps its iterates 1e-12 inside the lower bounds
 bound on ``F(h) - min F`` when ``F`` is convex (e.g. the additive law with every
 ``gamma_i`` in (0, 1]).
 
+Regularised toward a prior mixture ``p`` (``prior=``, ``kl=``): the objective gains
+``lambda KL(h || p)`` (Olmix's proposer), which keeps the optimum near mixtures one
+trusts; mirror descent handles the term exactly (its gradient
+``lambda (log(h_i / p_i) + 1)`` is the KL geometry's own), and the result reports the
+unregularised optimum next to it.
+
 Batched: pass arrays for ``N`` and ``D`` (and optionally per-problem weights) and all
 problems are solved in one parallel C++ call. Threads as everywhere in mixlaw:
 ``threads=None`` uses the OpenMP default; results do not depend on the count.
@@ -70,6 +76,19 @@ class MixtureResult:
         there the law extrapolates in ``h``. ``within_data=True`` keeps ``h`` inside.
     law : str
         Name of the law(s) of the fits (comma-separated when they differ).
+    kl, prior : float, dict or None
+        The regularisation: strength ``lambda`` and prior mixture (``optimize_mixture``'s
+        ``kl`` and ``prior``; 0 and None without).
+    kl_divergence : float
+        ``KL(h || prior)`` in nats (NaN without a prior); ``fun`` includes
+        ``kl * kl_divergence``.
+    distance_prior, distance_runs : float
+        Total-variation distance ``0.5 sum_i |h_i - q_i|`` (0 to 1) from the prior, and from
+        the nearest mixture of the fitting runs when the prior was given as those runs
+        (NaN otherwise).
+    unregularised : MixtureResult or None
+        The optimum of the same problem without the KL term (when ``kl > 0``): its ``h``,
+        ``losses`` and ``fun`` show what the regularisation costs in predicted loss.
     binding : dict
         The constraints that hold ``h`` where it is, ``{domain: (which, multiplier)}``:
         ``which`` is ``"lower bound"``, ``"upper bound"``, ``"available tokens"`` or
@@ -93,6 +112,12 @@ class MixtureResult:
     weights: dict
     outside_data: dict = field(default_factory=dict)
     law: str = ""  #: the fitted law(s) the mixture was optimised for, e.g. "joint"
+    kl: float = 0.0
+    prior: Optional[dict] = None
+    kl_divergence: float = math.nan
+    distance_prior: float = math.nan
+    distance_runs: float = math.nan
+    unregularised: Optional["MixtureResult"] = field(default=None, repr=False)
     _row: Optional[tuple] = field(default=None, repr=False, compare=False)  # (MixtureGrid, index)
 
     @property
@@ -115,10 +140,19 @@ class MixtureResult:
         notes = {d: f"at its {w} (multiplier {m:.3g})" for d, (w, m) in self.binding.items()}
         for d in self.outside_data:
             notes[d] = "; ".join(filter(None, [notes.get(d, ""), "outside the fitting runs' weights"]))
-        rows = [(d, 100 * v, notes.get(d, "")) for d, v in self.h.items()]
-        losses = [(t, v) for t, v in self.losses.items()]
-        return (head + _html.table(["domain", "weight %", "note"], rows)
-                + _html.table(["target", "predicted loss"], losses))
+        u = self.unregularised
+        if u is None:
+            rows = [(d, 100 * v, notes.get(d, "")) for d, v in self.h.items()]
+            losses = [(t, v) for t, v in self.losses.items()]
+            return (head + _html.table(["domain", "weight %", "note"], rows)
+                    + _html.table(["target", "predicted loss"], losses))
+        prior = self.prior or {}
+        rows = [(d, 100 * v, 100 * prior.get(d, math.nan), 100 * u.h[d], notes.get(d, "")) for d, v in self.h.items()]
+        losses = [(t, v, u.losses[t]) for t, v in self.losses.items()]
+        return (head + f"<p>regularised toward the prior: kl = {self.kl:.3g}, KL(h || prior) = "
+                f"{self.kl_divergence:.4g} nats, distance from the prior {self.distance_prior:.3f}</p>"
+                + _html.table(["domain", "weight %", "prior %", "unregularised %", "note"], rows)
+                + _html.table(["target", "predicted loss", "unregularised"], losses))
 
     def __repr__(self) -> str:
         hs = ", ".join(f"{d}={v:.4f}" for d, v in self.h.items())
@@ -146,6 +180,15 @@ class MixtureGrid:
     outside_data: Optional[np.ndarray] = None
     #: (k, 2): the range of weights seen in the fitting runs, per domain (None if unknown).
     data_range: Optional[np.ndarray] = None
+    #: The regularisation (see :attr:`MixtureResult.kl`): (P,) strengths, (k,) prior or None,
+    #: (P,) KL(h || prior), (P,) distances from the prior and the fitting runs, and the
+    #: unregularised optima (a MixtureGrid; None when no problem has kl > 0).
+    kl: Optional[np.ndarray] = None
+    prior: Optional[np.ndarray] = None
+    kl_divergence: Optional[np.ndarray] = None
+    distance_prior: Optional[np.ndarray] = None
+    distance_runs: Optional[np.ndarray] = None
+    unregularised: Optional["MixtureGrid"] = field(default=None, repr=False)
     #: The arguments of _binding, evaluated on first use of binding / multipliers (the
     #: gradients it needs cost a few tenths of a millisecond per call: not on every solve).
     _constraints: Optional[tuple] = field(default=None, repr=False, compare=False)
@@ -201,6 +244,13 @@ class MixtureGrid:
                 "fun": rep(self.fun), "gap": rep(self.gap), "status": rep(self.status)}
         for t, name in enumerate(self.targets):
             cols[f"loss[{name}]"] = rep(self.losses[:, t])
+        if self.prior is not None:
+            cols["prior"] = np.tile(self.prior, P)
+            cols["kl"], cols["kl_divergence"] = rep(self.kl), rep(self.kl_divergence)
+        if self.unregularised is not None:
+            cols["unregularised_weight"] = self.unregularised.h.reshape(-1)
+            for t, name in enumerate(self.targets):
+                cols[f"unregularised_loss[{name}]"] = rep(self.unregularised.losses[:, t])
         return pd.DataFrame(cols)
 
     def __getitem__(self, i: int) -> MixtureResult:
@@ -209,12 +259,19 @@ class MixtureGrid:
         if self.outside_data is not None and self.data_range is not None:
             outside = {d: (float(self.h[i, j]), float(self.data_range[j, 0]), float(self.data_range[j, 1]))
                        for j, d in enumerate(self.domains) if self.outside_data[i, j]}
+        reg: dict = {}
+        if self.prior is not None:
+            reg = dict(kl=float(self.kl[i]), prior=dict(zip(self.domains, self.prior.tolist())),
+                       kl_divergence=float(self.kl_divergence[i]), distance_prior=float(self.distance_prior[i]),
+                       distance_runs=float(self.distance_runs[i]))
+            if self.unregularised is not None and self.kl[i] > 0:
+                reg["unregularised"] = self.unregularised[i]
         return MixtureResult(h=dict(zip(self.domains, self.h[i].tolist())), x=self.h[i].copy(),
                              losses=dict(zip(self.targets, self.losses[i].tolist())), fun=float(self.fun[i]),
                              gap=float(self.gap[i]), nit=int(self.nit[i]),
                              nfev=int(self.nfev[i]) if self.nfev is not None else 0, status=st, success=st == 1,
                              message=_MESSAGES.get(st, "?"), N=float(self.N[i]), D=float(self.D[i]), weights={},
-                             outside_data=outside, _row=(self, i))
+                             outside_data=outside, _row=(self, i), **reg)
 
 
 _MESSAGES = {
@@ -340,8 +397,8 @@ def _bounds(bounds: Any, domains: tuple, k: int) -> tuple[np.ndarray, np.ndarray
 def optimize_mixture(fits: Any, *, N: Any = None, D: Any = None, weights: Any = None, bounds: Any = None,
                      available_tokens: Any = None, max_epochs: Any = None, method: str = "mirror",
                      n_starts: int = 4, seed: int = 0, gap_tol: float = 1e-10, max_iter: int = 20000,
-                     line_search_memory: int = 10, within_data: bool = False,
-                     threads: Optional[int] = None) -> Union[MixtureResult, MixtureGrid]:
+                     line_search_memory: int = 10, within_data: bool = False, prior: Any = None,
+                     kl: Any = 0.0, threads: Optional[int] = None) -> Union[MixtureResult, MixtureGrid]:
     """The mixture minimising the (weighted) predicted loss at a training budget.
 
     Parameters
@@ -379,6 +436,18 @@ def optimize_mixture(fits: Any, *, N: Any = None, D: Any = None, weights: Any = 
         fits of :attr:`mixlaw.Fit.ranges`), intersected with ``bounds``. By default the
         optimum may leave it; the result then lists those domains in ``outside_data``
         and an :class:`mixlaw.ExtrapolationWarning` says so: there the law extrapolates.
+    prior : mapping domain -> weight, array (k,) or Runs, optional
+        A mixture to stay close to: every domain's weight > 0, summing to 1; a
+        :class:`mixlaw.Runs` gives the mean of its distinct mixtures (e.g. the fitting
+        runs), matched to the fits' domains by name. With ``kl > 0`` the objective gains
+        ``kl * KL(h || prior)``; the result reports ``KL(h || prior)`` and the distances from
+        the prior (and from the runs, when given) in any case.
+    kl : float or array, optional
+        Strength ``lambda`` of the KL term (>= 0; default 0: none), in loss units per nat;
+        an array is broadcast with ``N`` and ``D`` like a budget (``kl=np.geomspace(1e-4, 1,
+        9)`` at one budget: a sweep, returned as a MixtureGrid). Each
+        problem with ``kl > 0`` is also solved without the term (in the same call), as
+        ``unregularised``.
     threads : int, optional
         OpenMP threads over problems and starts (default: OpenMP's, ``OMP_NUM_THREADS``).
         Results do not depend on it.
@@ -418,9 +487,15 @@ def optimize_mixture(fits: Any, *, N: Any = None, D: Any = None, weights: Any = 
     if omitted["D"] and (available_tokens is not None or max_epochs is not None):
         raise ValueError("D: token caps (available_tokens, max_epochs) need the training tokens D")
     N, D = (1.0 if v is None else v for v in (N, D))  # not read by these laws
-    scalar = np.ndim(N) == 0 and np.ndim(D) == 0
+    KL = _floats(kl, "kl")
+    scalar = np.ndim(N) == 0 and np.ndim(D) == 0 and KL.ndim == 0
     Nb, Db = _budgets(N, D)
+    try:  # a sweep over kl at one budget is a batch too
+        Nb, Db, KL = np.broadcast_arrays(Nb, Db, KL)
+    except ValueError:
+        raise ValueError(f"kl: shape {KL.shape} does not broadcast with the budgets' {Nb.shape}") from None
     Nb, Db = np.ascontiguousarray(Nb.ravel()), np.ascontiguousarray(Db.ravel())
+    KL = np.array(KL.ravel(), dtype=float)
     if Nb.size == 0:
         raise ValueError("N: no budget given")
     for name, arr in (("N", Nb), ("D", Db)):
@@ -497,11 +572,20 @@ def optimize_mixture(fits: Any, *, N: Any = None, D: Any = None, weights: Any = 
             raise ValueError(f"bounds, available_tokens: domain {domains[j]!r} needs at least {LO[i, j]:.4g} "
                              f"of D={Db[i]:.4g} tokens but can supply only {HI[i, j]:.4g}")
 
+    prior_h, run_mixtures = _regulariser(KL, prior, domains, k)
+    # The regularised problems and, for those with kl > 0, the same problems without the
+    # term: one call.
+    again = np.flatnonzero(KL > 0) if prior_h is not None else np.zeros(0, dtype=np.intp)
+    rows = np.concatenate([np.arange(P), again])
+    kl_rows = np.concatenate([KL, np.zeros(again.size)])
     core_laws = [(f.law._core, np.ascontiguousarray(f.x)) for f in flist]
-    r = _core.optimize_mixtures(core_laws, Nb, Db, np.ascontiguousarray(W), np.ascontiguousarray(LO),
-                                np.ascontiguousarray(HI), method=method, max_iter=int(max_iter),
-                                gap_tol=float(gap_tol), n_starts=int(n_starts), seed=int(seed), threads=threads,
-                                line_search_memory=int(line_search_memory))
+    both = _core.optimize_mixtures(core_laws, Nb[rows], Db[rows], np.ascontiguousarray(W[rows]),
+                                   np.ascontiguousarray(LO[rows]), np.ascontiguousarray(HI[rows]), method=method,
+                                   max_iter=int(max_iter), gap_tol=float(gap_tol), n_starts=int(n_starts),
+                                   seed=int(seed), threads=threads, line_search_memory=int(line_search_memory),
+                                   kl=None if prior_h is None else kl_rows,
+                                   prior=None if prior_h is None else np.tile(prior_h, (rows.size, 1)))
+    r = {key: v[:P] for key, v in both.items()}
     outside = None
     if seen is not None:
         outside = (r["h"] < seen[:, 0] - _SEEN_TOL) | (r["h"] > seen[:, 1] + _SEEN_TOL)
@@ -518,11 +602,87 @@ def optimize_mixture(fits: Any, *, N: Any = None, D: Any = None, weights: Any = 
     uppers = [("upper bound", np.minimum(user_hi, 1.0))] + ([("available tokens", cap)] if cap is not None else []) \
         + ([("fitting range", seen[:, 1])] if within_data else [])
     shown = [np.full(P, np.nan) if omitted[arg] else v for arg, v in (("N", Nb), ("D", Db))]
-    grid = MixtureGrid(N=shown[0], D=shown[1], h=r["h"], fun=r["fun"], gap=r["gap"], losses=r["per_target"], nit=r["nit"],
-                       status=r["status"], domains=domains, targets=targets, nfev=r["nfev"], outside_data=outside,
-                       data_range=seen, _constraints=(flist, Nb, Db, W, r["h"], LO, HI, lowers, uppers, threads))
+
+    def make_grid(res: dict, kl_of: Optional[np.ndarray], unregularised: Optional[MixtureGrid]) -> MixtureGrid:
+        out = None if seen is None else (res["h"] < seen[:, 0] - _SEEN_TOL) | (res["h"] > seen[:, 1] + _SEEN_TOL)
+        reg: dict = {}
+        if prior_h is not None:
+            reg = dict(kl=kl_of, prior=prior_h, kl_divergence=_kl_divergence(res["h"], prior_h),
+                       distance_prior=0.5 * np.abs(res["h"] - prior_h).sum(axis=1),
+                       distance_runs=_nearest_distance(res["h"], run_mixtures), unregularised=unregularised)
+        return MixtureGrid(N=shown[0], D=shown[1], h=res["h"], fun=res["fun"], gap=res["gap"],
+                           losses=res["per_target"], nit=res["nit"], status=res["status"], domains=domains,
+                           targets=targets, nfev=res["nfev"], outside_data=out, data_range=seen,
+                           _constraints=(flist, Nb, Db, W, res["h"], LO, HI, lowers, uppers, threads,
+                                         kl_of, prior_h), **reg)
+
+    unreg = None
+    if again.size:
+        ru = {key: v.copy() for key, v in r.items()}
+        for key, v in both.items():
+            ru[key][again] = v[P:]
+        unreg = make_grid(ru, np.zeros(P), None)
+    grid = make_grid(r, KL if prior_h is not None else None, unreg)
     law_names = ", ".join(dict.fromkeys(f.law.name for f in flist))
     return replace(grid[0], weights=dict(zip(targets, W[0].tolist())), law=law_names) if scalar else grid
+
+
+def _regulariser(KL: np.ndarray, prior: Any, domains: tuple, k: int) -> tuple:
+    """``(prior (k,) or None, the runs' distinct mixtures (m, k) or None)`` from
+    optimize_mixture's ``prior``, checked with the strengths ``KL`` (one per problem);
+    errors name the argument."""
+    if not np.all(np.isfinite(KL)) or np.any(KL < 0):
+        raise ValueError("kl: must be finite and >= 0")
+    if prior is None:
+        if np.any(KL > 0):
+            raise ValueError("prior: needed when kl > 0 (the mixture KL(h || prior) pulls toward)")
+        return None, None
+    mixtures = None
+    if hasattr(prior, "mixtures") and hasattr(prior, "domains"):  # a Runs
+        names = tuple(prior.domains)
+        if set(names) != set(domains):
+            raise ValueError(f"prior: the runs' domains {list(names)} differ from the fits' {list(domains)}")
+        mixtures = np.asarray(prior.mixtures, dtype=float)[:, [names.index(d) for d in domains]]
+        p = mixtures.mean(axis=0)
+    elif isinstance(prior, Mapping):
+        unknown = [d for d in prior if d not in domains]
+        if unknown:
+            raise ValueError(f"prior: unknown domain(s) {unknown}; domains: {list(domains)}")
+        missing = [d for d in domains if d not in prior]
+        if missing:
+            raise ValueError(f"prior: no weight for domain(s) {missing} (every domain needs a weight > 0)")
+        p = _per_domain(prior, domains, k, "prior", math.nan)
+    else:
+        p = _floats(prior, "prior")
+        if p.shape != (k,):
+            raise ValueError(f"prior: expected {k} weights (one per domain), got shape {p.shape}")
+    if not np.all(np.isfinite(p)):
+        raise ValueError("prior: must be finite")
+    bad = np.flatnonzero(p <= 0)
+    if bad.size:
+        raise ValueError(f"prior: domain {domains[bad[0]]!r} has weight {p[bad[0]]:g}; every weight must be > 0 "
+                         "(KL(h || prior) is infinite where the prior is 0; keep a domain out with bounds instead)")
+    if abs(p.sum() - 1.0) > 1e-6:
+        raise ValueError(f"prior: the weights sum to {p.sum():.6g}, not 1 (fractions of the mixture: 0.05 for 5%)")
+    return np.ascontiguousarray(p / p.sum()), mixtures
+
+
+def _kl_divergence(h: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """KL(h || p) per row of h (P, k), in nats; a weight h_i = 0 adds 0."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(h > 0, h * (np.log(h) - np.log(p)), 0.0).sum(axis=1)
+
+
+def _nearest_distance(h: np.ndarray, mixtures: Optional[np.ndarray]) -> np.ndarray:
+    """Total-variation distance from each row of h (P, k) to the nearest of ``mixtures``
+    (m, k), NaN without them; O(P m k) in chunks of about 1e7 numbers."""
+    if mixtures is None or len(mixtures) == 0:
+        return np.full(h.shape[0], math.nan)
+    out = np.empty(h.shape[0])
+    step = max(1, int(1e7 // max(1, mixtures.size)))
+    for a in range(0, h.shape[0], step):
+        out[a:a + step] = 0.5 * np.abs(h[a:a + step, None, :] - mixtures[None, :, :]).sum(axis=2).min(axis=1)
+    return out
 
 
 #: A weight within this of a bound is held by it.
@@ -530,9 +690,11 @@ _BINDING_TOL = 1e-9
 
 
 def _binding(flist: list[Fit], N: np.ndarray, D: np.ndarray, W: np.ndarray, h: np.ndarray, LO: np.ndarray,
-             HI: np.ndarray, lowers: list, uppers: list, threads: Optional[int]) -> tuple[np.ndarray, np.ndarray]:
+             HI: np.ndarray, lowers: list, uppers: list, threads: Optional[int], kl: Optional[np.ndarray] = None,
+             prior: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
     """Which constraint holds each weight of the solutions ``h`` (P, k), and its Lagrange
-    multiplier from the KKT conditions of min_h sum_t W_t L_t(h) on {sum h = 1, LO <= h <= HI}:
+    multiplier from the KKT conditions of min_h sum_t W_t L_t(h) (+ kl KL(h || prior)) on
+    {sum h = 1, LO <= h <= HI}:
     G_i = mu + a_i - b_i with G the gradient, mu the simplex multiplier (the median of G over
     the free weights), a_i = G_i - mu at a lower limit and b_i = mu - G_i at an upper one.
     ``lowers``/``uppers``: (name, (P, k) limits) in order of precedence; a weight at LO (HI)
@@ -544,6 +706,9 @@ def _binding(flist: list[Fit], N: np.ndarray, D: np.ndarray, W: np.ndarray, h: n
         if np.any(W[:, t] != 0):
             with np.errstate(invalid="ignore"):
                 G += W[:, t, None] * f.law.grad_h(f.x, N, D, h, threads=threads)
+    if kl is not None and prior is not None and np.any(kl > 0):
+        with np.errstate(divide="ignore"):
+            G += kl[:, None] * (np.log(h) - np.log(prior) + 1.0)
     at_lo = h <= LO + _BINDING_TOL
     at_hi = (h >= HI - _BINDING_TOL) & ~at_lo
     free = ~(at_lo | at_hi)

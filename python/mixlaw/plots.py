@@ -13,7 +13,9 @@ Each returns the Axes it drew into.
 - :func:`mixture_bars` — optimal mixture(s) by domain, with bootstrap intervals
   (:meth:`mixlaw.evaluate.BootstrapResult.mixture_interval`) as error bars;
 - :func:`mixture_path` — the optimal mixture ``h*(N, D)`` along a scaling path, against
-  compute, ``N`` or ``D``.
+  compute, ``N`` or ``D``;
+- :func:`pareto_front` — the predicted losses of two targets along a Pareto front
+  (:func:`mixlaw.pareto.pareto_front`), dominated points marked.
 
 matplotlib is imported on first use only: ``import mixlaw`` never needs it.
 """
@@ -31,7 +33,7 @@ from ._domains import domain_order
 from .data import _budget_text, _fmt_size
 from .metrics import mre as _mre
 
-__all__ = ["observed_vs_predicted", "loss_vs_tokens", "mixture_bars", "mixture_path", "save"]
+__all__ = ["observed_vs_predicted", "loss_vs_tokens", "mixture_bars", "mixture_path", "pareto_front", "save"]
 
 _INSTALL_HINT = "plotting needs matplotlib: pip install 'mixlaw[plot]'"
 
@@ -530,4 +532,44 @@ def mixture_path(fits: Any, *, N: Any = None, D: Any = None, compute: Any = None
         handles, labels = handles[::-1], labels[::-1]
     ax.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0),
               borderaxespad=0.0, title="domain", title_fontsize=8)
+    return ax
+
+
+def pareto_front(front: Any, *, x: Optional[str] = None, y: Optional[str] = None, ax: Any = None,
+                 title: Optional[str] = None) -> Any:
+    """Predicted loss of target ``y`` against target ``x`` (default: the front's first two
+    targets) at each point of a :class:`mixlaw.pareto.ParetoFront`: the non-dominated
+    points joined in order of ``x``'s loss and coloured by ``x``'s weight, dominated points
+    as grey crosses, the two single-target optima labelled."""
+    from .pareto import ParetoFront
+
+    if not isinstance(front, ParetoFront):
+        raise TypeError("front: expected the result of mixlaw.pareto.pareto_front")
+    names = list(front.targets)
+    x = names[0] if x is None else x
+    y = (names[1] if names[0] == x else names[0]) if y is None else y
+    for arg, t in (("x", x), ("y", y)):
+        if t not in names:
+            raise ValueError(f"{arg}: {t!r} is not a target of the front; targets: {names}")
+    if x == y:
+        raise ValueError("x, y: need two different targets")
+    i, j = names.index(x), names.index(y)
+    ax = _new_axes(ax, (5.2, 4.2))
+    eff = front.efficient
+    order = np.argsort(front.losses[eff, i], kind="stable")
+    lx, ly, wx = front.losses[eff, i][order], front.losses[eff, j][order], front.target_weights[eff, i][order]
+    ax.plot(lx, ly, "-", color="0.6", lw=1, zorder=1)
+    sc = ax.scatter(lx, ly, c=wx, cmap="viridis", vmin=0, vmax=1, s=18, zorder=2, label="non-dominated")
+    if np.any(~eff):
+        ax.scatter(front.losses[~eff, i], front.losses[~eff, j], marker="x", color="0.5", s=20, zorder=2,
+                   label="dominated")
+    for t, col in ((x, i), (y, j)):
+        best = int(np.argmax(front.target_weights[:, col]))
+        ax.annotate(f"{t} only", (front.losses[best, i], front.losses[best, j]), textcoords="offset points",
+                    xytext=(6, 6), fontsize=8)
+    ax.figure.colorbar(sc, ax=ax, label=f"weight of {x}")
+    ax.set_xlabel(f"predicted loss, {x}")
+    ax.set_ylabel(f"predicted loss, {y}")
+    ax.set_title(title if title is not None else f"Pareto front at {_budget_text(front.N, front.D)}", fontsize=9)
+    ax.legend(fontsize=8, loc="upper right")
     return ax

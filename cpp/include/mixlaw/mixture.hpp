@@ -1,5 +1,6 @@
 // Optimal mixtures: h*(N, D, w) = argmin_{h in C} F(h),  F(h) = sum_t w_t L_t(N, D, h),
-// over the capped simplex C of simplex.hpp, for fitted laws L_t.
+// over the capped simplex C of simplex.hpp, for fitted laws L_t; optionally regularised
+// toward a prior mixture p: F(h) + lambda KL(h || p), KL(h || p) = sum_i h_i log(h_i / p_i).
 //
 // Solvers: exponentiated gradient (mirror descent with the KL geometry, the paper's
 // method) and Euclidean projected gradient, both with a non-monotone Armijo line search
@@ -30,6 +31,10 @@ struct MixtureProblem {
   const double* weights = nullptr;    // one per fitted law, >= 0
   const double* lo = nullptr;         // k each: the feasible set (optimize_mixtures only)
   const double* hi = nullptr;
+  // lambda KL(h || prior) joins F when kl > 0; prior: k weights, each > 0 (KL is infinite
+  // where p_i = 0 < h_i). Such problems are solved one at a time (never in lanes).
+  double kl = 0.0;
+  const double* prior = nullptr;
 };
 
 enum class MixtureMethod : int { mirror = 0, projected = 1 };
@@ -56,7 +61,8 @@ struct MixtureResult {
   std::vector<double> per_law;  // each law's loss L_t at h (optimize_mixtures only)
 };
 
-// F(h) and its gradient (grad may be null), and each law's loss (per_law may be null).
+// F(h) (with the KL term of pb) and its gradient (grad may be null), and each law's loss
+// (per_law may be null; never includes the KL term).
 // The solver's evaluator has a fast path for chinchilla, additive, joint and simple laws;
 // generic = true forces the generic formulas of evaluate.hpp (for tests: both agree to
 // rounding).
