@@ -49,8 +49,10 @@ def joint_value_and_grad(params: list[dict], N: np.ndarray, D: np.ndarray, W: np
     return F, G
 
 
-def numpy_mirror_descent(params, N, D, W, k, gap_tol=1e-10, max_iter=20000, memory=10):
-    """The solver of cpp/src/mixture.cpp, vectorised over problems."""
+def numpy_mirror_descent(params, N, D, W, k, gap_tol=1e-10, max_iter=20000, memory=10, floor=0.0):
+    """The solver of cpp/src/mixture.cpp, vectorised over problems. floor: weights are kept
+    at or above it (the C++ keeps them at 1e-300 so that log h stays finite when an optimal
+    weight is ~0; 0 leaves them free, as the benchmark of bench_mixture.py ran)."""
     P = N.shape[0]
     H = np.full((P, k), 1.0 / k)
     F, G = joint_value_and_grad(params, N, D, W, H)
@@ -78,7 +80,7 @@ def numpy_mirror_descent(params, N, D, W, k, gap_tol=1e-10, max_iter=20000, memo
             if not todo.any():
                 break
             v = h[todo] * np.exp(-e[todo, None] * (g[todo] - gmin[todo]))
-            hn = v / v.sum(axis=1, keepdims=True)
+            hn = np.maximum(v / v.sum(axis=1, keepdims=True), floor)
             fn, gn = joint_value_and_grad(params, N[idx][todo], D[idx][todo], W[idx][todo], hn)
             nfev[idx[todo]] += 1
             dec = np.einsum("pk,pk->p", g[todo], hn - h[todo])
@@ -112,9 +114,10 @@ def numpy_mirror_descent(params, N, D, W, k, gap_tol=1e-10, max_iter=20000, memo
     return H, F, gap, nit, nfev
 
 
-def numpy_mirror_descent_one(q, lnN, lnD, w, gap_tol=1e-10, max_iter=20000, memory=10):
+def numpy_mirror_descent_one(q, lnN, lnD, w, gap_tol=1e-10, max_iter=20000, memory=10, floor=0.0):
     """The same solver for one problem, vectorised over targets and domains (the loop a
-    user writes per budget). q: parameters stacked over targets (see stack_params)."""
+    user writes per budget). q: parameters stacked over targets (see stack_params); floor:
+    as numpy_mirror_descent."""
     nA, nB = np.exp(-q["alpha"] * lnN), np.exp(-q["beta"] * lnD)
     C, G, CA, CB, gA, gB = q["C"], q["gamma"], q["CA"], q["CB"], q["gA"], q["gB"]
     CG = C * G
@@ -144,7 +147,7 @@ def numpy_mirror_descent_one(q, lnN, lnD, w, gap_tol=1e-10, max_iter=20000, memo
         eta = min(eta, 30.0 / max(g.max() - gmin, 1e-300))
         for _ls in range(80):
             v = h * np.exp(-eta * (g - gmin))
-            hn = v / v.sum()
+            hn = np.maximum(v / v.sum(), floor)
             fn, gn = value_and_grad(hn)
             nfev += 1
             dec = g @ (hn - h)

@@ -144,16 +144,19 @@ def simplex_lattice(n_targets: int, n_points: int) -> np.ndarray:
 def non_dominated(losses: Any, rtol: float = 1e-12) -> np.ndarray:
     """(n,) bool: the rows of ``losses`` (n, T) that no other row dominates. Row j dominates
     row i when ``L_j <= L_i`` on every target and ``L_j < L_i`` on at least one, both beyond
-    ``rtol |L_i|`` (so rows equal to rounding do not dominate each other). O(n^2 T)."""
+    ``rtol |L_i|`` (so rows equal to rounding do not dominate each other). O(n^2 T) work,
+    vectorised over blocks of rows of about 1e6 comparisons."""
     L = _floats(losses, "losses")
     if L.ndim != 2:
         raise ValueError(f"losses: expected a 2-D array (points, targets), got shape {L.shape}")
-    tol = rtol * np.abs(L)
-    out = np.ones(L.shape[0], dtype=bool)
-    for i in range(L.shape[0]):
-        no_worse = np.all(L <= L[i] + tol[i], axis=1)
-        better = np.any(L < L[i] - tol[i], axis=1)
-        out[i] = not np.any(no_worse & better)
+    n = L.shape[0]
+    hi, lo = L + rtol * np.abs(L), L - rtol * np.abs(L)  # row i: L_j <= hi_i is "no worse", L_j < lo_i "better"
+    out = np.ones(n, dtype=bool)
+    step = max(1, 1_000_000 // max(1, L.size))
+    for a in range(0, n, step):
+        no_worse = np.all(L[None, :, :] <= hi[a:a + step, None, :], axis=2)
+        better = np.any(L[None, :, :] < lo[a:a + step, None, :], axis=2)
+        out[a:a + step] = ~np.any(no_worse & better, axis=1)
     return out
 
 
