@@ -8,7 +8,7 @@ namespace mixlaw::bind {
 void bind_law(py::module_& m) {
   py::class_<Plan>(m, "Law", "A scaling law's description: parameters, bounds and structure.")
       .def(py::init([](const std::string& name, int k, bool n_term, bool d_term, double n_scale,
-                       double d_scale, int target_domain) {
+                       double d_scale, int target_domain, bool repetition) {
              LawSpec spec;
              spec.kind = law_kind_from_name(name);
              spec.k = k;
@@ -17,12 +17,14 @@ void bind_law(py::module_& m) {
              spec.n_scale = n_scale;
              spec.d_scale = d_scale;
              spec.target_domain = target_domain;
+             spec.repetition = repetition;
              if (!n_term && !d_term && spec.kind == LawKind::chinchilla)
                fail("n_term, d_term: the chinchilla law without both terms is a constant");
              return make_plan(spec);
            }),
            py::arg("name"), py::arg("k"), py::arg("n_term") = true, py::arg("d_term") = true,
-           py::arg("n_scale") = 1e6, py::arg("d_scale") = 1e9, py::arg("target_domain") = -1)
+           py::arg("n_scale") = 1e6, py::arg("d_scale") = 1e9, py::arg("target_domain") = -1,
+           py::arg("repetition") = false)
       .def_property_readonly("name", [](const Plan& p) { return std::string(law_kind_name(p.spec.kind)); })
       .def_property_readonly("k", [](const Plan& p) { return p.spec.k; })
       .def_property_readonly("n_term", [](const Plan& p) { return p.spec.n_term; })
@@ -30,6 +32,7 @@ void bind_law(py::module_& m) {
       .def_property_readonly("n_scale", [](const Plan& p) { return p.spec.n_scale; })
       .def_property_readonly("d_scale", [](const Plan& p) { return p.spec.d_scale; })
       .def_property_readonly("target_domain", [](const Plan& p) { return p.spec.target_domain; })
+      .def_property_readonly("repetition", [](const Plan& p) { return p.spec.repetition; })
       .def_property_readonly("n_params", [](const Plan& p) { return p.n_params; })
       .def_property_readonly("param_names",
                              [](const Plan& p) {
@@ -56,7 +59,8 @@ void bind_law(py::module_& m) {
       .def(py::pickle(
           [](const Plan& p) {
             return py::make_tuple(std::string(law_kind_name(p.spec.kind)), p.spec.k, p.spec.n_term,
-                                  p.spec.d_term, p.spec.n_scale, p.spec.d_scale, p.spec.target_domain);
+                                  p.spec.d_term, p.spec.n_scale, p.spec.d_scale, p.spec.target_domain,
+                                  p.spec.repetition);
           },
           [](const py::tuple& t) {
             LawSpec spec;
@@ -67,6 +71,7 @@ void bind_law(py::module_& m) {
             spec.n_scale = t[4].cast<double>();
             spec.d_scale = t[5].cast<double>();
             spec.target_domain = t.size() > 6 ? t[6].cast<int>() : -1;
+            spec.repetition = t.size() > 7 && t[7].cast<bool>();
             return make_plan(spec);
           }));
 }

@@ -42,14 +42,30 @@ void bind_records(py::module_& m) {
   py::class_<Records>(m, "Records",
                       "Records (N, D, h rows) validated and prepared once: logs taken, records grouped "
                       "by distinct mixture.")
-      .def(py::init([](const py::object& N, const py::object& D, const py::object& H) {
+      .def(py::init([](const py::object& N, const py::object& D, const py::object& H, const py::object& U) {
              const RecordArrays ra = record_arrays(N, D, H, -1);
+             darray ua;
+             const bool with_u = !U.is_none();
+             if (with_u) {  // unique tokens: (n,) with one domain or none, else (n, k)
+               ua = as_darray(U, "unique_tokens");
+               const auto cols = static_cast<py::ssize_t>(std::max(ra.k, 1));
+               const bool ok = (ua.ndim() == 2 && ua.shape(0) == static_cast<py::ssize_t>(ra.rows) &&
+                                ua.shape(1) == cols) ||
+                               (ua.ndim() == 1 && cols == 1 && ua.shape(0) == static_cast<py::ssize_t>(ra.rows));
+               if (!ok)
+                 fail("unique_tokens: expected shape (" + std::to_string(ra.rows) + ", " + std::to_string(cols) +
+                      ") (one per record and domain), got a " + std::to_string(ua.ndim()) + "-D array");
+             }
              Records rec;
              CancelFlag cancel;
-             run_without_gil(ra.cost(), cancel, [&] { rec = ra.prepare(&cancel); });
+             run_without_gil(ra.cost(), cancel, [&] {
+               rec = ra.prepare(&cancel);
+               if (with_u) attach_unique_tokens(rec, ua.data());
+             });
              return rec;
            }),
-           py::arg("N"), py::arg("D"), py::arg("H") = py::none())
+           py::arg("N"), py::arg("D"), py::arg("H") = py::none(), py::arg("unique_tokens") = py::none())
+      .def_property_readonly("has_unique_tokens", [](const Records& r) { return !r.U.empty(); })
       .def_property_readonly("n", [](const Records& r) { return r.n; })
       .def_property_readonly("k", [](const Records& r) { return r.k; })
       .def_property_readonly("n_mixtures", [](const Records& r) { return r.n_mix; })

@@ -100,7 +100,7 @@ void bind_simplex(py::module_& m) {
   m.def(
       "mixture_objective",
       [](const py::list& fitted, double N, double D, const py::object& weights, const py::object& h, bool generic,
-         double kl, const py::object& prior) {
+         double kl, const py::object& prior, const py::object& unique_tokens, double halflife) {
         HeldLaws held = hold_laws(fitted);
         const auto T = static_cast<py::ssize_t>(held.laws.size());
         darray w = vec(weights, "weights", T), ha = vec(h, "h", held.k);
@@ -111,31 +111,47 @@ void bind_simplex(py::module_& m) {
         darray pa;
         if (!prior.is_none()) pa = vec(prior, "prior", held.k);
         set_regulariser(pb, kl, prior.is_none() ? nullptr : pa.data(), held.k);
+        darray ua;
+        if (!unique_tokens.is_none()) {
+          ua = vec(unique_tokens, "unique_tokens", held.k);
+          for (py::ssize_t i = 0; i < held.k; ++i)
+            if (!(ua.data()[i] > 0)) fail("unique_tokens: must be > 0 (inf: unlimited)");
+          pb.unique_tokens = ua.data();
+        }
+        if (!(halflife > 0) || !std::isfinite(halflife)) fail("repetition_halflife: must be finite and > 0");
+        pb.halflife = halflife;
         darray g(held.k), per(T);
         const double f =
             mixture_objective(held.laws, pb, ha.data(), g.mutable_data(), per.mutable_data(), generic);
         return py::make_tuple(f, g, per);
       },
       py::arg("fits"), py::arg("N"), py::arg("D"), py::arg("weights"), py::arg("h"), py::arg("generic") = false,
-      py::arg("kl") = 0.0, py::arg("prior") = py::none(),
-      "F(h) = sum_t w_t L_t(N, D, h) (+ kl KL(h || prior) when kl > 0), dF/dh and the L_t. generic=True: the "
-      "generic formulas instead of the solver's fast path (for tests).");
+      py::arg("kl") = 0.0, py::arg("prior") = py::none(), py::arg("unique_tokens") = py::none(),
+      py::arg("repetition_halflife") = 15.4,
+      "F(h) = sum_t w_t L_t(N, D, h) (+ kl KL(h || prior) when kl > 0; data-constrained with unique_tokens), "
+      "dF/dh and the L_t. generic=True: the generic formulas instead of the solver's fast path (for tests).");
 
   m.def(
       "optimize_mixtures",
       [](const py::list& fitted, const py::object& N, const py::object& D, const py::object& weights,
          const py::object& lo, const py::object& hi, const std::string& method, int max_iter, double gap_tol,
          int n_starts, std::uint64_t seed, const py::object& threads, int line_search_memory, bool lanes,
-         const py::object& kl, const py::object& prior) {
+         const py::object& kl, const py::object& prior, const py::object& unique_tokens, double halflife) {
         const int nt = threads_arg(threads);
         HeldLaws held = hold_laws(fitted);
         const auto T = static_cast<py::ssize_t>(held.laws.size());
         darray Na = vec(N, "N"), Da = vec(D, "D", Na.shape(0));
         const auto P = Na.shape(0);
         darray W = mat(weights, "weights", P, T), La = mat(lo, "bounds", P, held.k), Ha = mat(hi, "bounds", P, held.k);
-        darray KLa, PRa;  // per problem: KL strength, prior mixture
+        darray KLa, PRa, UTa;  // per problem: KL strength, prior mixture, unique tokens
         if (!kl.is_none()) KLa = vec(kl, "kl", P);
         if (!prior.is_none()) PRa = mat(prior, "prior", P, held.k);
+        if (!unique_tokens.is_none()) {
+          UTa = mat(unique_tokens, "unique_tokens", P, held.k);
+          for (py::ssize_t i = 0; i < P * held.k; ++i)
+            if (!(UTa.data()[i] > 0)) fail("unique_tokens: must be > 0 (inf: unlimited)");
+        }
+        if (!(halflife > 0) || !std::isfinite(halflife)) fail("repetition_halflife: must be finite and > 0");
         MixtureOptions opt;
         if (method == "mirror") opt.method = MixtureMethod::mirror;
         else if (method == "projected") opt.method = MixtureMethod::projected;
@@ -170,6 +186,8 @@ void bind_simplex(py::module_& m) {
           check_feasible(pb.lo, pb.hi, held.k, "bounds", "bounds");
           set_regulariser(pb, kl.is_none() ? 0.0 : KLa.data()[p], prior.is_none() ? nullptr : PRa.data() + p * held.k,
                           held.k);
+          if (!unique_tokens.is_none()) pb.unique_tokens = UTa.data() + p * held.k;
+          pb.halflife = halflife;
         }
         // Safe without the GIL: plans and parameter arrays are held by this frame. Ctrl-C
         // stops the solvers within an iteration and raises KeyboardInterrupt (the
@@ -210,10 +228,11 @@ void bind_simplex(py::module_& m) {
       py::arg("method") = "mirror", py::arg("max_iter") = 20000, py::arg("gap_tol") = 1e-10,
       py::arg("n_starts") = 1, py::arg("seed") = 0, py::arg("threads") = py::none(),
       py::arg("line_search_memory") = 10, py::arg("lanes") = true, py::arg("kl") = py::none(),
-      py::arg("prior") = py::none(),
+      py::arg("prior") = py::none(), py::arg("unique_tokens") = py::none(), py::arg("repetition_halflife") = 15.4,
       "Optimal mixtures for many (N, D, weights, bounds) problems in one parallel call. lanes=False "
       "solves every problem on its own instead of four per vector (the same results; for tests). kl (P,) and "
-      "prior (P, k): the objective gains kl KL(h || prior) where kl > 0.");
+      "prior (P, k): the objective gains kl KL(h || prior) where kl > 0. unique_tokens (P, k): every law "
+      "with the data-constrained option (R_D its own, or repetition_halflife).");
 }
 
 }  // namespace mixlaw::bind

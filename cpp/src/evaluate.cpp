@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "mixlaw/parallel.hpp"
+#include "mixlaw/repetition.hpp"
 
 namespace mixlaw {
 namespace detail {
@@ -143,12 +144,21 @@ void run_chunks(const Plan& plan, const double* theta, const Records& rec, int t
 
 void predict(const Plan& plan, const double* theta, const Records& rec, double* out, int threads,
              const CancelFlag* cancel) {
+  if (plan.spec.repetition) return evaluate_repeated(plan, theta, rec, out, nullptr, nullptr, threads, cancel);
   run_chunks<false, false>(plan, theta, rec, threads, cancel, [&](std::size_t) { return PredictVisitor{rec, out}; });
 }
 
 void predict_grad(const Plan& plan, const double* theta, const Records& rec, const double* w,
                   double* pred, double* grad, int threads, const CancelFlag* cancel) {
   const std::size_t P = static_cast<std::size_t>(plan.n_params);
+  if (plan.spec.repetition) {  // J^T w from the Jacobian: O(n P) memory, in a fixed order
+    std::vector<double> J(rec.n * P);
+    evaluate_repeated(plan, theta, rec, pred, J.data(), nullptr, threads, cancel);
+    std::fill(grad, grad + P, 0.0);
+    for (std::size_t j = 0; j < rec.n; ++j)
+      for (std::size_t p = 0; p < P; ++p) grad[p] += w[j] * J[j * P + p];
+    return;
+  }
   std::vector<double> partial(rec.n_chunks() * P, 0.0);
   // Feature gradients are accumulated directly (accumulate_feature_grad), so the engine
   // need not materialise them: ParamGrad = false.
@@ -162,6 +172,7 @@ void predict_grad(const Plan& plan, const double* theta, const Records& rec, con
 
 void jacobian(const Plan& plan, const double* theta, const Records& rec, double* pred, double* J,
               int threads, const CancelFlag* cancel) {
+  if (plan.spec.repetition) return evaluate_repeated(plan, theta, rec, pred, J, nullptr, threads, cancel);
   run_chunks<true, false>(plan, theta, rec, threads, cancel,
                           [&](std::size_t) { return JacobianVisitor{plan, rec, pred, J}; });
 }
@@ -189,6 +200,7 @@ void check_fit_records(const Plan& plan, const Records& rec) {
 
 void grad_h(const Plan& plan, const double* theta, const Records& rec, double* out, int threads,
             const CancelFlag* cancel) {
+  if (plan.spec.repetition) return evaluate_repeated(plan, theta, rec, nullptr, nullptr, out, threads, cancel);
   run_chunks<false, true>(plan, theta, rec, threads, cancel,
                           [&](std::size_t) { return HGradVisitor{plan, rec, out}; });
 }

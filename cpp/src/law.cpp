@@ -31,6 +31,9 @@ ParamInfo bimix_scale(const std::string& n) { return {n, 0.0, inf, 0.01, 1.0, tr
 ParamInfo bimix_gamma(const std::string& n) { return {n, 0.0, 5.0, 0.05, 1.0, false}; }
 // linear: c_i is the loss of a model trained on domain i alone; any sign allowed.
 ParamInfo linear_coef(const std::string& n) { return {n, -inf, inf, 1.0, 5.0, false}; }
+// R_D: the epochs over which repeated tokens lose their value (Muennighoff et al. fit 15.4);
+// below 0.01 every repeated token is worthless, above 1e4 every one is fresh.
+ParamInfo repetition_halflife() { return {"R_D", 1e-2, 1e4, 2.0, 50.0, true}; }
 
 struct Builder {
   Plan plan;
@@ -148,6 +151,11 @@ Plan make_plan(const LawSpec& spec) {
                                 std::string(law_kind_name(spec.kind)) + " law takes -1)");
   }
 
+  if (spec.repetition && !(spec.d_term && law_has_d_term(spec.kind)))
+    throw std::invalid_argument("repetition: the data-constrained option needs the law's token term (the " +
+                                std::string(law_kind_name(spec.kind)) + " law " +
+                                (law_has_d_term(spec.kind) ? "with d_term=False" : "") +
+                                " has none), since repeated tokens enter through it");
   Builder b;
   b.plan.spec = spec;
   // Terms a law does not have are recorded as absent, whatever was asked for.
@@ -264,6 +272,7 @@ Plan make_plan(const LawSpec& spec) {
     }
     case LawKind::linear: break;  // handled above
   }
+  if (spec.repetition) p.repetition_param = b.add(repetition_halflife());
   p.n_params = static_cast<int>(p.params.size());
   return std::move(b.plan);
 }

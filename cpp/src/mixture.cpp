@@ -1,4 +1,5 @@
 #include "mixlaw/mixture.hpp"
+#include "mixlaw/repetition.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -82,11 +83,34 @@ struct GenericEvaluator {
   std::vector<detail::MixtureWork> work;         // per law (only listed ones are used)
   std::vector<detail::CallConstants> constants;  // N and D are fixed: computed once
 
+  // With pb.unique_tokens: each law with the data-constrained option (a copy of its plan
+  // with the option and R_D = pb.halflife appended, when it was fitted without), evaluated
+  // through repetition.hpp on the one record, which carries the unique tokens.
+  std::vector<Plan> repeated_plans;
+  std::vector<std::vector<double>> repeated_theta;
+  std::vector<double> gh;
+
   GenericEvaluator(const std::vector<FittedLaw>& l, const MixtureProblem& p, int kk, std::vector<int> ts)
       : laws(l), pb(p), k(kk), targets(std::move(ts)), rec(single_record(kk, p.N, p.D)) {
     for (const auto& fl : laws) {
       work.emplace_back(*fl.plan);
       constants.push_back(detail::call_constants(*fl.plan, fl.theta, rec));
+    }
+    if (!pb.unique_tokens) return;
+    rec.U.assign(pb.unique_tokens, pb.unique_tokens + k);
+    gh.resize(static_cast<std::size_t>(k));
+    for (const auto& fl : laws) {
+      const Plan& plan = *fl.plan;
+      std::vector<double> theta(fl.theta, fl.theta + plan.n_params);
+      if (plan.spec.repetition) {
+        repeated_plans.push_back(plan);
+      } else {
+        LawSpec spec = plan.spec;
+        spec.repetition = true;
+        repeated_plans.push_back(make_plan(spec));
+        theta.push_back(pb.halflife);
+      }
+      repeated_theta.push_back(std::move(theta));
     }
   }
 
@@ -96,6 +120,19 @@ struct GenericEvaluator {
     for (int i = 0; i < k; ++i) {
       rec.mix_h[i] = h[i];
       rec.mix_logh[i] = h[i] > 0 ? (logh ? logh[i] : std::log(h[i])) : 0.0;
+    }
+    if (pb.unique_tokens) {
+      for (int t : targets) {
+        double L = 0.0;
+        evaluate_repeated(repeated_plans[t], repeated_theta[t].data(), rec, &L, nullptr, grad ? gh.data() : nullptr, 1);
+        if (per_law) per_law[t] = L;
+        const double wt = pb.weights[t];
+        if (wt == 0.0) continue;
+        F += wt * L;
+        if (grad)
+          for (int i = 0; i < k; ++i) grad[i] += wt * gh[i];
+      }
+      return;
     }
     for (int t : targets) {
       const Plan& plan = *laws[t].plan;
@@ -266,6 +303,12 @@ struct Evaluator {
   Evaluator(const CompiledLaws& cl, const std::vector<FittedLaw>& l, const MixtureProblem& p, bool all = false)
       : laws(l), pb(p), k(cl.k), kp(cl.kp), all_targets(all) {
     std::vector<int> slow_targets;
+    if (pb.unique_tokens) {  // data-constrained: every target the generic way, none in the tables
+      for (int t = 0; t < static_cast<int>(l.size()); ++t)
+        if (all || pb.weights[t] != 0.0) slow_targets.push_back(t);
+      slow = std::make_unique<GenericEvaluator>(l, p, k, std::move(slow_targets));
+      return;
+    }
     for (int t : cl.slow)
       if (all || pb.weights[t] != 0.0) slow_targets.push_back(t);
     if (!slow_targets.empty()) slow = std::make_unique<GenericEvaluator>(l, p, k, std::move(slow_targets));
@@ -454,7 +497,9 @@ struct Evaluator {
   }
 
   double laws_value(const double* h, double* grad, double* per_law, const double* logh) {
-    double F = fast(h, grad, per_law, logh);
+    double F = 0.0;
+    if (!pb.unique_tokens) F = fast(h, grad, per_law, logh);
+    else if (grad) std::fill(grad, grad + k, 0.0);  // (no tables: every target is in `slow`)
     if (slow) {
       if (grad) {  // the generic evaluator adds its gradient to a zeroed vector
         std::vector<double>& g = slow_grad;
@@ -1167,19 +1212,29 @@ void lane_losses(LaneSolver& ls, const std::size_t* ps, std::size_t n, std::vect
   ls.losses(ps, n, results, handed_back);
 }
 
-// Whether problem pb goes to the lane solver: the plain simplex, no KL term, and every
-// weighted law has a fast path.
+// Whether problem pb goes to the lane solver: the plain simplex, no KL term, no unique
+// tokens, and every weighted law has a fast path.
 bool lane_problem(const CompiledLaws& cl, const MixtureProblem& pb, int k) {
-  if (pb.kl > 0 || !plain_simplex(pb.lo, pb.hi, k)) return false;
+  if (pb.kl > 0 || pb.unique_tokens || !plain_simplex(pb.lo, pb.hi, k)) return false;
   for (int t : cl.slow)
     if (pb.weights[t] != 0.0) return false;
   return true;
+}
+
+// A data-constrained law means nothing without the unique tokens of its domains.
+void check_unique_tokens(const std::vector<FittedLaw>& laws, const MixtureProblem& pb) {
+  if (pb.unique_tokens) return;
+  for (const FittedLaw& fl : laws)
+    if (fl.plan->spec.repetition)
+      throw std::invalid_argument("unique_tokens: the fits are data-constrained (repetition=True); give the unique "
+                                  "tokens of every domain");
 }
 
 }  // namespace
 
 double mixture_objective(const std::vector<FittedLaw>& laws, const MixtureProblem& pb, const double* h,
                          double* grad, double* per_law, bool generic) {
+  check_unique_tokens(laws, pb);
   const int k = laws.empty() ? 0 : laws[0].plan->spec.k;
   if (generic) {
     std::vector<int> all(laws.size());
@@ -1199,6 +1254,7 @@ std::vector<MixtureResult> optimize_mixtures(const std::vector<FittedLaw>& laws,
                                              const std::vector<MixtureProblem>& problems,
                                              const MixtureOptions& opt, int threads, const CancelFlag* cancel) {
   if (laws.empty()) throw std::invalid_argument("fits: need at least one fitted law");
+  for (const MixtureProblem& pb : problems) check_unique_tokens(laws, pb);
   const int k = laws[0].plan->spec.k;
   for (const auto& fl : laws)
     if (fl.plan->spec.k != k) throw std::invalid_argument("fits: all laws must have the same domains");
@@ -1261,10 +1317,11 @@ std::vector<MixtureResult> optimize_mixtures(const std::vector<FittedLaw>& laws,
   // problems at a time when every law is in the lane solver's tables (the same bits).
   std::vector<std::size_t> losses_one_at_a_time;
   if (lcl && lcl->tg.size() == laws.size()) {
-    std::vector<std::size_t> all_problems(best.size());
-    for (std::size_t p = 0; p < best.size(); ++p) all_problems[p] = p;
+    std::vector<std::size_t> all_problems;  // (the tables know nothing of unique tokens)
+    for (std::size_t p = 0; p < best.size(); ++p)
+      (problems[p].unique_tokens ? losses_one_at_a_time : all_problems).push_back(p);
     constexpr std::size_t chunk = 1024;
-    const std::size_t n_chunks = (best.size() + chunk - 1) / chunk;
+    const std::size_t n_chunks = (all_problems.size() + chunk - 1) / chunk;
     std::vector<std::vector<std::size_t>> handed_back(n_chunks);
     MixtureOptions plain = opt;
     plain.n_starts = 1;  // results are indexed by problem here
@@ -1272,7 +1329,7 @@ std::vector<MixtureResult> optimize_mixtures(const std::vector<FittedLaw>& laws,
         n_chunks, threads,
         [&](std::size_t c) {
           LaneSolver ls(*lcl, problems, plain, 1);
-          const std::size_t first = c * chunk, n = std::min(chunk, best.size() - first);
+          const std::size_t first = c * chunk, n = std::min(chunk, all_problems.size() - first);
           lane_losses(ls, all_problems.data() + first, n, best, handed_back[c]);
         },
         cancel);

@@ -1,4 +1,5 @@
 #include "mixlaw/objective.hpp"
+#include "mixlaw/repetition.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -615,7 +616,7 @@ void walk(const FitProblem& pb, const double* theta, Visitor& vis) {
 void build_segments(FitProblem& pb) {
   const Plan& plan = *pb.plan;
   const Records& rec = *pb.rec;
-  pb.segmented = !pb.spec.log_residual && plan.src[slot_bN].type != Source::feature &&
+  pb.segmented = !pb.spec.log_residual && !plan.spec.repetition && plan.src[slot_bN].type != Source::feature &&
                  plan.src[slot_bD].type != Source::feature;
   if (!pb.segmented) return;
   const bool hasN = plan.src[slot_aN].type != Source::none;
@@ -907,6 +908,7 @@ FitProblem make_problem(const Plan& plan, const Records& rec, const double* y, c
   if (rec.k != plan.spec.k) throw std::invalid_argument("H: records and law disagree on the number of domains");
   if (!(spec.delta > 0) || !std::isfinite(spec.delta)) throw std::invalid_argument("delta: must be finite and > 0");
   check_fit_records(plan, rec);
+  check_repetition_records(plan, rec);
   FitProblem pb;
   pb.plan = &plan;
   pb.rec = &rec;
@@ -932,13 +934,55 @@ FitProblem make_problem(const Plan& plan, const Records& rec, const double* y, c
   return pb;
 }
 
+namespace {
+
+// Data-constrained laws (repetition.hpp): value, gradient (may be null) and Gauss-Newton
+// matrix (may be null; lower and upper triangles written) from the law's full Jacobian,
+// O(records x P^2) per call: no slot structure, since R_D's column mixes every term.
+double repeated_objective(const FitProblem& pb, const double* theta, double* grad, double* B, double reject) {
+  const Records& rec = *pb.rec;
+  const std::size_t n = rec.n, P = static_cast<std::size_t>(pb.plan->n_params);
+  thread_local std::vector<double> L, J;
+  L.resize(n);
+  J.resize(grad ? n * P : 0);
+  evaluate_repeated(*pb.plan, theta, rec, L.data(), grad ? J.data() : nullptr, nullptr, 1);
+  double f = 0.0;
+  for (std::size_t s = 0; s < n; ++s) f += pb.c[s] * pointwise(pb.spec, L[rec.order[s]], pb.y[s]).rho;
+  if (!grad || !(f < reject)) return f;
+  std::fill(grad, grad + P, 0.0);
+  if (B) std::fill(B, B + P * P, 0.0);
+  for (std::size_t s = 0; s < n; ++s) {
+    const std::size_t j = static_cast<std::size_t>(rec.order[s]);
+    const Pointwise p = pointwise(pb.spec, L[j], pb.y[s]);
+    const double a = pb.c[s] * p.psi * p.drdL;
+    const double* row = J.data() + j * P;
+    for (std::size_t q = 0; q < P; ++q) grad[q] += a * row[q];
+    if (!B) continue;
+    const double w = pb.c[s] * (p.omega == 1.0 ? 1.0 : pb.spec.outside_weight * p.omega) * p.drdL * p.drdL;
+    if (w == 0.0) continue;
+    for (std::size_t q = 0; q < P; ++q) {
+      const double wq = w * row[q];
+      for (std::size_t r = 0; r <= q; ++r) B[q * P + r] += wq * row[r];
+    }
+  }
+  if (B)
+    for (std::size_t q = 0; q < P; ++q)
+      for (std::size_t r = 0; r < q; ++r) B[r * P + q] = B[q * P + r];
+  return f;
+}
+
+}  // namespace
+
 double objective_value(const FitProblem& pb, const double* theta) {
+  if (pb.plan->spec.repetition) return repeated_objective(pb, theta, nullptr, nullptr, 0.0);
   ValueVisitor v{pb};
   walk<false>(pb, theta, v);
   return v.f;
 }
 
 double objective_grad(const FitProblem& pb, const double* theta, double* grad) {
+  if (pb.plan->spec.repetition)
+    return repeated_objective(pb, theta, grad, nullptr, std::numeric_limits<double>::infinity());
   std::fill(grad, grad + pb.plan->n_params, 0.0);
   GradVisitor v{pb, theta, grad};
   walk<false>(pb, theta, v);
@@ -946,6 +990,7 @@ double objective_grad(const FitProblem& pb, const double* theta, double* grad) {
 }
 
 double objective_gauss_newton(const FitProblem& pb, const double* theta, double* grad, double* B, double reject) {
+  if (pb.plan->spec.repetition) return repeated_objective(pb, theta, grad, B, reject);
   const int P = pb.plan->n_params;
   std::fill(grad, grad + P, 0.0);
   std::fill(B, B + static_cast<std::size_t>(P) * P, 0.0);
@@ -970,6 +1015,8 @@ double objective_gauss_newton(const FitProblem& pb, const double* theta, double*
 
 double objective_gauss_newton_operator(const FitProblem& pb, const double* theta, double* grad,
                                        GaussNewtonOperator& op, double reject) {
+  if (pb.plan->spec.repetition)
+    throw std::invalid_argument("linear_solver: data-constrained laws (repetition=True) take dense steps only");
   const int P = pb.plan->n_params;
   std::fill(grad, grad + P, 0.0);
   op.plan_ = pb.plan;
@@ -1006,6 +1053,15 @@ void GaussNewtonOperator::diagonal(double* out) const {
 }
 
 void residuals(const FitProblem& pb, const double* theta, double* out) {
+  if (pb.plan->spec.repetition) {
+    std::vector<double> L(pb.rec->n);
+    evaluate_repeated(*pb.plan, theta, *pb.rec, L.data(), nullptr, nullptr, 1);
+    for (std::size_t s = 0; s < pb.rec->n; ++s) {
+      const std::size_t j = static_cast<std::size_t>(pb.rec->order[s]);
+      out[j] = pointwise(pb.spec, L[j], pb.y[s]).r;
+    }
+    return;
+  }
   struct V {
     const FitProblem& pb;
     double* out;

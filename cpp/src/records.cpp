@@ -211,4 +211,20 @@ void number_rows(const double* rows, std::size_t n, std::size_t len, std::int64_
   }
 }
 
+void attach_unique_tokens(Records& rec, const double* U) {
+  const std::size_t cols = static_cast<std::size_t>(std::max(rec.k, 1));
+  for (std::size_t j = 0; j < rec.n; ++j)
+    for (std::size_t i = 0; i < cols; ++i) {
+      const double u = U[j * cols + i];
+      if (!(u > 0))  // NaN included
+        throw std::invalid_argument("unique_tokens: record " + std::to_string(j) + (cols > 1 ? ", domain " + std::to_string(i) : std::string()) +
+                                    " has " + std::to_string(u) + " unique tokens; they must be > 0 (inf: unlimited)");
+    }
+  rec.U.resize(rec.n * cols);
+  for (std::size_t s = 0; s < rec.n; ++s) {
+    const double* src = U + static_cast<std::size_t>(rec.order[s]) * cols;
+    std::copy(src, src + cols, rec.U.begin() + static_cast<std::ptrdiff_t>(s * cols));
+  }
+}
+
 }  // namespace mixlaw

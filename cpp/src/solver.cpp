@@ -819,8 +819,9 @@ bool uses_dense_steps(const SolverOptions& opt, std::size_t P) {
 SolveResult local_solve(const FitProblem& pb, const Box& box, const double* theta0, const SolverOptions& opt) {
   const Space sp(box);
   if (opt.method == Method::lbfgsb) return solve_lbfgs(pb, sp, theta0, opt);
-  return uses_dense_steps(opt, sp.P) ? solve_lm<DenseModel>(pb, sp, theta0, opt)
-                                     : solve_lm<OperatorModel>(pb, sp, theta0, opt);
+  // Data-constrained laws have no matrix-free Gauss-Newton operator (objective.hpp).
+  return uses_dense_steps(opt, sp.P) || pb.plan->spec.repetition ? solve_lm<DenseModel>(pb, sp, theta0, opt)
+                                                                 : solve_lm<OperatorModel>(pb, sp, theta0, opt);
 }
 
 SolveResult global_solve(const FitProblem& pb, const Box& box, const double* theta0, const SolverOptions& opt,

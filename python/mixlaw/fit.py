@@ -45,7 +45,7 @@ import numpy as np
 from . import _core, _html, _progress
 from ._domains import columns_by_name, domain_order
 from ._warnings import user_stacklevel as _user_stacklevel
-from .laws import NESTED_IN, Law, _bimix_for_target, domain_parameter, embed
+from .laws import NESTED_IN, Law, _bimix_for_target, domain_parameter, embed, unique_tokens_array
 from .laws import law as make_law
 from ._two_stage import two_stage_start
 from .data import _distinct_rows, _fmt_size
@@ -228,22 +228,25 @@ class Fit:
                 "n_at_best": int(np.sum(f <= best * (1 + 1e-6) + 1e-300)), "n_screened": n_screened}
 
     def predict(self, runs: Any = None, D: Any = None, H: Any = None, *, N: Any = None,
-                threads: Optional[int] = None) -> np.ndarray:
+                unique_tokens: Any = None, threads: Optional[int] = None) -> np.ndarray:
         """Predicted loss on a runs table, or on arrays ``(N, D, H)``.
 
         Domains are matched by name: a runs table's weight columns, and the columns of a
         DataFrame (or a mapping domain -> weights) given as ``H``, are reordered to this
         fit's :attr:`domains`; different names are a ValueError. A bare array ``H`` is
-        read by position, in :attr:`domains` order."""
+        read by position, in :attr:`domains` order. Data-constrained laws need
+        ``unique_tokens`` (as :func:`fit` takes them with a runs table; with arrays, as
+        :meth:`mixlaw.Law.predict`)."""
         if runs is not None and hasattr(runs, "H") and hasattr(runs, "targets"):
             rN, rD = runs._N_D
             self.warn_if_far(rN, rD)
+            U = _runs_unique_tokens(unique_tokens, runs, self.law, self.domains or None)
             return self.law.predict(self.x, rN, rD, self._runs_H(runs.H, runs) if self.law.k else None,
-                                    threads=threads)
+                                    unique_tokens=U, threads=threads)
         n = runs if N is None else N
         if H is not None:
             H = columns_by_name(H, self.domains, arg="H", want_arg="fit")
-        out = self.law.predict(self.x, n, D, H, threads=threads)
+        out = self.law.predict(self.x, n, D, H, unique_tokens=unique_tokens, threads=threads)
         if D is not None:  # not prepared Records: N and D are arrays the core accepted
             self.warn_if_far(n, D)
         return out
@@ -272,11 +275,16 @@ class Fit:
             warnings.warn(f"target {self.target!r}: predicting at {_far_message(self, far)}", ExtrapolationWarning,
                           stacklevel=_user_stacklevel())
 
-    def score(self, runs: Any, *, threads: Optional[int] = None) -> dict:
+    def score(self, runs: Any, *, unique_tokens: Any = None, threads: Optional[int] = None) -> dict:
         """Metrics (``mre`` in %, ``r2``, ``mae``, ``rmse``, ``n``) on a runs table, using
-        the records where this target's loss is present (domains matched by name)."""
+        the records where this target's loss is present (domains matched by name;
+        ``unique_tokens`` as :func:`fit` takes them, for data-constrained laws)."""
         N, D, H, y = runs.target(self.target)
-        pred = self.law.predict(self.x, N, D, self._runs_H(H, runs) if self.law.k else None, threads=threads)
+        U = _runs_unique_tokens(unique_tokens, runs, self.law, self.domains or None)
+        if U is not None:
+            U = U[np.isfinite(np.asarray(runs.targets[self.target], dtype=float))]
+        pred = self.law.predict(self.x, N, D, self._runs_H(H, runs) if self.law.k else None, unique_tokens=U,
+                                threads=threads)
         return compute_metrics(y, pred)
 
     def _runs_H(self, H: np.ndarray, runs: Any) -> np.ndarray:
@@ -303,7 +311,7 @@ class Fit:
         law = L
         if L.target_domain is not None:
             law = Law(L.name, k, n_term=L.n_term, d_term=L.d_term, n_scale=L.n_scale, d_scale=L.d_scale,
-                      target_domain=int(np.flatnonzero(idx == L.target_domain)[0]))
+                      target_domain=int(np.flatnonzero(idx == L.target_domain)[0]), repetition=L.repetition)
         ranges = dict(self.ranges)
         if "h" in ranges and len(ranges["h"]) == k:
             ranges["h"] = tuple(ranges["h"][j] for j in idx)
@@ -339,7 +347,8 @@ class Fit:
         return {
             "law": {"name": law.name, "k": law.k, "n_term": law.n_term, "d_term": law.d_term,
                     "n_scale": law.n_scale, "d_scale": law.d_scale,
-                    **({"target_domain": law.target_domain} if law.target_domain is not None else {})},
+                    **({"target_domain": law.target_domain} if law.target_domain is not None else {}),
+                    **({"repetition": True} if law.repetition else {})},
             "target": self.target, "params": self.params, "fun": self.fun, "success": self.success,
             "status": self.status, "message": self.message, "nit": self.nit, "nfev": self.nfev,
             "njev": self.njev, "starts_fun": [None if not math.isfinite(v) else v for v in self.starts_fun.tolist()],
@@ -635,12 +644,14 @@ def _fit_from_json(d: Any, path: str, version: int) -> Fit:
     if k and domains and len(domains) != k:
         raise ValueError(f"{path}.domains: {len(domains)} names for a law with k = {k} domains")
     n_params = _law_n_params(spec["name"], k, spec["n_term"], spec["d_term"])
+    if n_params is not None and spec["repetition"]:
+        n_params += 1  # R_D
     if n_params is not None and len(params) != n_params and n_params > _NAMED_PARAMS:
         raise ValueError(f"{path}.params: the {spec['name']} law with k = {k} has {n_params} parameters, "
                          f"the document lists {len(params)}")
     try:
         law = Law(spec["name"], k, n_term=spec["n_term"], d_term=spec["d_term"], n_scale=spec["n_scale"],
-                  d_scale=spec["d_scale"], target_domain=spec["target_domain"])
+                  d_scale=spec["d_scale"], target_domain=spec["target_domain"], repetition=spec["repetition"])
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}.law: {exc}") from None
     names = law.param_names
@@ -710,7 +721,7 @@ def _law_spec(spec: Any, path: str) -> dict:
 
     if not isinstance(spec, Mapping):
         raise ValueError(f"{path}: expected an object, got {_show(spec)}")
-    _check_keys(spec, path, _LAW_REQUIRED, ("target_domain",))
+    _check_keys(spec, path, _LAW_REQUIRED, ("target_domain", "repetition"))
     name = spec["name"]
     if not isinstance(name, str) or name not in ALL_LAWS:
         raise ValueError(f"{path}.name: unknown law {_show(name)}; expected one of {', '.join(ALL_LAWS)}")
@@ -743,7 +754,9 @@ def _law_spec(spec: Any, path: str) -> dict:
         target_domain = _json_int(spec["target_domain"], f"{path}.target_domain", lo=0, hi=k - 1)
     elif "target_domain" in spec:
         raise ValueError(f"{path}.target_domain: only the bimix law has a target domain, not {name}")
-    return dict(name=name, k=k, n_term=n_term, d_term=d_term, target_domain=target_domain, **scales)
+    repetition = _json_bool(spec.get("repetition", False), f"{path}.repetition")
+    return dict(name=name, k=k, n_term=n_term, d_term=d_term, target_domain=target_domain, repetition=repetition,
+                **scales)
 
 
 def _law_n_params(name: str, k: int, n_term: bool, d_term: bool) -> Optional[int]:
@@ -1127,8 +1140,8 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
         max_iter: int = 1000, iterate: int = 5, ftol: float = 1e-10, xtol: float = 1e-10, gtol: float = 1e-6,
         max_step: float = 1.0, screen_iter: int = 0, screen_ratio: float = 1.5, screen_keep: int = 8, starts: Any = None,
         nest: Union[bool, "Fits"] = True, n_term: bool = True, d_term: bool = True, n_scale: float = 1e6,
-        d_scale: float = 1e9, reseat: bool = True, init: str = "auto", progress: Any = "auto",
-        threads: Optional[int] = None) -> Fits:
+        d_scale: float = 1e9, repetition: bool = False, unique_tokens: Any = None, reseat: bool = True,
+        init: str = "auto", progress: Any = "auto", threads: Optional[int] = None) -> Fits:
     """Fit a scaling law to every requested target of a runs table.
 
     Minimises, per target, ``H = sum_j c_j rho(r_j)`` with ``r_j = L_j - y_j`` (or
@@ -1305,8 +1318,10 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
         raise ValueError(f"targets: unknown target(s) {unknown}; available: {list(runs.target_names)}")
     if len(set(target_list)) != len(target_list):
         raise ValueError("targets: duplicate target names")
-    laws = _target_laws(runs, law, target_list, k, n_term=n_term, d_term=d_term, n_scale=n_scale, d_scale=d_scale)
+    laws = _target_laws(runs, law, target_list, k, n_term=n_term, d_term=d_term, n_scale=n_scale, d_scale=d_scale,
+                        repetition=repetition)
     L = laws[0]
+    U_all = _runs_unique_tokens(unique_tokens, runs, L)
     w_all = None
     if weights is not None:
         w_all = _floats(weights, "weights")
@@ -1359,7 +1374,7 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
         raise ValueError(f"starts: expected one block of starts per target ({len(target_list)}), got {explicit.shape[0]}")
     nesting = explicit is None and L.name in NESTED_IN and (isinstance(nest, Fits) or bool(nest))
     jobs = [_prepare_job(runs, laws[ti], t, n_starts=n_starts, seed=seed, lo=lo, hi=hi, touched=touched,
-                         residual=residual, weights=w_all,
+                         residual=residual, weights=w_all, unique_tokens=U_all,
                          starts=None if explicit is None else (explicit if explicit.ndim == 2 else explicit[ti]),
                          init=init, nested=nesting)
             for ti, t in enumerate(target_list)]
@@ -1380,7 +1395,7 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
         nested_from = nest
     elif nest and L.name in NESTED_IN and explicit is None:
         simpler = Law(NESTED_IN[L.name], L.k, n_term=L.n_term, d_term=L.d_term, n_scale=L.n_scale,
-                      d_scale=L.d_scale)
+                      d_scale=L.d_scale, repetition=L.repetition)
         nested_from = fit(runs, simpler, targets=target_list, n_starts=n_starts, seed=seed, loss=loss, delta=delta,
                           residual=residual, reduction=reduction, weights=weights, method=method,
                           curvature=curvature, linear_solver=linear_solver, hops=hops,
@@ -1388,7 +1403,7 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
                           iterate=iterate, ftol=ftol,
                           xtol=xtol, gtol=gtol, max_step=max_step, screen_iter=screen_iter, screen_ratio=screen_ratio,
                           screen_keep=screen_keep, nest=True, reseat=reseat, init=init, progress=progress,
-                          threads=threads,
+                          threads=threads, unique_tokens=unique_tokens,
                           bounds={n: b for n, b in (bounds or {}).items()
                                   if any(fnmatch.fnmatchcase(p, n) for p in simpler.param_names)},
                           tie={g: kept for g, members in tie_groups.items()
@@ -1410,7 +1425,7 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
     domains = tuple(getattr(runs, "domains", ()))
     opts = dict(options, nested_start=nested_from is not None)
     fits = {t: _assemble_fit(laws[ti], t, results[ti], records_n[ti], dict(opts, two_stage_start=jobs[ti].two_stage),
-                             domains, lo, hi, threads)
+                             domains, lo, hi, threads, unique_tokens=jobs[ti].unique_tokens)
             for ti, t in enumerate(target_list)}
     return Fits(fits, elapsed=time.perf_counter() - t0)
 
@@ -1441,11 +1456,13 @@ class _Job:
     seed: int
     records: tuple  # (N, D, H, y) of the target
     two_stage: bool = False  # starts[0] is the two-stage start
+    unique_tokens: Optional[np.ndarray] = None  # data-constrained laws: (records, max(k, 1))
 
 
 def _prepare_job(runs: Any, L: Law, target: str, *, n_starts: Union[int, str], seed: int, lo: np.ndarray,
                  hi: np.ndarray, touched: set, residual: str, weights: Optional[np.ndarray] = None,
-                 starts: Optional[np.ndarray] = None, init: str = "random", nested: bool = False) -> _Job:
+                 starts: Optional[np.ndarray] = None, init: str = "random", nested: bool = False,
+                 unique_tokens: Optional[np.ndarray] = None) -> _Job:
     """Data, identifiability checks and starts of one target (random starts depend only on
     ``(seed, target)``, so a target's fit never depends on what else is in the call).
 
@@ -1457,19 +1474,20 @@ def _prepare_job(runs: Any, L: Law, target: str, *, n_starts: Union[int, str], s
         if used:
             runs._require(col, "runs", f"the {L.name} law", f"; fit with {term}=False, which drops its {what} term")
     w = None
+    present = np.isfinite(np.asarray(runs.targets[target], dtype=float))
     if weights is not None:
-        present = np.isfinite(np.asarray(runs.targets[target], dtype=float))
         w = weights[present]
+    U = None if unique_tokens is None else np.ascontiguousarray(unique_tokens[present])
     _identifiability(L, N, D, H, target)
     _degenerate_warnings(L, H, y, target, tuple(getattr(runs, "domains", ())))
     if residual == "log" and np.any(y <= 0):
         raise ValueError(f"residual: log residuals need positive losses; target {target!r} has values <= 0")
-    rec = L.records(N, D, H if L.k else None)
+    rec = L.records(N, D, H if L.k else None, unique_tokens=U)
     tseed = _target_seed(seed, target)
     two_stage = False
     if starts is None:
         first = None
-        if init == "auto" and not nested:
+        if init == "auto" and not nested and not L.repetition:  # (the two-stage start knows no R_D)
             first = two_stage_start(L, N, D, H, y, w, lo, hi)
         two_stage = first is not None
         n_random = _random_start_count(L, n_starts, two_stage or nested, target)
@@ -1482,7 +1500,37 @@ def _prepare_job(runs: Any, L: Law, target: str, *, n_starts: Union[int, str], s
         if two_stage:
             starts = np.vstack([first[None, :], starts])
     return _Job(problem=(L._core, rec, y, w), starts=np.ascontiguousarray(starts, dtype=float), seed=tseed,
-                records=(N, D, H, y), two_stage=two_stage)
+                records=(N, D, H, y), two_stage=two_stage, unique_tokens=U)
+
+
+def _runs_unique_tokens(value: Any, runs: Any, L: Law, domains: Optional[Sequence[str]] = None) -> Optional[np.ndarray]:
+    """``fit``'s ``unique_tokens`` for the records of ``runs`` as an (n, max(k, 1)) array,
+    columns in ``domains`` order (default: the runs' own), or None without. A mapping
+    ``{domain: U}`` (domains not named are unlimited, ``inf``), a number, an array (k,) per
+    domain, (n,) per record (at most one domain) or (n, k) per record and domain (the runs'
+    column order). Refused for a law without the repetition option, required with it."""
+    if not L.repetition:
+        if value is not None:
+            raise ValueError(f"unique_tokens: {L!r} has no repetition option (repetition=True adds it)")
+        return None
+    if value is None:
+        raise ValueError(f"unique_tokens: {L!r} is data-constrained; give the unique tokens of each domain "
+                         "(a mapping domain -> U, or one value per record)")
+    names = tuple(getattr(runs, "domains", ()))
+    n, k = len(runs), L.k
+    if isinstance(value, Mapping):
+        if k == 0:
+            raise ValueError("unique_tokens: a law without a mixture takes a number or one value per record")
+        unknown = [d for d in value if d not in names]
+        if unknown:
+            raise ValueError(f"unique_tokens: unknown domain(s) {unknown}; domains: {list(names)}")
+        value = np.array([float(value.get(d, math.inf)) for d in names])
+    U = unique_tokens_array(value, n, k)
+    if domains is not None and k > 1:
+        idx = domain_order(names, tuple(domains), have_arg="runs", want_arg="fit")
+        if idx is not None:
+            U = np.ascontiguousarray(U[:, idx])
+    return U
 
 
 #: n_starts="auto": random starts up to this many parameters (the dense-step range, where
@@ -1771,7 +1819,7 @@ def _reseat_degenerate(laws: Sequence[Law], problems: Sequence[tuple], results: 
 
 def _assemble_fit(L: Law, target: str, r: Mapping[str, Any], records: tuple, options: dict, domains: tuple,
                   lo: Optional[np.ndarray] = None, hi: Optional[np.ndarray] = None,
-                  threads: Optional[int] = None) -> Fit:
+                  threads: Optional[int] = None, unique_tokens: Optional[np.ndarray] = None) -> Fit:
     """The :class:`Fit` of one target from its ``fit_many`` result (best start: the first
     minimum in start order, so independent of the thread count). Warns
     (:class:`ConvergenceWarning`) when the best start is not stationary or when few starts
@@ -1783,7 +1831,8 @@ def _assemble_fit(L: Law, target: str, r: Mapping[str, Any], records: tuple, opt
     if not np.isfinite(fun[best]):
         train = {"mre": math.nan, "r2": math.nan, "mae": math.nan, "rmse": math.nan, "n": int(y.size)}
     else:
-        train = compute_metrics(y, L.predict(x, N, D, H if L.k else None, threads=threads))
+        train = compute_metrics(y, L.predict(x, N, D, H if L.k else None, unique_tokens=unique_tokens,
+                                             threads=threads))
     status = int(r["status"][best])
     stationarity = r.get("stationarity", np.full(fun.shape, math.nan))
     f = Fit(law=L, target=target, x=_frozen(x), fun=float(r["fun"][best]), success=status == STATUS_CONVERGED,

@@ -155,7 +155,8 @@ class Law:
                  "log_scale")
 
     def __init__(self, name: str, k: Optional[int] = None, *, n_term: bool = True, d_term: bool = True,
-                 n_scale: float = 1e6, d_scale: float = 1e9, target_domain: Optional[int] = None) -> None:
+                 n_scale: float = 1e6, d_scale: float = 1e9, target_domain: Optional[int] = None,
+                 repetition: bool = False) -> None:
         if not isinstance(name, str):
             raise TypeError(f"name: expected a law name (str), got {type(name).__name__}")
         if name not in ALL_LAWS:
@@ -175,8 +176,10 @@ class Law:
             raise TypeError(f"k: expected an int, got {type(k).__name__}")
         if name == "chinchilla" and k != 0:
             k = 0  # chinchilla ignores the mixture; accept k for uniform call sites
+        if not isinstance(repetition, (bool, np.bool_)):
+            raise TypeError(f"repetition: expected True or False, got {type(repetition).__name__}")
         core = _core.Law(name, int(k), bool(n_term), bool(d_term), float(n_scale), float(d_scale),
-                         -1 if target_domain is None else int(target_domain))
+                         -1 if target_domain is None else int(target_domain), bool(repetition))
         self._init_from_core(core)
 
     def _init_from_core(self, core: Any) -> None:
@@ -220,6 +223,12 @@ class Law:
         return None if t < 0 else t
 
     @property
+    def repetition(self) -> bool:
+        """The data-constrained option: repeated tokens count less (parameter ``R_D``;
+        evaluation needs each record's unique tokens, ``unique_tokens=``)."""
+        return bool(self._core.repetition)
+
+    @property
     def n_params(self) -> int:
         return int(self._core.n_params)
 
@@ -229,7 +238,8 @@ class Law:
         return self.lower, self.upper
 
     def _key(self) -> tuple:
-        return (self.name, self.k, self.n_term, self.d_term, self.n_scale, self.d_scale, self.target_domain)
+        return (self.name, self.k, self.n_term, self.d_term, self.n_scale, self.d_scale, self.target_domain,
+                self.repetition)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Law) and self._key() == other._key()
@@ -243,6 +253,8 @@ class Law:
                         if not v and has[t])
         if self.target_domain is not None:
             extra += f", target_domain={self.target_domain}"
+        if self.repetition:
+            extra += ", repetition=True"
         scales = "" if (self.n_scale, self.d_scale) == (1e6, 1e9) else \
             f", n_scale={self.n_scale:g}, d_scale={self.d_scale:g}"
         return f"Law({self.name!r}, k={self.k}{extra}{scales})"
@@ -344,17 +356,31 @@ class Law:
             D = 1.0 if D is None else D
         return _broadcast_points(N, D, self._positional(H), self.k)
 
-    def records(self, N: Any = None, D: Any = None, H: Any = None) -> Records:
+    def _data(self, N: Any, D: Any, H: Any, unique_tokens: Any) -> tuple[Any, Any, Any, bool]:
+        """:meth:`_points`, then for a data-constrained law prepared records carrying the
+        unique tokens (every evaluation of such a law needs them)."""
+        if unique_tokens is not None and not self.repetition:
+            raise ValueError(f"unique_tokens: {self!r} has no repetition option (repetition=True adds it)")
+        N, D, H, single = self._points(N, D, H)
+        if not self.repetition or isinstance(N, _core.Records):
+            return N, D, H, single
+        if unique_tokens is None:
+            raise ValueError(f"unique_tokens: {self!r} is data-constrained; it needs the unique tokens of each "
+                             "record (and domain)")
+        n = int(np.shape(N)[0]) if np.ndim(N) else 1
+        return _core.Records(N, D, H, unique_tokens=unique_tokens_array(unique_tokens, n, self.k)), None, None, single
+
+    def records(self, N: Any = None, D: Any = None, H: Any = None, *, unique_tokens: Any = None) -> Records:
         """Validate and prepare records once, for repeated evaluation (``N`` or ``D`` may be
-        omitted when the law does not use it)."""
-        N, D, H, _ = self._points(N, D, H)
-        rec = _core.Records(N, D, H)
+        omitted when the law does not use it; ``unique_tokens`` as in :meth:`predict`)."""
+        N, D, H, _ = self._data(N, D, H, unique_tokens)
+        rec = N if isinstance(N, _core.Records) else _core.Records(N, D, H)
         if rec.k != self.k:
             raise ValueError(f"H: expected {self.k} columns (domains), got {rec.k}")
         return rec
 
     def predict(self, params: ParamsLike, N: Any = None, D: Any = None, H: Any = None, *,
-                threads: Optional[int] = None) -> np.ndarray:
+                unique_tokens: Any = None, threads: Optional[int] = None) -> np.ndarray:
         """Predicted loss at each record.
 
         Parameters
@@ -367,44 +393,78 @@ class Law:
         H : array (n, k), or one mixture (k,)
             Domain weights, rows on the simplex (within 1e-6). Omit for chinchilla.
             Scalars and one mixture broadcast against the other arguments.
+        unique_tokens : number, array (n,), (k,) or (n, k)
+            Data-constrained laws (:attr:`repetition`) only, and required there: the unique
+            tokens available to each record (per domain; ``inf``: unlimited). A number or a
+            (k,) array applies to every record; (n,) gives one per record when the law has
+            at most one domain.
 
         Returns
         -------
         ndarray (n,), or a float when every argument was one point
         """
-        N, D, H, single = self._points(N, D, H)
+        N, D, H, single = self._data(N, D, H, unique_tokens)
         out = _core.predict(self._core, self._p(params), N, D, H, threads)
         return float(out[0]) if single else out
 
     def value_and_grad(self, params: ParamsLike, w: Any, N: Any = None, D: Any = None, H: Any = None, *,
-                       threads: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+                       unique_tokens: Any = None, threads: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
         """Predictions and the parameter gradient ``J^T w`` (``J = dL/dparams``, n x n_params);
         points as in :meth:`predict`."""
-        N, D, H, _ = self._points(N, D, H)
+        N, D, H, _ = self._data(N, D, H, unique_tokens)
         return _core.predict_grad(self._core, self._p(params), w, N, D, H, threads)
 
     def jacobian(self, params: ParamsLike, N: Any = None, D: Any = None, H: Any = None, *,
-                 threads: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+                 unique_tokens: Any = None, threads: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
         """Predictions and the Jacobian ``dL_j/dparams`` (n x n_params); points as in
         :meth:`predict`."""
-        N, D, H, _ = self._points(N, D, H)
+        N, D, H, _ = self._data(N, D, H, unique_tokens)
         return _core.jacobian(self._core, self._p(params), N, D, H, threads)
 
     def grad_h(self, params: ParamsLike, N: Any = None, D: Any = None, H: Any = None, *,
-               threads: Optional[int] = None) -> np.ndarray:
+               unique_tokens: Any = None, threads: Optional[int] = None) -> np.ndarray:
         """``dL_j/dh_ji`` (n x k), each weight treated as an independent variable.
 
         At ``h_i == 0`` the one-sided derivative is returned, which is ``-inf`` when
-        ``0 < gamma_i < 1`` (the law is not differentiable there).
+        ``0 < gamma_i < 1`` (the law is not differentiable there). Data-constrained laws:
+        the weights enter through the effective token count and mixture, which normalise
+        them, so the gradient differs from the plain law's by a vector with equal entries
+        even where no domain repeats (the same along the simplex).
         """
-        N, D, H, _ = self._points(N, D, H)
+        N, D, H, _ = self._data(N, D, H, unique_tokens)
         return _core.grad_h(self._core, self._p(params), N, D, H, threads)
 
 
 def _rebuild(name: str, k: int, n_term: bool, d_term: bool, n_scale: float, d_scale: float,
-             target_domain: Optional[int] = None) -> Law:
+             target_domain: Optional[int] = None, repetition: bool = False) -> Law:
     return Law(name, k, n_term=n_term, d_term=d_term, n_scale=n_scale, d_scale=d_scale,
-               target_domain=target_domain)
+               target_domain=target_domain, repetition=repetition)
+
+
+def unique_tokens_array(value: Any, n: int, k: int) -> np.ndarray:
+    """Unique tokens as the (n, max(k, 1)) array of the core: a number or a (k,) array for
+    every record, (n,) one per record (k <= 1), or (n, k). Values > 0 (inf: unlimited)."""
+    cols = max(k, 1)
+    try:
+        U = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError("unique_tokens: expected numbers") from None
+    if U.ndim == 0:
+        U = np.full((n, cols), float(U))
+    elif U.ndim == 1 and k > 1:
+        if U.shape[0] != k:
+            raise ValueError(f"unique_tokens: expected {k} values (one per domain) or an ({n}, {k}) array, "
+                             f"got shape {U.shape}")
+        U = np.tile(U, (n, 1))
+    elif U.ndim == 1:
+        if U.shape[0] != n:
+            raise ValueError(f"unique_tokens: expected {n} values (one per record), got shape {U.shape}")
+        U = U[:, None]
+    elif U.shape != (n, cols):
+        raise ValueError(f"unique_tokens: expected shape ({n}, {cols}), got {U.shape}")
+    if np.any(np.isnan(U)) or np.any(U <= 0):
+        raise ValueError("unique_tokens: must be > 0 (inf for a domain without limit)")
+    return np.ascontiguousarray(U)
 
 
 def law(name: Union[str, Law], k: Optional[int] = None, **options: Any) -> Law:
@@ -430,6 +490,16 @@ def embed(params: ParamsLike, source: Law, target: Law) -> np.ndarray:
     returned parameters give ``target`` the same predictions as ``source`` on the simplex,
     which makes them a start from which a fit of ``target`` can only improve.
     """
+    if source.repetition or target.repetition:  # R_D (last) carries over; the rest nests as usual
+        if source.repetition != target.repetition:
+            raise ValueError(f"target: {target!r} and {source!r} differ in the repetition option")
+        x = source.params(params)
+
+        def plain(law_: Law) -> Law:
+            return Law(law_.name, law_.k, n_term=law_.n_term, d_term=law_.d_term, n_scale=law_.n_scale,
+                       d_scale=law_.d_scale, target_domain=law_.target_domain)
+
+        return np.append(embed(x[:-1], plain(source), plain(target)), x[-1])
     src = source.as_dict(params)
     if (source.k, source.n_term, source.d_term, source.n_scale, source.d_scale) != \
             (target.k, target.n_term, target.d_term, target.n_scale, target.d_scale):

@@ -39,7 +39,8 @@ import numpy as np
 from . import _core
 from ._warnings import user_stacklevel
 from .data import _budget_text
-from .fit import ExtrapolationWarning, Fit, Fits, _far_message, _floats, _int_option
+from .fit import ExtrapolationWarning, Fit, Fits, _far_message, _float_option, _floats, _int_option
+from .laws import Law
 
 __all__ = ["MixtureResult", "MixtureGrid", "optimize_mixture", "optimal_allocation"]
 
@@ -398,7 +399,8 @@ def optimize_mixture(fits: Any, *, N: Any = None, D: Any = None, weights: Any = 
                      available_tokens: Any = None, max_epochs: Any = None, method: str = "mirror",
                      n_starts: int = 4, seed: int = 0, gap_tol: float = 1e-10, max_iter: int = 20000,
                      line_search_memory: int = 10, within_data: bool = False, prior: Any = None,
-                     kl: Any = 0.0, threads: Optional[int] = None) -> Union[MixtureResult, MixtureGrid]:
+                     kl: Any = 0.0, unique_tokens: Any = None, repetition_halflife: float = 15.4,
+                     threads: Optional[int] = None) -> Union[MixtureResult, MixtureGrid]:
     """The mixture minimising the (weighted) predicted loss at a training budget.
 
     Parameters
@@ -421,6 +423,17 @@ def optimize_mixture(fits: Any, *, N: Any = None, D: Any = None, weights: Any = 
         ``h_i <= max_epochs_i * U_i / D``.
     max_epochs : float, mapping or array, optional
         How often each domain may be repeated.
+    unique_tokens : mapping domain -> U_i, or array (k,), optional
+        Unique tokens per domain (domains not named: unlimited), for repetition-aware
+        mixtures: every law is evaluated with the data-constrained option
+        (:mod:`mixlaw.laws`, ``repetition=True``) at each budget's ``D``, so tokens repeated
+        beyond ``U_i`` count less and ``h*`` moves away from scarce domains smoothly as
+        ``D`` grows (a soft alternative to the hard caps ``available_tokens`` and
+        ``max_epochs``, which may be combined with it). Required for fits of
+        data-constrained laws.
+    repetition_halflife : float
+        ``R_D`` for fits without their own (fits of data-constrained laws use theirs):
+        the default 15.4 is Muennighoff et al.'s fitted value.
     method : {"mirror", "projected"}
     n_starts : int
         Start 0 is the centre of the feasible set; the others are seeded Dirichlet draws.
@@ -573,6 +586,20 @@ def optimize_mixture(fits: Any, *, N: Any = None, D: Any = None, weights: Any = 
                              f"of D={Db[i]:.4g} tokens but can supply only {HI[i, j]:.4g}")
 
     prior_h, run_mixtures = _regulariser(KL, prior, domains, k)
+    needs_u = [f.target for f in flist if f.law.repetition]
+    if unique_tokens is None and needs_u:
+        raise ValueError(f"unique_tokens: the fits of {needs_u} are data-constrained (repetition=True); give the "
+                         "unique tokens of each domain")
+    if omitted["D"] and unique_tokens is not None:
+        raise ValueError("D: unique_tokens needs the training tokens D")
+    UT = None
+    if unique_tokens is not None:
+        UT = _per_domain(unique_tokens, domains, k, "unique_tokens", math.inf)
+        if np.any(np.isnan(UT)) or np.any(UT <= 0):
+            raise ValueError("unique_tokens: must be > 0 (inf for a domain without limit)")
+    halflife = _float_option(repetition_halflife, "repetition_halflife")
+    if not (math.isfinite(halflife) and halflife > 0):
+        raise ValueError("repetition_halflife: must be finite and > 0")
     # The regularised problems and, for those with kl > 0, the same problems without the
     # term: one call.
     again = np.flatnonzero(KL > 0) if prior_h is not None else np.zeros(0, dtype=np.intp)
@@ -584,7 +611,9 @@ def optimize_mixture(fits: Any, *, N: Any = None, D: Any = None, weights: Any = 
                                    max_iter=int(max_iter), gap_tol=float(gap_tol), n_starts=int(n_starts),
                                    seed=int(seed), threads=threads, line_search_memory=int(line_search_memory),
                                    kl=None if prior_h is None else kl_rows,
-                                   prior=None if prior_h is None else np.tile(prior_h, (rows.size, 1)))
+                                   prior=None if prior_h is None else np.tile(prior_h, (rows.size, 1)),
+                                   unique_tokens=None if UT is None else np.tile(UT, (rows.size, 1)),
+                                   repetition_halflife=halflife)
     r = {key: v[:P] for key, v in both.items()}
     outside = None
     if seen is not None:
@@ -614,7 +643,7 @@ def optimize_mixture(fits: Any, *, N: Any = None, D: Any = None, weights: Any = 
                            losses=res["per_target"], nit=res["nit"], status=res["status"], domains=domains,
                            targets=targets, nfev=res["nfev"], outside_data=out, data_range=seen,
                            _constraints=(flist, Nb, Db, W, res["h"], LO, HI, lowers, uppers, threads,
-                                         kl_of, prior_h), **reg)
+                                         kl_of, prior_h, UT, halflife), **reg)
 
     unreg = None
     if again.size:
@@ -691,7 +720,8 @@ _BINDING_TOL = 1e-9
 
 def _binding(flist: list[Fit], N: np.ndarray, D: np.ndarray, W: np.ndarray, h: np.ndarray, LO: np.ndarray,
              HI: np.ndarray, lowers: list, uppers: list, threads: Optional[int], kl: Optional[np.ndarray] = None,
-             prior: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+             prior: Optional[np.ndarray] = None, unique_tokens: Optional[np.ndarray] = None,
+             halflife: float = 15.4) -> tuple[np.ndarray, np.ndarray]:
     """Which constraint holds each weight of the solutions ``h`` (P, k), and its Lagrange
     multiplier from the KKT conditions of min_h sum_t W_t L_t(h) (+ kl KL(h || prior)) on
     {sum h = 1, LO <= h <= HI}:
@@ -704,8 +734,15 @@ def _binding(flist: list[Fit], N: np.ndarray, D: np.ndarray, W: np.ndarray, h: n
     G = np.zeros((P, k))
     for t, f in enumerate(flist):
         if np.any(W[:, t] != 0):
+            law, x, extra = f.law, f.x, {}
+            if unique_tokens is not None:  # the data-constrained law the solver minimised
+                if not law.repetition:
+                    law = Law(law.name, k, n_term=law.n_term, d_term=law.d_term, n_scale=law.n_scale,
+                              d_scale=law.d_scale, target_domain=law.target_domain, repetition=True)
+                    x = np.append(x, halflife)
+                extra = {"unique_tokens": unique_tokens}
             with np.errstate(invalid="ignore"):
-                G += W[:, t, None] * f.law.grad_h(f.x, N, D, h, threads=threads)
+                G += W[:, t, None] * law.grad_h(x, N, D, h, threads=threads, **extra)
     if kl is not None and prior is not None and np.any(kl > 0):
         with np.errstate(divide="ignore"):
             G += kl[:, None] * (np.log(h) - np.log(prior) + 1.0)

@@ -20,6 +20,10 @@
 
 namespace mixlaw {
 
+// Laws with the data-constrained option (LawSpec::repetition) go through repetition.hpp:
+// the records must carry unique tokens, and the h-gradient is that of the law with the
+// weights entering through the effective mixture and token count.
+
 // Predictions at every record (out: n, original record order).
 void predict(const Plan& plan, const double* theta, const Records& rec, double* out, int threads,
              const CancelFlag* cancel = nullptr);

@@ -99,6 +99,9 @@ struct LawSpec {
   double d_scale = 1e9; // D' = D / d_scale
   int target_domain = -1;  // bimix only: 0-based index of the target's own domain (required);
                            // -1 for every other law
+  // Data-constrained option (repetition.hpp): tokens repeated beyond a domain's unique
+  // tokens count less; adds the parameter R_D (last). Needs records with unique tokens.
+  bool repetition = false;
 };
 
 // Everything an evaluator or optimiser needs to know about a law, derived once.
@@ -111,6 +114,7 @@ struct Plan {
   // For each feature, its parameter indices (in feature-gradient order) so that
   // gradients of a feature can be scattered into the full parameter vector.
   std::vector<std::vector<int>> feature_params;
+  int repetition_param = -1;  // index of R_D (LawSpec::repetition), else -1
 };
 
 // Builds the plan; throws std::invalid_argument naming the bad field. For laws without

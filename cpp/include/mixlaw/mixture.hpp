@@ -35,6 +35,11 @@ struct MixtureProblem {
   // where p_i = 0 < h_i). Such problems are solved one at a time (never in lanes).
   double kl = 0.0;
   const double* prior = nullptr;
+  // Unique tokens per domain (k; +inf unlimited): every law is then evaluated with the
+  // data-constrained option (repetition.hpp) at this D, with its own R_D, or `halflife` for
+  // a law fitted without the option. Such problems are solved one at a time.
+  const double* unique_tokens = nullptr;
+  double halflife = 15.4;
 };
 
 enum class MixtureMethod : int { mirror = 0, projected = 1 };

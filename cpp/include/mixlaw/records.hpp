@@ -35,6 +35,10 @@ struct Records {
   std::vector<double> uniq_lnN;  // distinct log N values
   std::vector<double> uniq_lnD;  // distinct log D values
 
+  // Unique tokens available per domain (data-constrained laws, repetition.hpp), per record
+  // in grouped order, max(k, 1) each (+inf: unlimited); empty when not given.
+  std::vector<double> U;
+
   // Fixed partition of mixtures into work chunks. It depends only on the data, never on
   // the thread count, so that chunked reductions give identical results for any threads.
   std::vector<std::size_t> chunk_start;  // n_chunks + 1 mixture indices
@@ -47,6 +51,11 @@ struct Records {
 // once `cancel` (may be null; polled every 4,096 records) is set.
 Records prepare_records(const double* N, const double* D, const double* H, std::size_t n, int k,
                         double simplex_tol = 1e-6, const CancelFlag* cancel = nullptr);
+
+// Attaches the unique tokens U (original record order, n x max(k, 1) row-major; each > 0,
+// +inf for an unlimited domain) to prepared records. Throws std::invalid_argument naming
+// unique_tokens and the first bad record.
+void attach_unique_tokens(Records& rec, const double* U);
 
 // Numbers the distinct rows of an n x len row-major array 0, 1, ... in order of first
 // appearance, as prepare_records groups mixtures (exact equality, -0.0 equal to 0.0; a row

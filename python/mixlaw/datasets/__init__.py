@@ -4,6 +4,8 @@
   (6 model sizes, 61 mixtures, 8 target losses).
 - :func:`chinchilla`: the Chinchilla runs of Hoffmann et al. (2022) as digitised by
   Epoch AI (N, D and one loss; no mixture).
+- :func:`muennighoff`: the multi-epoch runs of Muennighoff et al. (2023) over limited
+  unique tokens (N, D, unique tokens U, one loss), ScaleBench's train/test split.
 
 Files are read through :mod:`importlib.resources`, so they work from an installed wheel.
 Both loaders cache their result; the returned :class:`~mixlaw.data.Runs` is immutable.
@@ -21,11 +23,13 @@ import numpy as np
 
 from ..data import Runs, load_runs
 
-__all__ = ["slimpajama", "chinchilla", "path"]
+__all__ = ["slimpajama", "chinchilla", "muennighoff", "path"]
 
 _FILES = {
     "slimpajama": "dmsl_llm_slimpajama.csv",
     "chinchilla": "svg_extracted_data.csv",
+    "muennighoff_train": "data_constrained_train.csv",
+    "muennighoff_test": "data_constrained_test.csv",
     "readme": "README.md",
 }
 
@@ -40,8 +44,8 @@ def path(name: str) -> Path:
     Parameters
     ----------
     name : str
-        ``"slimpajama"``, ``"chinchilla"``, ``"readme"`` or one of the file names
-        (``"dmsl_llm_slimpajama.csv"``, ``"svg_extracted_data.csv"``, ``"README.md"``).
+        ``"slimpajama"``, ``"chinchilla"``, ``"muennighoff_train"``, ``"muennighoff_test"``,
+        ``"readme"`` or one of the file names (``"dmsl_llm_slimpajama.csv"``, ...).
 
     Returns
     -------
@@ -115,3 +119,35 @@ def chinchilla() -> Runs:
         "run": np.arange(len(rows)),
     }
     return load_runs(cols, weights=None, targets="loss", run="run")
+
+
+@functools.lru_cache(maxsize=None)
+def _muennighoff(split: str) -> tuple:
+    with open(path(f"muennighoff_{split}"), newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    cols = {key: np.array([float(r[key]) for r in rows]) for key in ("params", "tokens", "unique_tokens", "loss")}
+    runs = load_runs({"params": cols["params"], "tokens": cols["tokens"], "loss": cols["loss"],
+                      "run": np.arange(len(rows))}, weights=None, N="params", D="tokens", targets="loss", run="run")
+    U = cols["unique_tokens"]
+    U.setflags(write=False)
+    return runs, U
+
+
+def muennighoff(split: str = "train") -> tuple:
+    """The data-constrained runs of Muennighoff et al. (2023), as packaged by ScaleBench.
+
+    Models trained for up to thousands of epochs over a limited number of unique tokens.
+    ``"train"``: 161 runs (N 7.1M-3.9B, D 1e8-3e11, U 1e8-1.74e11); ``"test"``: 21 runs at
+    larger compute (N up to 8.7B, D up to 9e11), the benchmark's extrapolation set. Each
+    record is one run's final validation loss (target ``"loss"``).
+
+    Returns
+    -------
+    (Runs, ndarray)
+        The runs (no mixture) and the unique tokens ``U`` of each record, for
+        ``mixlaw.fit(runs, law, repetition=True, unique_tokens=U)``; ``D / U`` is the number
+        of epochs.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
+    return _muennighoff(split)
