@@ -3,9 +3,9 @@
 Data: mixlaw.datasets.muennighoff — 161 training runs, 21 extrapolation runs at larger
 compute (ScaleBench's split); N, D, unique tokens U, final loss; up to thousands of epochs.
 
-Fitted on the training runs, evaluated on the 21 test runs (MRE overall and on the runs
-beyond 4 epochs, D / U > 4), with two objectives (Huber(1e-3) on raw residuals, mixlaw's
-default, and on log residuals):
+Fitted on the training runs, evaluated on the 21 test runs (MRE overall, on the runs beyond
+4 epochs, D / U > 4, and on the others; mean signed relative error), with two objectives
+(Huber(1e-3) on raw residuals, mixlaw's default, and on log residuals):
   - chinchilla         E + A / N'^alpha + B / D'^beta (mixlaw)
   - D-only             the same at the effective tokens D' = U g(D / U; R_D) (mixlaw,
                        repetition=True)
@@ -15,6 +15,8 @@ default, and on log residuals):
                        mixlaw: fitted here with scipy.optimize.least_squares (trf, the same
                        Huber objective, 3-point finite-difference Jacobian), from 64 random
                        starts and from the D-only fit with R_N = 5.3.
+  - two diagnostics: the D-only form with R_D held at the published 15.4, and the plain law
+    fitted on the training runs of at most 4 epochs only.
 Published: R*_D ~ 15.4, R*_N ~ 5.3 (Muennighoff et al.).
 
 Run:  python bench/bench_data_constrained.py [--starts 64]
@@ -89,21 +91,31 @@ def main() -> None:
     beyond = Dt / Ut > 4
     print(f"train: {len(train)} runs, epochs {np.min(D / U):.3g}..{np.max(D / U):.4g} "
           f"({int(np.sum(D / U > 4))} beyond 4 epochs); test: {len(test)} runs, {int(beyond.sum())} beyond 4 epochs")
-    print(f"\n{'form':22s} {'residual':8s} {'train MRE %':>11s} {'test MRE %':>10s} {'test >4 ep %':>12s} "
-          f"{'R_D':>7s} {'R_N':>7s} {'objective':>11s} {'status':>7s} {'seconds':>8s}")
+    print(f"\n{'form':26s} {'residual':8s} {'train MRE %':>11s} {'test MRE %':>10s} {'test >4 ep %':>12s} "
+          f"{'test <=4 ep %':>13s} {'test bias %':>11s} {'R_D':>7s} {'R_N':>7s} {'objective':>11s} {'status':>7s} "
+          f"{'seconds':>8s}")
+
+    def row(name, residual, train_mre, pt, RD, RN, fun, status, sec):
+        r = pt / yt - 1
+        print(f"{name:26s} {residual:8s} {train_mre:11.3f} {mre(pt, yt):10.3f} {mre(pt[beyond], yt[beyond]):12.3f} "
+              f"{mre(pt[~beyond], yt[~beyond]):13.3f} {100 * r.mean():+11.3f} {RD:7.2f} {RN:7.2f} {fun:11.4e} "
+              f"{status:>7} {sec:8.2f}")
     rng = np.random.default_rng(0)
     for residual in ("raw", "log"):
         log = residual == "log"
         rows = {}
-        for name, kw in (("chinchilla", {}), ("D-only (mixlaw)", dict(repetition=True, unique_tokens=U))):
+        few = D / U <= 4
+        for name, data, kw in (("chinchilla", train, {}),
+                               ("D-only (mixlaw)", train, dict(repetition=True, unique_tokens=U)),
+                               ("D-only, R_D = 15.4", train,
+                                dict(repetition=True, unique_tokens=U, bounds={"R_D": (15.4, 15.4 * (1 + 1e-12))})),
+                               ("chinchilla, <= 4 epochs", train.select(few), {})):
             t0 = time.perf_counter()
-            f = mixlaw.fit(train, "chinchilla", residual=residual, n_starts=args.starts, progress=False, **kw)["loss"]
+            f = mixlaw.fit(data, "chinchilla", residual=residual, n_starts=args.starts, progress=False, **kw)["loss"]
             sec = time.perf_counter() - t0
             pt = f.predict(test, unique_tokens=Ut) if kw else f.predict(test)
             rows[name] = f
-            print(f"{name:22s} {residual:8s} {f.train['mre']:11.3f} {mre(pt, yt):10.3f} "
-                  f"{mre(pt[beyond], yt[beyond]):12.3f} {f.params.get('R_D', np.nan):7.2f} {'-':>7s} "
-                  f"{f.fun:11.4e} {f.status:7d} {sec:8.2f}")
+            row(name, residual, f.train["mre"], pt, f.params.get("R_D", np.nan), np.nan, f.fun, f.status, sec)
         law = mixlaw.law("chinchilla", repetition=True)
         lo, hi = law.init_lower, law.init_upper
         starts = np.column_stack([rng.uniform(lo, hi, (args.starts, law.n_params)),
@@ -115,8 +127,7 @@ def main() -> None:
         x, fobj = fit_full(N, D, U, y, log, starts)
         sec = time.perf_counter() - t0
         pt, ptr = full_form(x, Nt, Dt, Ut), full_form(x, N, D, U)
-        print(f"{'full (scipy)':22s} {residual:8s} {mre(ptr, y):11.3f} {mre(pt, yt):10.3f} "
-              f"{mre(pt[beyond], yt[beyond]):12.3f} {x[5]:7.2f} {x[6]:7.2f} {fobj:11.4e} {'-':>7s} {sec:8.2f}")
+        row("full (scipy)", residual, mre(ptr, y), pt, x[5], x[6], fobj, "-", sec)
     print("\npublished (Muennighoff et al.): R_D ~ 15.4, R_N ~ 5.3")
 
 

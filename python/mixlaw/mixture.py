@@ -430,7 +430,12 @@ def optimize_mixture(fits: Any, *, N: Any = None, D: Any = None, weights: Any = 
         beyond ``U_i`` count less and ``h*`` moves away from scarce domains smoothly as
         ``D`` grows (a soft alternative to the hard caps ``available_tokens`` and
         ``max_epochs``, which may be combined with it). Required for fits of
-        data-constrained laws.
+        data-constrained laws. The laws see the effective mixture and token count only:
+        once a domain is repeated far beyond ``repetition_halflife`` epochs its effective
+        tokens saturate at ``U_i (1 + R_D)``, and an optimum that keeps its effective share
+        may put surplus nominal weight on a saturated domain (tokens that count for
+        nothing, a flat direction of the objective); ``max_epochs`` bounds that
+        (bench/README.md, section 7).
     repetition_halflife : float
         ``R_D`` for fits without their own (fits of data-constrained laws use theirs):
         the default 15.4 is Muennighoff et al.'s fitted value.
