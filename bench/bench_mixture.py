@@ -172,6 +172,19 @@ def numpy_mirror_descent_one(q, lnN, lnD, w, gap_tol=1e-10, max_iter=20000, memo
     return h, f, g @ h - g.min(), nit, nfev
 
 
+def joint_params(fits, targets, k):
+    """The joint law's parameters of each target, as the dicts joint_value_and_grad takes."""
+    out = []
+    for t in targets:
+        d = fits[t].params
+        out.append({"E": d["E"], "alpha": d["alpha"], "beta": d["beta"], "gA": d["gA"], "gB": d["gB"],
+                    "C": np.array([d[f"C_{i}"] for i in range(1, k + 1)]),
+                    "gamma": np.array([d[f"gamma_{i}"] for i in range(1, k + 1)]),
+                    "CA": np.array([d[f"CA_{i}"] for i in range(1, k + 1)]),
+                    "CB": np.array([d[f"CB_{i}"] for i in range(1, k + 1)])})
+    return out
+
+
 def stack_params(params):
     return {key: np.array([p[key] for p in params]) for key in params[0]}
 
@@ -190,14 +203,7 @@ def main() -> None:
     fits = mixlaw.fit(train, "joint", n_starts=8, seed=0)
     targets = list(fits)
     k = fits[targets[0]].law.k
-    params = []
-    for t in targets:
-        d = fits[t].params
-        params.append({"E": d["E"], "alpha": d["alpha"], "beta": d["beta"], "gA": d["gA"], "gB": d["gB"],
-                       "C": np.array([d[f"C_{i}"] for i in range(1, k + 1)]),
-                       "gamma": np.array([d[f"gamma_{i}"] for i in range(1, k + 1)]),
-                       "CA": np.array([d[f"CA_{i}"] for i in range(1, k + 1)]),
-                       "CB": np.array([d[f"CB_{i}"] for i in range(1, k + 1)])})
+    params = joint_params(fits, targets, k)
     rng = np.random.default_rng(0)
     P = args.problems
     N = 10 ** rng.uniform(8, 10.5, P)

@@ -20,22 +20,10 @@ import os
 import time
 
 import numpy as np
-from bench_mixture import numpy_mirror_descent, numpy_mirror_descent_one, stack_params
+from bench_mixture import joint_params, numpy_mirror_descent, numpy_mirror_descent_one, stack_params
 
 import mixlaw
 from mixlaw.pareto import non_dominated
-
-
-def joint_params(fits, targets, k):
-    out = []
-    for t in targets:
-        d = fits[t].params
-        out.append({"E": d["E"], "alpha": d["alpha"], "beta": d["beta"], "gA": d["gA"], "gB": d["gB"],
-                    "C": np.array([d[f"C_{i}"] for i in range(1, k + 1)]),
-                    "gamma": np.array([d[f"gamma_{i}"] for i in range(1, k + 1)]),
-                    "CA": np.array([d[f"CA_{i}"] for i in range(1, k + 1)]),
-                    "CB": np.array([d[f"CB_{i}"] for i in range(1, k + 1)])})
-    return out
 
 
 def numpy_losses(params, N, D, H):

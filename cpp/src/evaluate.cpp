@@ -88,18 +88,7 @@ struct JacobianVisitor {
   void record(std::size_t s, double L, const double* u) {
     const std::int64_t j = rec.order[s];
     if (pred) pred[j] = L;
-    double* row = J + static_cast<std::size_t>(j) * static_cast<std::size_t>(plan.n_params);
-    std::fill(row, row + plan.n_params, 0.0);
-    for (int a = 0; a < n_slots; ++a) {
-      const Source& src = plan.src[a];
-      if (src.type == Source::param) {
-        row[src.index] += u[a];
-      } else if (src.type == Source::feature) {
-        const auto& idx = plan.feature_params[src.index];
-        const double* d = mw->dphi.data() + mw->dphi_off[src.index];
-        for (std::size_t q = 0; q < idx.size(); ++q) row[idx[q]] += u[a] * d[q];
-      }
-    }
+    detail::jacobian_row(plan, u, *mw, J + static_cast<std::size_t>(j) * static_cast<std::size_t>(plan.n_params));
   }
   void end_mixture(std::size_t, const MixtureWork&) {}
 };
@@ -111,15 +100,8 @@ struct HGradVisitor {
   const MixtureWork* mw = nullptr;
   void begin_mixture(std::size_t, const MixtureWork& w) { mw = &w; }
   void record(std::size_t s, double, const double* u) {
-    const int k = plan.spec.k;
-    double* row = out + static_cast<std::size_t>(rec.order[s]) * static_cast<std::size_t>(k);
-    std::fill(row, row + k, 0.0);
-    for (int a = 0; a < n_slots; ++a) {
-      const Source& src = plan.src[a];
-      if (src.type != Source::feature || u[a] == 0.0) continue;
-      const double* dh = mw->dphi_dh.data() + static_cast<std::size_t>(src.index) * k;
-      for (int i = 0; i < k; ++i) row[i] += u[a] * dh[i];
-    }
+    detail::h_gradient_row(plan, u, *mw,
+                           out + static_cast<std::size_t>(rec.order[s]) * static_cast<std::size_t>(plan.spec.k));
   }
   void end_mixture(std::size_t, const MixtureWork&) {}
 };

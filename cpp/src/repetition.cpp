@@ -137,31 +137,8 @@ struct RecordDerivatives {
   void record(std::size_t s, double value, const double* u) {
     L[s] = value;
     dlnD[s] = -bD * aD * u[slot_aD];  // d(aD D'^-bD)/d log D'
-    const int k = plan.spec.k;
-    if (dh) {
-      double* g = dh + s * static_cast<std::size_t>(k);
-      std::fill(g, g + k, 0.0);
-      for (int a = 0; a < n_slots; ++a) {
-        const Source& src = plan.src[a];
-        if (src.type != Source::feature || u[a] == 0.0) continue;
-        const double* d = mw->dphi_dh.data() + static_cast<std::size_t>(src.index) * k;
-        for (int i = 0; i < k; ++i) g[i] += u[a] * d[i];
-      }
-    }
-    if (row) {
-      double* r = row + s * static_cast<std::size_t>(plan.n_params);
-      std::fill(r, r + plan.n_params, 0.0);
-      for (int a = 0; a < n_slots; ++a) {
-        const Source& src = plan.src[a];
-        if (src.type == Source::param) {
-          r[src.index] += u[a];
-        } else if (src.type == Source::feature) {
-          const auto& idx = plan.feature_params[src.index];
-          const double* d = mw->dphi.data() + mw->dphi_off[src.index];
-          for (std::size_t q = 0; q < idx.size(); ++q) r[idx[q]] += u[a] * d[q];
-        }
-      }
-    }
+    if (dh) detail::h_gradient_row(plan, u, *mw, dh + s * static_cast<std::size_t>(plan.spec.k));
+    if (row) detail::jacobian_row(plan, u, *mw, row + s * static_cast<std::size_t>(plan.n_params));
   }
   void end_mixture(std::size_t, const detail::MixtureWork&) {}
 };

@@ -9,6 +9,7 @@
 // consumer is a small visitor on top of it, so each formula exists exactly once.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <limits>
@@ -301,6 +302,35 @@ inline double source_value(const Source& s, const double* theta, const MixtureWo
     case Source::param: return theta[s.index];
     case Source::feature: return w.phi[s.index];
     default: return 0.0;
+  }
+}
+
+// One record's Jacobian row dL/dtheta (row: n_params, overwritten) from its slot
+// derivatives u and its mixture's feature gradients (mixture_features<true, ...>).
+inline void jacobian_row(const Plan& plan, const double* u, const MixtureWork& mw, double* row) {
+  std::fill(row, row + plan.n_params, 0.0);
+  for (int a = 0; a < n_slots; ++a) {
+    const Source& src = plan.src[a];
+    if (src.type == Source::param) {
+      row[src.index] += u[a];
+    } else if (src.type == Source::feature) {
+      const auto& idx = plan.feature_params[src.index];
+      const double* d = mw.dphi.data() + mw.dphi_off[src.index];
+      for (std::size_t q = 0; q < idx.size(); ++q) row[idx[q]] += u[a] * d[q];
+    }
+  }
+}
+
+// One record's dL/dh (row: k, overwritten) from u and the features' h-gradients
+// (mixture_features<..., true>).
+inline void h_gradient_row(const Plan& plan, const double* u, const MixtureWork& mw, double* row) {
+  const int k = plan.spec.k;
+  std::fill(row, row + k, 0.0);
+  for (int a = 0; a < n_slots; ++a) {
+    const Source& src = plan.src[a];
+    if (src.type != Source::feature || u[a] == 0.0) continue;
+    const double* dh = mw.dphi_dh.data() + static_cast<std::size_t>(src.index) * k;
+    for (int i = 0; i < k; ++i) row[i] += u[a] * dh[i];
   }
 }
 
