@@ -207,6 +207,7 @@ def test_fit_with_mixtures_and_per_domain_unique_tokens():
     order = [2, 0, 1]
     other = mixlaw.Runs(N, D, H[:, order], targets={"loss": y}, domains=["math", "web", "code"])
     np.testing.assert_allclose(f.predict(other, unique_tokens=U), f.predict(runs, unique_tokens=U), rtol=1e-14)
+    np.testing.assert_array_equal(fits.predict(runs, unique_tokens=U)["loss"], f.predict(runs, unique_tokens=U))
     # JSON and pickle keep the option.
     back = mixlaw.load_fits(fits.to_json())
     assert back["loss"].law.repetition and back["loss"].law == f.law
@@ -359,3 +360,11 @@ def test_binding_multipliers_of_repetition_aware_mixtures():
     mu = np.median(G[free])
     np.testing.assert_allclose(G[free], mu, atol=1e-6 * np.abs(G).max())
     assert mult == pytest.approx(mu - G[2], rel=1e-5)
+
+
+def test_runs_without_repetition_cannot_identify_R_D():
+    law, x, N, D, H, _ = case("chinchilla", 0, seed=9, n=60)
+    U = D * 2.0  # half an epoch everywhere
+    runs = mixlaw.Runs(N, D, None, targets={"loss": oracle(law, x, N, D, None, U)})
+    with pytest.warns(mixlaw.IdentifiabilityWarning, match="R_D is not identifiable"):
+        mixlaw.fit(runs, law, unique_tokens=U, n_starts=2, progress=False)

@@ -435,13 +435,14 @@ class Fits(Mapping[str, Fit]):
         order = [c for c in first if c in df.columns] + [c for c in df.columns if c not in first]
         return df[order].set_index("target")
 
-    def predict(self, runs: Any, *, threads: Optional[int] = None) -> Any:
+    def predict(self, runs: Any, *, unique_tokens: Any = None, threads: Optional[int] = None) -> Any:
         """Every target's predicted loss on a runs table, as a DataFrame with one column per
         target and one row per record of ``runs``, in its order (domains matched by name, as
-        :meth:`Fit.predict`)."""
+        :meth:`Fit.predict`; ``unique_tokens`` for data-constrained laws, as :func:`fit`)."""
         import pandas as pd
 
-        return pd.DataFrame({t: f.predict(runs, threads=threads) for t, f in self._fits.items()})
+        return pd.DataFrame({t: f.predict(runs, unique_tokens=unique_tokens, threads=threads)
+                             for t, f in self._fits.items()})
 
     def to_json(self, path: Any = None) -> str:
         """JSON text of all fits (a fits document, version ``"mixlaw_fits": 2``; schema in
@@ -1482,6 +1483,13 @@ def _prepare_job(runs: Any, L: Law, target: str, *, n_starts: Union[int, str], s
     _degenerate_warnings(L, H, y, target, tuple(getattr(runs, "domains", ())))
     if residual == "log" and np.any(y <= 0):
         raise ValueError(f"residual: log residuals need positive losses; target {target!r} has values <= 0")
+    if U is not None:
+        epochs = (H if L.k else np.ones((len(y), 1))) * np.asarray(D, dtype=float)[:, None] / U
+        if not np.any(epochs > 1):
+            warnings.warn(f"target {target!r}: no record repeats a domain (at most {np.max(epochs):.3g} epochs of "
+                          "any), so the data-constrained law's R_D is not identifiable (it stays where a start put "
+                          "it); fit the plain law, or add runs with repeated data", IdentifiabilityWarning,
+                          stacklevel=_user_stacklevel())
     rec = L.records(N, D, H if L.k else None, unique_tokens=U)
     tseed = _target_seed(seed, target)
     two_stage = False
