@@ -24,7 +24,8 @@ def g_numpy(x, R):
 
 
 def effective(D, H, U, R):
-    """(D', H') of the rule: D'_i = U_i g(h_i D / U_i) (h_i D for an unlimited domain)."""
+    """(D', H') of the rule: D'_i = U_i g(h_i D / U_i) (h_i D for an unlimited domain); R
+    one number or one per domain."""
     H = np.atleast_2d(H) if H is not None else np.ones((len(D), 1))
     U = np.asarray(U, dtype=float)
     U = np.broadcast_to(U if U.ndim != 1 or H.shape[1] > 1 else U[:, None], H.shape)
@@ -37,8 +38,9 @@ def effective(D, H, U, R):
 def oracle(law, params, N, D, H, U):
     plain = mixlaw.law(law.name, law.k or None, n_term=law.n_term, d_term=law.d_term)
     x = law.params(params)
-    Dp, Hp = effective(D, H, U, x[-1])
-    return oracle_predict(plain, x[:-1], N, Dp, Hp if law.k else None)
+    r = law.n_repetition_params
+    Dp, Hp = effective(D, H, U, x[-r:] if r > 1 else x[-1])
+    return oracle_predict(plain, x[:-r], N, Dp, Hp if law.k else None)
 
 
 def richardson(f, x, step):
@@ -240,7 +242,7 @@ def test_nested_fit_carries_the_repetition_parameter():
      r"unique_tokens: expected 3 values"),
     (lambda: mixlaw.law("dml_exp", 3, repetition=True), "repetition: the data-constrained option needs"),
     (lambda: mixlaw.law("additive", 3, d_term=False, repetition=True), "repetition: the data-constrained option"),
-    (lambda: mixlaw.law("chinchilla", repetition="yes"), "repetition: expected True or False"),
+    (lambda: mixlaw.law("chinchilla", repetition="yes"), "repetition: expected False, True"),
 ])
 def test_bad_use_is_refused_naming_the_argument(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
@@ -368,3 +370,60 @@ def test_runs_without_repetition_cannot_identify_R_D():
     runs = mixlaw.Runs(N, D, None, targets={"loss": oracle(law, x, N, D, None, U)})
     with pytest.warns(mixlaw.IdentifiabilityWarning, match="R_D is not identifiable"):
         mixlaw.fit(runs, law, unique_tokens=U, n_starts=2, progress=False)
+
+
+# -- one R_D per domain ----------------------------------------------------------------
+def per_domain_case(name="additive", k=3, seed=10, n=40):
+    law, x, N, D, H, U = case(name, k, seed=seed, n=n)
+    per = mixlaw.law(name, k, repetition="per_domain")
+    xr = np.concatenate([x[:-1], np.random.default_rng(seed).uniform(3, 30, k)])
+    return per, xr, N, D, H, U
+
+
+def test_per_domain_halflives_match_numpy_and_finite_differences():
+    law, x, N, D, H, U = per_domain_case()
+    assert law.param_names[-3:] == ("R_D_1", "R_D_2", "R_D_3") and law.n_repetition_params == 3
+    assert law.named_params(["web", "code", "math"])[-3:] == ("R_D[web]", "R_D[code]", "R_D[math]")
+    np.testing.assert_allclose(law.predict(x, N, D, H, unique_tokens=U), oracle(law, x, N, D, H, U), rtol=1e-12)
+    L, J = law.jacobian(x, N, D, H, unique_tokens=U)
+    for q in range(law.n_params - 3, law.n_params):
+        e = np.zeros(law.n_params)
+        e[q] = 1.0
+        t = 1e-4 * x[q]
+        num = richardson(lambda v: law.predict(v, N, D, H, unique_tokens=U), x, t * e)
+        np.testing.assert_allclose(J[:, q], num, rtol=1e-7, atol=100 * np.finfo(float).eps * np.abs(L).max() / t)
+    # Equal half-lives: the shared law, its R_D column the sum of the per-domain ones.
+    shared = mixlaw.law("additive", 3, repetition=True)
+    xs = np.append(x[:-3], 12.0)
+    xp = np.concatenate([x[:-3], [12.0] * 3])
+    np.testing.assert_array_equal(law.predict(xp, N, D, H, unique_tokens=U), shared.predict(xs, N, D, H, unique_tokens=U))
+    _, Jp = law.jacobian(xp, N, D, H, unique_tokens=U)
+    _, Js = shared.jacobian(xs, N, D, H, unique_tokens=U)
+    np.testing.assert_allclose(Jp[:, -3:].sum(axis=1), Js[:, -1], rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(law.grad_h(xp, N, D, H, unique_tokens=U), shared.grad_h(xs, N, D, H, unique_tokens=U))
+
+
+def test_per_domain_fit_and_file():
+    rng = np.random.default_rng(11)
+    law = mixlaw.law("additive", 2, repetition="per_domain")
+    truth = law.params({"E": 1.7, "A": 200.0, "B": 600.0, "alpha": 0.3, "beta": 0.35, "C_1": 2.0, "C_2": 3.0,
+                        "gamma_1": 0.4, "gamma_2": 0.6, "R_D_1": 5.0, "R_D_2": 30.0})
+    M = rng.dirichlet(np.ones(2), 16)
+    N = np.repeat(10 ** np.linspace(7.5, 9, 3), 16 * 6)
+    D = np.tile(np.repeat(10 ** np.linspace(9.5, 11.5, 6), 16), 3)
+    H = np.tile(M, (18, 1))
+    U = np.tile([2e9, 5e8], (N.size, 1))
+    y = oracle(law, truth, N, D, H, U) * (1 + 1e-5 * rng.standard_normal(N.size))
+    runs = mixlaw.Runs(N, D, H, targets={"loss": y}, domains=["web", "code"])
+    fits = mixlaw.fit(runs, law, unique_tokens={"web": 2e9, "code": 5e8}, n_starts=16, progress=False)
+    f = fits["loss"]
+    assert f.success
+    assert f.params["R_D_1"] == pytest.approx(5.0, rel=0.05) and f.params["R_D_2"] == pytest.approx(30.0, rel=0.1)
+    assert set(f.domain_params) >= {"R_D[web]", "R_D[code]"}
+    back = mixlaw.load_fits(fits.to_json())["loss"]
+    assert back.law.repetition == "per_domain" and back.law == f.law
+    assert json.loads(fits.to_json())["fits"][0]["law"]["repetition"] == "per_domain"
+    with pytest.raises(ValueError, match="repetition"):
+        doc = json.loads(fits.to_json())
+        doc["fits"][0]["law"]["repetition"] = "sometimes"
+        mixlaw.load_fits(json.dumps(doc))

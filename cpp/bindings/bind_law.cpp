@@ -4,11 +4,26 @@
 #include "mixlaw/law.hpp"
 
 namespace mixlaw::bind {
+namespace {
+
+// The data-constrained option by name: "none", "shared" (one R_D) or "per_domain".
+void set_repetition(LawSpec& spec, const std::string& name) {
+  if (name != "none" && name != "shared" && name != "per_domain")
+    fail("repetition: expected 'none', 'shared' or 'per_domain', got '" + name + "'");
+  spec.repetition = name != "none";
+  spec.repetition_per_domain = name == "per_domain";
+}
+
+std::string repetition_name(const LawSpec& spec) {
+  return !spec.repetition ? "none" : spec.repetition_per_domain ? "per_domain" : "shared";
+}
+
+}  // namespace
 
 void bind_law(py::module_& m) {
   py::class_<Plan>(m, "Law", "A scaling law's description: parameters, bounds and structure.")
       .def(py::init([](const std::string& name, int k, bool n_term, bool d_term, double n_scale,
-                       double d_scale, int target_domain, bool repetition) {
+                       double d_scale, int target_domain, const std::string& repetition) {
              LawSpec spec;
              spec.kind = law_kind_from_name(name);
              spec.k = k;
@@ -17,14 +32,14 @@ void bind_law(py::module_& m) {
              spec.n_scale = n_scale;
              spec.d_scale = d_scale;
              spec.target_domain = target_domain;
-             spec.repetition = repetition;
+             set_repetition(spec, repetition);
              if (!n_term && !d_term && spec.kind == LawKind::chinchilla)
                fail("n_term, d_term: the chinchilla law without both terms is a constant");
              return make_plan(spec);
            }),
            py::arg("name"), py::arg("k"), py::arg("n_term") = true, py::arg("d_term") = true,
            py::arg("n_scale") = 1e6, py::arg("d_scale") = 1e9, py::arg("target_domain") = -1,
-           py::arg("repetition") = false)
+           py::arg("repetition") = "none")
       .def_property_readonly("name", [](const Plan& p) { return std::string(law_kind_name(p.spec.kind)); })
       .def_property_readonly("k", [](const Plan& p) { return p.spec.k; })
       .def_property_readonly("n_term", [](const Plan& p) { return p.spec.n_term; })
@@ -32,7 +47,7 @@ void bind_law(py::module_& m) {
       .def_property_readonly("n_scale", [](const Plan& p) { return p.spec.n_scale; })
       .def_property_readonly("d_scale", [](const Plan& p) { return p.spec.d_scale; })
       .def_property_readonly("target_domain", [](const Plan& p) { return p.spec.target_domain; })
-      .def_property_readonly("repetition", [](const Plan& p) { return p.spec.repetition; })
+      .def_property_readonly("repetition", [](const Plan& p) { return repetition_name(p.spec); })
       .def_property_readonly("n_params", [](const Plan& p) { return p.n_params; })
       .def_property_readonly("param_names",
                              [](const Plan& p) {
@@ -60,7 +75,7 @@ void bind_law(py::module_& m) {
           [](const Plan& p) {
             return py::make_tuple(std::string(law_kind_name(p.spec.kind)), p.spec.k, p.spec.n_term,
                                   p.spec.d_term, p.spec.n_scale, p.spec.d_scale, p.spec.target_domain,
-                                  p.spec.repetition);
+                                  repetition_name(p.spec));
           },
           [](const py::tuple& t) {
             LawSpec spec;
@@ -71,7 +86,7 @@ void bind_law(py::module_& m) {
             spec.n_scale = t[4].cast<double>();
             spec.d_scale = t[5].cast<double>();
             spec.target_domain = t.size() > 6 ? t[6].cast<int>() : -1;
-            spec.repetition = t.size() > 7 && t[7].cast<bool>();
+            set_repetition(spec, t.size() > 7 ? t[7].cast<std::string>() : std::string("none"));
             return make_plan(spec);
           }));
 }

@@ -33,7 +33,7 @@ ParamInfo bimix_gamma(const std::string& n) { return {n, 0.0, 5.0, 0.05, 1.0, fa
 ParamInfo linear_coef(const std::string& n) { return {n, -inf, inf, 1.0, 5.0, false}; }
 // R_D: the epochs over which repeated tokens lose their value (Muennighoff et al. fit 15.4);
 // below 0.01 every repeated token is worthless, above 1e4 every one is fresh.
-ParamInfo repetition_halflife() { return {"R_D", 1e-2, 1e4, 2.0, 50.0, true}; }
+ParamInfo repetition_halflife(const std::string& n) { return {n, 1e-2, 1e4, 2.0, 50.0, true}; }
 
 struct Builder {
   Plan plan;
@@ -151,6 +151,8 @@ Plan make_plan(const LawSpec& spec) {
                                 std::string(law_kind_name(spec.kind)) + " law takes -1)");
   }
 
+  if (spec.repetition_per_domain && !spec.repetition)
+    throw std::invalid_argument("repetition: per-domain R_D needs the data-constrained option");
   if (spec.repetition && !(spec.d_term && law_has_d_term(spec.kind)))
     throw std::invalid_argument("repetition: the data-constrained option needs the law's token term (the " +
                                 std::string(law_kind_name(spec.kind)) + " law " +
@@ -272,7 +274,11 @@ Plan make_plan(const LawSpec& spec) {
     }
     case LawKind::linear: break;  // handled above
   }
-  if (spec.repetition) p.repetition_param = b.add(repetition_halflife());
+  if (spec.repetition) {
+    const bool per_domain = spec.repetition_per_domain && k >= 1;
+    p.repetition_param = per_domain ? b.add_block("R_D", k, repetition_halflife) : b.add(repetition_halflife("R_D"));
+    p.n_repetition_params = per_domain ? k : 1;
+  }
   p.n_params = static_cast<int>(p.params.size());
   return std::move(b.plan);
 }

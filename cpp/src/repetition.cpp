@@ -32,18 +32,21 @@ namespace {
 
 // The records at the effective token counts and mixtures, and the derivatives of the
 // transform, all in grouped record order.
+// Both chain rules share one factor per record and domain: with
+// b_i = dL/dlog D' + dL/dh'_i - sum_j h'_j dL/dh'_j (the change of L when D'_i grows by D'),
+// dL/dh_i = a_i b_i and dL/dR_i = r_i b_i (a shared R_D: the sum over i).
 struct Effective {
   Records eff;
-  std::vector<double> dlnD_dR;  // n: d log D' / dR
-  std::vector<double> dh_dR;    // n x k: d h'_i / dR
-  std::vector<double> a;        // n x k: D g'(x_i) / D' (the h-gradient's chain factor)
+  std::vector<double> a;  // n x max(k, 1): D g'(x_i) / D'
+  std::vector<double> r;  // n x max(k, 1): U_i dg/dR(x_i) / D'
 };
 
 Effective effective_records(const Plan& plan, const double* theta, const Records& rec) {
   check_repetition_records(plan, rec);
   const int k = rec.k;
   const std::size_t n = rec.n, kk = static_cast<std::size_t>(k), cols = std::max<std::size_t>(kk, 1);
-  const double R = theta[plan.repetition_param];
+  const double* R = theta + plan.repetition_param;  // R[i] with one per domain, R[0] shared
+  const bool per_domain = plan.n_repetition_params > 1;
   constexpr double inf = std::numeric_limits<double>::infinity();
   Effective out;
   Records& e = out.eff;
@@ -55,7 +58,8 @@ Effective effective_records(const Plan& plan, const double* theta, const Records
   e.uniq_lnN = rec.uniq_lnN;
   e.lnD.resize(n);
   e.d_idx.resize(n);
-  out.dlnD_dR.assign(n, 0.0);
+  out.a.assign(n * cols, 0.0);
+  out.r.assign(n * cols, 0.0);
   if (k == 0) {  // one implicit domain, h = 1: the records keep their (single) mixture group
     e.n_mix = rec.n_mix;
     e.mix_start = rec.mix_start;
@@ -69,8 +73,6 @@ Effective effective_records(const Plan& plan, const double* theta, const Records
     constexpr std::size_t chunk = 4096;  // fixed: the partition never depends on the thread count
     for (std::size_t s = 0; s < n; s += chunk) e.chunk_start.push_back(s);
     e.chunk_start.push_back(n);
-    out.dh_dR.assign(n * kk, 0.0);
-    out.a.assign(n * kk, 0.0);
   }
   std::vector<double> Di(cols), gp(cols), gR(cols);
   for (std::size_t m = 0; m < rec.n_mix; ++m) {
@@ -79,12 +81,12 @@ Effective effective_records(const Plan& plan, const double* theta, const Records
       const double D = std::exp(rec.lnD[s]);
       const double* U = rec.U.data() + s * cols;
       bool repeated = false;
-      double S = 0.0, SR = 0.0;
+      double S = 0.0;
       for (std::size_t i = 0; i < cols; ++i) {
         const double hi = k > 0 ? h[i] : 1.0;
         const double x = U[i] == inf ? 0.0 : hi * D / U[i];
         if (x > 1.0) {
-          const RepeatedEpochs r = repeated_epochs(x, R);
+          const RepeatedEpochs r = repeated_epochs(x, R[per_domain ? i : 0]);
           Di[i] = U[i] * r.g;
           gp[i] = r.dg_dx;
           gR[i] = U[i] * r.dg_dR;
@@ -95,21 +97,21 @@ Effective effective_records(const Plan& plan, const double* theta, const Records
           gR[i] = 0.0;
         }
         S += Di[i];
-        SR += gR[i];
       }
       // No domain repeated: exactly the plain law's D and h (sum h = 1 is the records' contract).
       const double Dp = repeated ? S : D;
       e.lnD[s] = repeated ? std::log(S) : rec.lnD[s];
       e.d_idx[s] = static_cast<std::int32_t>(s);
-      out.dlnD_dR[s] = SR / Dp;
+      for (std::size_t i = 0; i < cols; ++i) {
+        out.a[s * cols + i] = D * gp[i] / Dp;
+        out.r[s * cols + i] = gR[i] / Dp;
+      }
       if (k == 0) continue;
       double* hp = e.mix_h.data() + s * kk;
       double* lhp = e.mix_logh.data() + s * kk;
       for (std::size_t i = 0; i < kk; ++i) {
         hp[i] = repeated ? Di[i] / S : h[i];
         lhp[i] = hp[i] > 0 ? (repeated ? std::log(hp[i]) : rec.mix_logh[m * kk + i]) : 0.0;
-        out.dh_dR[s * kk + i] = (gR[i] - hp[i] * SR) / Dp;
-        out.a[s * kk + i] = D * gp[i] / Dp;
       }
     }
   }
@@ -172,26 +174,27 @@ void evaluate_repeated(const Plan& plan, const double* theta, const Records& rec
       },
       cancel);
   if (cancel && cancel->is_set()) return;
-  const std::size_t r = static_cast<std::size_t>(plan.repetition_param);
+  const std::size_t r0 = static_cast<std::size_t>(plan.repetition_param), cols = std::max<std::size_t>(kk, 1);
+  const bool per_domain = plan.n_repetition_params > 1;
+  std::vector<double> b(cols);
   for (std::size_t s = 0; s < n; ++s) {
     const std::size_t j = static_cast<std::size_t>(rec.order[s]);
     if (pred) pred[j] = L[s];
+    if (!J && !GH) continue;
+    double mean = 0.0;  // sum_l h'_l dL/dh'_l (a weight of 0 adds nothing, even with dL/dh' = -inf)
     const double* g = need_h ? dh.data() + s * kk : nullptr;
+    const double* hp = kk > 0 ? e.mix_h.data() + s * kk : nullptr;
+    for (std::size_t i = 0; i < kk && g; ++i)
+      if (hp[i] > 0) mean += hp[i] * g[i];
+    for (std::size_t i = 0; i < cols; ++i) b[i] = dlnD[s] + (g ? g[i] - mean : 0.0);
     if (J) {
       double* out = J + j * P;
       std::copy(rows.begin() + static_cast<std::ptrdiff_t>(s * P), rows.begin() + static_cast<std::ptrdiff_t>((s + 1) * P), out);
-      double dR = dlnD[s] * ef.dlnD_dR[s];
-      for (std::size_t i = 0; i < kk; ++i)  // a weight of 0 has dh'/dR = 0 (and maybe an infinite dL/dh')
-        if (ef.dh_dR[s * kk + i] != 0.0) dR += g[i] * ef.dh_dR[s * kk + i];
-      out[r] = dR;
+      for (std::size_t i = 0; i < cols; ++i)  // r_i = 0 for a domain not repeated (b_i may be infinite there)
+        if (ef.r[s * cols + i] != 0.0) out[r0 + (per_domain ? i : 0)] += ef.r[s * cols + i] * b[i];
     }
-    if (GH && kk > 0) {
-      const double* hp = e.mix_h.data() + s * kk;
-      double mean = 0.0;  // sum_l h'_l dL/dh'_l
-      for (std::size_t i = 0; i < kk; ++i)
-        if (hp[i] > 0) mean += hp[i] * g[i];
-      for (std::size_t i = 0; i < kk; ++i) GH[j * kk + i] = ef.a[s * kk + i] * (dlnD[s] + g[i] - mean);
-    }
+    if (GH && kk > 0)
+      for (std::size_t i = 0; i < kk; ++i) GH[j * kk + i] = ef.a[s * kk + i] * b[i];
   }
 }
 

@@ -348,7 +348,7 @@ class Fit:
             "law": {"name": law.name, "k": law.k, "n_term": law.n_term, "d_term": law.d_term,
                     "n_scale": law.n_scale, "d_scale": law.d_scale,
                     **({"target_domain": law.target_domain} if law.target_domain is not None else {}),
-                    **({"repetition": True} if law.repetition else {})},
+                    **({"repetition": law.repetition == "shared" or law.repetition} if law.repetition else {})},
             "target": self.target, "params": self.params, "fun": self.fun, "success": self.success,
             "status": self.status, "message": self.message, "nit": self.nit, "nfev": self.nfev,
             "njev": self.njev, "starts_fun": [None if not math.isfinite(v) else v for v in self.starts_fun.tolist()],
@@ -646,7 +646,7 @@ def _fit_from_json(d: Any, path: str, version: int) -> Fit:
         raise ValueError(f"{path}.domains: {len(domains)} names for a law with k = {k} domains")
     n_params = _law_n_params(spec["name"], k, spec["n_term"], spec["d_term"])
     if n_params is not None and spec["repetition"]:
-        n_params += 1  # R_D
+        n_params += k if spec["repetition"] == "per_domain" and k >= 1 else 1  # R_D
     if n_params is not None and len(params) != n_params and n_params > _NAMED_PARAMS:
         raise ValueError(f"{path}.params: the {spec['name']} law with k = {k} has {n_params} parameters, "
                          f"the document lists {len(params)}")
@@ -755,7 +755,9 @@ def _law_spec(spec: Any, path: str) -> dict:
         target_domain = _json_int(spec["target_domain"], f"{path}.target_domain", lo=0, hi=k - 1)
     elif "target_domain" in spec:
         raise ValueError(f"{path}.target_domain: only the bimix law has a target domain, not {name}")
-    repetition = _json_bool(spec.get("repetition", False), f"{path}.repetition")
+    repetition = spec.get("repetition", False)
+    if repetition not in (False, True, "shared", "per_domain") or repetition in (0, 1) and not isinstance(repetition, bool):
+        raise ValueError(f"{path}.repetition: expected true, false or \"per_domain\", got {_show(repetition)}")
     return dict(name=name, k=k, n_term=n_term, d_term=d_term, target_domain=target_domain, repetition=repetition,
                 **scales)
 
@@ -1260,6 +1262,17 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
     nest : bool or Fits
         Start ``joint`` from the fitted ``additive`` law and ``full`` from ``joint``. Pass
         the already fitted simpler law (a :class:`Fits`) to reuse it instead of refitting.
+    repetition : bool or str
+        The data-constrained option of a law given by name (``True``: one ``R_D``,
+        ``"per_domain"``: one per domain; see :class:`mixlaw.Law`): repeated tokens count
+        less. Needs ``unique_tokens``.
+    unique_tokens : mapping, number or array, optional
+        Data-constrained laws only: the unique tokens of each domain, ``{domain: U}``
+        (domains not named are unlimited), or per record, an array (n,) for laws without a
+        mixture or (n, k) in the runs' column order. The runs must repeat some domain
+        (``D h_i > U_i``) for ``R_D`` to be identified (an IdentifiabilityWarning says so
+        otherwise). Such fits take dense steps, O(records x P^2) per iteration, and no
+        two-stage start.
     reseat : bool
         With many domains, starts often end at genuine minima on an edge of the parameter
         box: a mixture block ``(sum_i CA_i h_i)^gA`` whose exponent sits at a bound or ~0, or

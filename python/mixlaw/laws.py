@@ -146,6 +146,14 @@ class Law:
         Units of N and D inside the law (``N' = N / n_scale``).
     target_domain : int, keyword-only
         ``bimix`` only: 0-based index of the target's own domain (required for it).
+    repetition : bool or str, keyword-only
+        The data-constrained option (laws with a token term): domain i with ``U_i`` unique
+        tokens contributes ``D'_i = U_i g(h_i D / U_i)`` effective tokens, ``g(x) = x`` up
+        to one epoch and ``1 + R (1 - exp(-(x - 1) / R))`` beyond (Muennighoff et al.
+        2023), and the law is evaluated at ``D' = sum_i D'_i`` and ``h'_i = D'_i / D'``;
+        exactly the plain law when no domain repeats. ``True`` (or ``"shared"``) adds one
+        parameter ``R_D`` (bounds [0.01, 1e4] epochs, starts in [2, 50]),
+        ``"per_domain"`` one per domain. Every evaluation then needs ``unique_tokens``.
 
     Parameters of the law are accepted everywhere either as an array in
     :attr:`param_names` order or as a mapping from name to value.
@@ -156,7 +164,7 @@ class Law:
 
     def __init__(self, name: str, k: Optional[int] = None, *, n_term: bool = True, d_term: bool = True,
                  n_scale: float = 1e6, d_scale: float = 1e9, target_domain: Optional[int] = None,
-                 repetition: bool = False) -> None:
+                 repetition: Union[bool, str] = False) -> None:
         if not isinstance(name, str):
             raise TypeError(f"name: expected a law name (str), got {type(name).__name__}")
         if name not in ALL_LAWS:
@@ -176,10 +184,12 @@ class Law:
             raise TypeError(f"k: expected an int, got {type(k).__name__}")
         if name == "chinchilla" and k != 0:
             k = 0  # chinchilla ignores the mixture; accept k for uniform call sites
-        if not isinstance(repetition, (bool, np.bool_)):
-            raise TypeError(f"repetition: expected True or False, got {type(repetition).__name__}")
+        kinds = {False: "none", True: "shared", "shared": "shared", "per_domain": "per_domain"}
+        if not isinstance(repetition, (bool, np.bool_, str)) or repetition not in kinds:
+            raise TypeError(f"repetition: expected False, True (one R_D), 'shared' or 'per_domain' (one R_D per "
+                            f"domain), got {repetition!r}")
         core = _core.Law(name, int(k), bool(n_term), bool(d_term), float(n_scale), float(d_scale),
-                         -1 if target_domain is None else int(target_domain), bool(repetition))
+                         -1 if target_domain is None else int(target_domain), kinds[repetition])
         self._init_from_core(core)
 
     def _init_from_core(self, core: Any) -> None:
@@ -223,10 +233,18 @@ class Law:
         return None if t < 0 else t
 
     @property
-    def repetition(self) -> bool:
-        """The data-constrained option: repeated tokens count less (parameter ``R_D``;
-        evaluation needs each record's unique tokens, ``unique_tokens=``)."""
-        return bool(self._core.repetition)
+    def repetition(self) -> Union[bool, str]:
+        """The data-constrained option: repeated tokens count less. False without it,
+        ``"shared"`` with one parameter ``R_D`` (``repetition=True``), ``"per_domain"`` with
+        ``R_D_1 .. R_D_k`` (``R_D[<domain>]``). Evaluation needs each record's unique tokens
+        (``unique_tokens=``)."""
+        kind = str(self._core.repetition)
+        return False if kind == "none" else kind
+
+    @property
+    def n_repetition_params(self) -> int:
+        """The ``R_D`` parameters at the end of :attr:`param_names` (0 without the option)."""
+        return 0 if not self.repetition else sum(1 for n in self.param_names if n == "R_D" or n.startswith("R_D_"))
 
     @property
     def n_params(self) -> int:
@@ -254,7 +272,7 @@ class Law:
         if self.target_domain is not None:
             extra += f", target_domain={self.target_domain}"
         if self.repetition:
-            extra += ", repetition=True"
+            extra += ", repetition=True" if self.repetition == "shared" else f", repetition={self.repetition!r}"
         scales = "" if (self.n_scale, self.d_scale) == (1e6, 1e9) else \
             f", n_scale={self.n_scale:g}, d_scale={self.d_scale:g}"
         return f"Law({self.name!r}, k={self.k}{extra}{scales})"
@@ -436,7 +454,7 @@ class Law:
 
 
 def _rebuild(name: str, k: int, n_term: bool, d_term: bool, n_scale: float, d_scale: float,
-             target_domain: Optional[int] = None, repetition: bool = False) -> Law:
+             target_domain: Optional[int] = None, repetition: Union[bool, str] = False) -> Law:
     return Law(name, k, n_term=n_term, d_term=d_term, n_scale=n_scale, d_scale=d_scale,
                target_domain=target_domain, repetition=repetition)
 
@@ -494,12 +512,13 @@ def embed(params: ParamsLike, source: Law, target: Law) -> np.ndarray:
         if source.repetition != target.repetition:
             raise ValueError(f"target: {target!r} and {source!r} differ in the repetition option")
         x = source.params(params)
+        r = source.n_repetition_params
 
         def plain(law_: Law) -> Law:
             return Law(law_.name, law_.k, n_term=law_.n_term, d_term=law_.d_term, n_scale=law_.n_scale,
                        d_scale=law_.d_scale, target_domain=law_.target_domain)
 
-        return np.append(embed(x[:-1], plain(source), plain(target)), x[-1])
+        return np.append(embed(x[:-r], plain(source), plain(target)), x[-r:])
     src = source.as_dict(params)
     if (source.k, source.n_term, source.d_term, source.n_scale, source.d_scale) != \
             (target.k, target.n_term, target.d_term, target.n_scale, target.d_scale):

@@ -100,8 +100,10 @@ struct LawSpec {
   int target_domain = -1;  // bimix only: 0-based index of the target's own domain (required);
                            // -1 for every other law
   // Data-constrained option (repetition.hpp): tokens repeated beyond a domain's unique
-  // tokens count less; adds the parameter R_D (last). Needs records with unique tokens.
+  // tokens count less; adds the parameter R_D (last), or one per domain R_D_1 .. R_D_k with
+  // repetition_per_domain. Needs records with unique tokens.
   bool repetition = false;
+  bool repetition_per_domain = false;
 };
 
 // Everything an evaluator or optimiser needs to know about a law, derived once.
@@ -114,7 +116,8 @@ struct Plan {
   // For each feature, its parameter indices (in feature-gradient order) so that
   // gradients of a feature can be scattered into the full parameter vector.
   std::vector<std::vector<int>> feature_params;
-  int repetition_param = -1;  // index of R_D (LawSpec::repetition), else -1
+  int repetition_param = -1;  // index of R_D (the first of the per-domain block), else -1
+  int n_repetition_params = 0;  // 1, or k with LawSpec::repetition_per_domain (and k >= 1)
 };
 
 // Builds the plan; throws std::invalid_argument naming the bad field. For laws without

@@ -6,7 +6,8 @@
 //     D'_i = U_i g(x_i),  g(x) = x (x <= 1),  1 + R (1 - exp(-(x - 1) / R)) (x > 1)
 //
 // (Muennighoff et al. 2023: the first epoch counts in full, repeated epochs decay with
-// half-life-like constant R = R_D, the law's last parameter), and the law is evaluated at
+// half-life-like constant R = R_D, the law's last parameter, or R_i = R_D_i, one per domain,
+// with LawSpec::repetition_per_domain), and the law is evaluated at
 // the effective token count and mixture
 //
 //     D' = sum_i D'_i,  h'_i = D'_i / D'.
@@ -20,7 +21,7 @@
 // Evaluation: per record, (D', h') and their derivatives in R and h are formed (O(k)),
 // and the law's engine (evaluate.hpp) runs on records whose mixture is h' (one mixture
 // per record: O(records x k) per call, no sharing of mixture features). The Jacobian's
-// R_D column and the h-gradient then follow by the chain rule from dL/dlog D' and dL/dh'.
+// R_D columns and the h-gradient then follow by the chain rule from dL/dlog D' and dL/dh'.
 #pragma once
 
 #include <cstddef>
