@@ -427,3 +427,24 @@ def test_per_domain_fit_and_file():
         doc = json.loads(fits.to_json())
         doc["fits"][0]["law"]["repetition"] = "sometimes"
         mixlaw.load_fits(json.dumps(doc))
+
+
+def test_a_fit_too_large_for_memory_is_refused_before_allocating():
+    import os
+
+    limit = 0.75 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # the core's limit
+    k, threads = 1000, 64
+    P = 2 * k + 6
+    # Enough records that 64 running starts' Jacobians (records x P doubles each) exceed it.
+    n = int(1.3 * limit / (threads * 8 * P)) // 8 * 8 + 8
+    if n > 200_000:
+        pytest.skip("this machine's memory would need a table too large for a test")
+    rng = np.random.default_rng(12)
+    H = np.zeros((n, k))
+    H[np.arange(n), rng.integers(0, k, n)] = 1.0
+    runs = mixlaw.Runs(np.repeat([1e8, 2e8, 3e8, 4e8], n // 4), np.tile(10 ** np.linspace(9, 11, 8), n // 8), H,
+                       targets={"y": 3.0 + 0.1 * rng.random(n)})
+    law = mixlaw.law("additive", k, repetition=True)
+    with pytest.raises(ValueError, match=r"starts: the dense Levenberg-Marquardt solve needs about .* GiB per running "
+                                         r"start \(2006 parameters\).*fewer threads, or a law"):
+        mixlaw.fit(runs, law, unique_tokens=1e9, n_starts=threads, threads=threads, progress=False)

@@ -66,8 +66,8 @@ darray vector_arg(const py::handle& obj, std::size_t n, const char* name) {
 // running start holds, with dense steps, five P x P matrices (current and trial Gauss-Newton
 // matrices, the damped system, the exact-curvature matrix) and the per-mixture sums of one
 // evaluation; with matrix-free steps three sets of per-mixture sums (current, trial, exact
-// curvature: mixtures x (P + 34) values each). At most `threads` starts run at once. The
-// limit is 3/4 of physical memory.
+// curvature: mixtures x (P + 34) values each); data-constrained laws also a records x P
+// Jacobian. At most `threads` starts run at once. The limit is 3/4 of physical memory.
 void check_memory(const std::vector<FitTask>& tasks, int threads, const SolverOptions& opt) {
   const double page = static_cast<double>(sysconf(_SC_PAGESIZE));
   const double pages = static_cast<double>(sysconf(_SC_PHYS_PAGES));
@@ -75,18 +75,23 @@ void check_memory(const std::vector<FitTask>& tasks, int threads, const SolverOp
   const int nt = resolve_threads(threads);
   double per_start = 0.0;
   std::size_t units = 0, P_max = 0;
-  bool dense = false;
+  bool dense = false, repeated = false;
   for (const FitTask& t : tasks) {
     const std::size_t Pn = t.box.lo.size();
     const double P = static_cast<double>(Pn), n_mix = static_cast<double>(t.problem->rec->n_mix);
-    const bool d = opt.method == Method::lm && uses_dense_steps(opt, Pn);
-    const double bytes = opt.method == Method::lbfgsb ? 8.0 * (2.0 * opt.history + 10.0) * P
-                         : d ? 8.0 * (5.0 * P * P + n_mix * (P + 28.0))
-                             : 8.0 * (3.0 * n_mix * (P + 34.0) + 30.0 * P);
+    // Data-constrained laws: dense steps always, and each evaluation holds the full Jacobian
+    // and the records at their effective mixtures (repetition.hpp).
+    const bool rep = t.problem->plan->spec.repetition;
+    const bool d = opt.method == Method::lm && (uses_dense_steps(opt, Pn) || rep);
+    double bytes = opt.method == Method::lbfgsb ? 8.0 * (2.0 * opt.history + 10.0) * P
+                   : d ? 8.0 * (5.0 * P * P + n_mix * (P + 28.0))
+                       : 8.0 * (3.0 * n_mix * (P + 34.0) + 30.0 * P);
+    if (rep) bytes += 8.0 * static_cast<double>(t.problem->rec->n) * (P + 4.0 * (t.problem->rec->k + 1.0));
     if (bytes > per_start) {
       per_start = bytes;
       P_max = Pn;
       dense = d;
+      repeated = rep;
     }
     units += static_cast<std::size_t>(std::max(t.n_starts, 0));
   }
@@ -101,7 +106,8 @@ void check_memory(const std::vector<FitTask>& tasks, int threads, const SolverOp
                   "once would need %.3g GiB, more than the limit of %.3g GiB (3/4 of this machine's memory); use "
                   "fewer threads%s, or a law with fewer parameters or fewer mixtures",
                   dense ? "dense Levenberg-Marquardt" : (opt.method == Method::lbfgsb ? "L-BFGS" : "matrix-free Levenberg-Marquardt"),
-                  per_start / gib, P_max, running, need / gib, limit / gib, dense ? ", linear_solver='cg'" : "");
+                  per_start / gib, P_max, running, need / gib, limit / gib,
+                  dense && !repeated ? ", linear_solver='cg'" : "");
     fail(msg);
   }
 }
