@@ -476,10 +476,13 @@ def optimize_mixture(fits: Any, *, N: Any = None, D: Any = None, weights: Any = 
 
     Notes
     -----
-    Batches are fastest with ``method="mirror"``, no ``bounds`` or token limits and laws
-    with a fast evaluator (chinchilla, additive, joint, simple): four problems (or starts)
-    then share every vector operation, one per lane. A problem gets the same result to the
-    last bit whether it is solved in a batch or alone.
+    Batches are fastest with ``method="mirror"``, no ``bounds``, token limits, ``kl`` or
+    ``unique_tokens`` and laws with a fast evaluator (chinchilla, additive, joint, simple):
+    four problems (or starts) then share every vector operation, one per lane. A problem
+    gets the same result to the last bit whether its batch is solved four per vector or one
+    at a time. Its random starts (``n_starts > 1``) depend on its position in the batch, so
+    solved alone it may end at another certified point; with ``n_starts=1`` (the centre of
+    the feasible set) it gets the same bits alone or in any batch.
     """
     for name, value in (("n_starts", n_starts), ("max_iter", max_iter), ("line_search_memory", line_search_memory)):
         _int_option(value, name)  # values < 1 are named by the core
