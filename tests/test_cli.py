@@ -248,3 +248,27 @@ def test_optimize_has_the_python_options(tmp_path):
     assert bad.returncode != 0 and "bounds are fractions of the mixture" in bad.stderr
     bad = run("optimize", str(out), "--N", "7e9", "--D", "1.4e11", "--bounds", "c4=0.5", check=False)
     assert bad.returncode != 0 and "--bounds: expected DOMAIN=MIN:MAX" in bad.stderr
+
+
+def test_optimize_takes_unique_tokens_and_a_prior(tmp_path):
+    out = tmp_path / "fits.json"
+    run("fit", "slimpajama", "--law", "additive", "--target", "c4,book", "--n-starts", "4", "--out", str(out), "-q")
+    fits = mixlaw.load_fits(out)
+    prior = dict(zip(fits["c4"].domains, [0.1, 0.1, 0.3, 0.1, 0.2, 0.1, 0.1]))
+    p = run("optimize", str(out), "--N", "7e9", "--D", "1e12", "--json", "--unique-tokens", "wikipedia=2e10,book=2e10",
+            "--repetition-halflife", "10", "--prior", ",".join(f"{d}={w}" for d, w in prior.items()), "--kl", "0.01")
+    got = json.loads(p.stdout)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mixlaw.ExtrapolationWarning)
+        want = mixlaw.optimize_mixture(fits, N=7e9, D=1e12, unique_tokens={"wikipedia": 2e10, "book": 2e10},
+                                       repetition_halflife=10.0, prior=prior, kl=0.01)
+    assert got["h"] == pytest.approx(want.h, rel=0, abs=1e-12)
+    assert got["unregularised"]["h"] == pytest.approx(want.unregularised.h, rel=0, abs=1e-12)
+    assert got["kl_divergence"] == pytest.approx(want.kl_divergence, rel=1e-12)
+    text = run("optimize", str(out), "--N", "7e9", "--D", "1e12", "--prior",
+               ",".join(f"{d}={w}" for d, w in prior.items()), "--kl", "0.01").stdout
+    assert "unregularised" in text and "KL(h || prior)" in text
+    bad = run("optimize", str(out), "--N", "7e9", "--D", "1e12", "--kl", "0.1", check=False)
+    assert bad.returncode != 0 and "prior: needed when kl > 0" in bad.stderr
+    bad = run("optimize", str(out), "--N", "7e9", "--D", "1e12", "--unique-tokens", "nope=1e9", check=False)
+    assert bad.returncode != 0 and "unique_tokens: unknown domain" in bad.stderr

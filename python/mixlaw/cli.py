@@ -334,15 +334,23 @@ def cmd_optimize(args: argparse.Namespace) -> int:
             if "=" in args.max_epochs else None
         epochs = ({d: _number(v, "--max-epochs", args.max_epochs, "DOMAIN=EPOCHS,...") for d, v in items.items()}
                   if items is not None else _number(args.max_epochs, "--max-epochs", args.max_epochs, "a number"))
+    unique = {d: _number(v, "--unique-tokens", args.unique_tokens, "DOMAIN=TOKENS,...")
+              for d, v in _domain_items(args.unique_tokens, "--unique-tokens", "DOMAIN=TOKENS,...").items()}
+    prior = {d: _number(v, "--prior", args.prior, "DOMAIN=WEIGHT,...")
+             for d, v in _domain_items(args.prior, "--prior", "DOMAIN=WEIGHT,...").items()}
     N = None if args.N is None else args.N * args.N_unit
     D = None if args.D is None else args.D * args.D_unit
     r = optimize_mixture(fits, N=N, D=D, weights=weights, method=args.method,
                          threads=args.threads, within_data=args.within_data, bounds=bounds or None,
-                         available_tokens=tokens or None, max_epochs=epochs)
+                         available_tokens=tokens or None, max_epochs=epochs, unique_tokens=unique or None,
+                         repetition_halflife=args.repetition_halflife, prior=prior or None, kl=args.kl)
     if plot_dir is not None:
         _optimize_plots(plot_dir, fits, r, weights, args)
     if args.json:
-        json.dump({"h": r.h, "losses": r.losses, "fun": r.fun, "gap": r.gap, "success": r.success,
+        regularised = {} if r.unregularised is None else {
+            "kl": r.kl, "kl_divergence": r.kl_divergence, "distance_prior": r.distance_prior,
+            "unregularised": {"h": r.unregularised.h, "losses": r.unregularised.losses, "fun": r.unregularised.fun}}
+        json.dump({"h": r.h, "losses": r.losses, "fun": r.fun, "gap": r.gap, "success": r.success, **regularised,
                    "message": r.message, "N": None if math.isnan(r.N) else r.N,
                    "D": None if math.isnan(r.D) else r.D,
                    "binding": {d: {"constraint": w, "multiplier": m} for d, (w, m) in r.binding.items()},
@@ -361,7 +369,11 @@ def cmd_optimize(args: argparse.Namespace) -> int:
             note += f"   outside the fitting runs' {100 * a:.2f}..{100 * b:.2f} %"
         print(f"  {d:16s} {100 * v:6.2f} %{note}")
     for t, v in r.losses.items():
-        print(f"  predicted loss {t}: {v:.4f}")
+        extra = "" if r.unregularised is None else f"   (unregularised {r.unregularised.losses[t]:.4f})"
+        print(f"  predicted loss {t}: {v:.4f}{extra}")
+    if r.unregularised is not None:
+        print(f"  KL(h || prior) {r.kl_divergence:.4g} nats at --kl {r.kl:g}; unregularised h: "
+              + ", ".join(f"{d} {100 * v:.2f} %" for d, v in r.unregularised.h.items()))
     if r.outside_data:
         print("  (outside: the laws extrapolate there; --within-data keeps the weights inside)")
     return 0
@@ -568,6 +580,14 @@ def build_parser() -> argparse.ArgumentParser:
                                               "weight at max-epochs x tokens / D")
     o.add_argument("--max-epochs", help="how often a domain may be repeated with --available-tokens: a number for "
                                         "all, or 'code=4,books=2' (default 1)")
+    o.add_argument("--unique-tokens", help="unique tokens per domain for repetition-aware mixtures, e.g. "
+                                           "'code=2e10,books=5e9': repeated tokens count less (Muennighoff's rule; "
+                                           "needed for fits of data-constrained laws)")
+    o.add_argument("--repetition-halflife", type=float, default=15.4, metavar="R",
+                   help="R_D for fits without their own, with --unique-tokens (default 15.4)")
+    o.add_argument("--prior", help="a mixture to stay close to, e.g. 'web=0.6,code=0.3,books=0.1' (every domain, "
+                                   "weights > 0 summing to 1), with --kl")
+    o.add_argument("--kl", type=float, default=0.0, help="strength of the KL(h || prior) term (default 0: none)")
     o.add_argument("--weights", help="target importance, e.g. 'c4=1,openhermes=2' (default: equal)")
     o.add_argument("--within-data", action="store_true",
                    help="keep every weight inside the range seen in the fitting runs")
