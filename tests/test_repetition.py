@@ -448,3 +448,24 @@ def test_a_fit_too_large_for_memory_is_refused_before_allocating():
     with pytest.raises(ValueError, match=r"starts: the dense Levenberg-Marquardt solve needs about .* GiB per running "
                                          r"start \(2006 parameters\).*fewer threads, or a law"):
         mixlaw.fit(runs, law, unique_tokens=1e9, n_starts=threads, threads=threads, progress=False)
+
+
+def test_one_domain_mixture_law_takes_a_mapping():
+    # k = 1: a mapping {domain: U} is per domain, not per record.
+    rng = np.random.default_rng(13)
+    law = mixlaw.law("additive", 1, repetition=True)
+    x = np.append(rng.uniform(law.init_lower[:-1], law.init_upper[:-1]), 10.0)
+    N = np.repeat(10 ** np.linspace(7.5, 9, 3), 8)
+    D = np.tile(10 ** np.linspace(9, 11, 8), 3)
+    H = np.ones((N.size, 1))
+    y = oracle(law, x, N, D, H, np.full((N.size, 1), 3e9))
+    from dataclasses import replace
+
+    from test_mixture import synthetic_fit
+
+    runs = mixlaw.Runs(N, D, H, targets={"loss": y}, domains=["web"])
+    f = replace(synthetic_fit(law, x, "loss"), domains=("web",))
+    np.testing.assert_allclose(f.predict(runs, unique_tokens={"web": 3e9}), y, rtol=1e-12)
+    np.testing.assert_array_equal(f.predict(runs, unique_tokens={"web": 3e9}), f.predict(runs, unique_tokens=3e9))
+    with pytest.raises(ValueError, match="unique_tokens: expected"):
+        f.predict(runs, unique_tokens={"web": "many"})

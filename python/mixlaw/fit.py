@@ -1143,7 +1143,7 @@ def fit(runs: Any, law: Union[str, Law] = "additive", *, targets: Union[None, st
         max_iter: int = 1000, iterate: int = 5, ftol: float = 1e-10, xtol: float = 1e-10, gtol: float = 1e-6,
         max_step: float = 1.0, screen_iter: int = 0, screen_ratio: float = 1.5, screen_keep: int = 8, starts: Any = None,
         nest: Union[bool, "Fits"] = True, n_term: bool = True, d_term: bool = True, n_scale: float = 1e6,
-        d_scale: float = 1e9, repetition: bool = False, unique_tokens: Any = None, reseat: bool = True,
+        d_scale: float = 1e9, repetition: Union[bool, str] = False, unique_tokens: Any = None, reseat: bool = True,
         init: str = "auto", progress: Any = "auto", threads: Optional[int] = None) -> Fits:
     """Fit a scaling law to every requested target of a runs table.
 
@@ -1545,7 +1545,11 @@ def _runs_unique_tokens(value: Any, runs: Any, L: Law, domains: Optional[Sequenc
         unknown = [d for d in value if d not in names]
         if unknown:
             raise ValueError(f"unique_tokens: unknown domain(s) {unknown}; domains: {list(names)}")
-        value = np.array([float(value.get(d, math.inf)) for d in names])
+        try:
+            per_domain = np.array([float(value.get(d, math.inf)) for d in names])
+        except (TypeError, ValueError):
+            raise ValueError("unique_tokens: expected {domain: number}") from None
+        value = np.tile(per_domain, (n, 1))  # (n, k): unambiguous for k = 1 too
     U = unique_tokens_array(value, n, k)
     if domains is not None and k > 1:
         idx = domain_order(names, tuple(domains), have_arg="runs", want_arg="fit")

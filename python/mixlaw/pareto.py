@@ -188,14 +188,13 @@ def pareto_front(fits: Any, *, N: Any = None, D: Any = None, targets: Optional[S
     -------
     ParetoFront
     """
-    for bad in ("weights", "N", "D"):
-        if bad in options:
-            raise ValueError(f"{bad}: pareto_front sets the target weights itself (use target_weights)")
+    if "weights" in options:
+        raise ValueError("weights: pareto_front sets the target weights itself (use target_weights)")
+    if isinstance(targets, str):
+        raise ValueError("targets: expected a sequence of target names, got one string")
     flist = _as_fits(fits)
     names = tuple(f.target for f in flist)
     front = tuple(names) if targets is None else tuple(targets)
-    if isinstance(targets, str):
-        raise ValueError("targets: expected a sequence of target names, got one string")
     unknown = [t for t in front if t not in names]
     if unknown:
         raise ValueError(f"targets: unknown target(s) {unknown}; targets: {list(names)}")
