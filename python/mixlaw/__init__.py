@@ -16,7 +16,7 @@ Quick start::
 """
 from __future__ import annotations
 
-from . import _core, datasets, evaluate, grid_search, laws, metrics, pareto, protocols
+from . import _core, datasets, design, evaluate, grid_search, laws, metrics, pareto, protocols
 from .data import Runs, UnitsWarning, load_runs
 from .evaluate import bootstrap, compare
 from .fit import ConvergenceWarning, ExtrapolationWarning, Fit, Fits, IdentifiabilityWarning, fit, load_fits
@@ -31,5 +31,6 @@ __all__ = [
     "Runs", "load_runs", "datasets", "protocols", "metrics", "evaluate", "compare", "bootstrap",
     "Fit", "Fits", "fit", "load_fits", "IdentifiabilityWarning", "ConvergenceWarning", "ExtrapolationWarning", "UnitsWarning", "grid",
     "optimize_mixture", "optimal_allocation", "MixtureResult", "MixtureGrid", "pareto", "pareto_front", "ParetoFront",
+    "design",
     "__version__",
 ]

@@ -488,6 +488,31 @@ def cmd_laws(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_design(args: argparse.Namespace) -> int:
+    from .design import initial_design
+
+    domains = _parse_list(args.domains) if args.domains else args.k
+    if domains is None:
+        raise ValueError("--domains or --k: give the domains (names, or how many)")
+    sizes = [_number(v, "--sizes", args.sizes, "a comma list of model sizes") for v in _parse_list(args.sizes) or []]
+    bounds = {d: _pair(v, "--bounds", args.bounds) for d, v in _domain_items(args.bounds, "--bounds",
+                                                                              "DOMAIN=MIN:MAX,...").items()}
+    table = initial_design(args.mixtures, domains, N=sizes, tokens_per_param=args.tokens_per_param,
+                           zeros=args.zeros, alpha=args.alpha, bounds=bounds or None, seed=args.seed)
+    if args.out:
+        table.to_csv(args.out, index=False)
+    if args.json:
+        json.dump({"runs": len(table), "compute": float(table["compute"].sum()), "out": args.out}, sys.stdout)
+        print()
+        return 0
+    if not args.out:
+        table.to_csv(sys.stdout, index=False)
+        return 0
+    _progress(args.quiet, f"wrote {len(table)} runs ({args.mixtures} mixtures x {len(sizes)} sizes, "
+                          f"{table['compute'].sum():.3g} FLOPs in all) to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mixlaw", description=(
         "Scaling laws for optimal data mixtures (Shukor et al. 2025): fit laws L(N, D, h) to small runs, "
@@ -615,6 +640,25 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     common(c)
     c.set_defaults(func=cmd_compare)
+
+    dg = sub.add_parser("design", help="runs to train: initial mixtures spread over the simplex",
+                        description="An initial design: mixtures that cover the simplex (Dirichlet candidates with "
+                                    "exact zeros, greedy maximin selection), each trained at every model size; "
+                                    "writes a CSV of runs (run, mixture, N, D, compute, w_<domain>).")
+    dg.add_argument("what", choices=("initial",), help="initial: the first runs to train")
+    dg.add_argument("--domains", help="comma list of domain names")
+    dg.add_argument("--k", type=int, help="number of domains (names d1, d2, ...) instead of --domains")
+    dg.add_argument("--mixtures", type=int, required=True, help="number of mixtures")
+    dg.add_argument("--sizes", required=True, help="model sizes, comma list, e.g. 1e8,3e8,1e9")
+    dg.add_argument("--tokens-per-param", type=float, default=20.0, help="D = this x N (default 20)")
+    dg.add_argument("--zeros", type=float, default=0.2, help="probability of an exact zero weight (default 0.2)")
+    dg.add_argument("--alpha", type=float, default=1.0, help="Dirichlet concentration of the candidates (default 1)")
+    dg.add_argument("--bounds", help="per-domain limits, e.g. 'code=0.05:0.5'")
+    dg.add_argument("--seed", type=int, default=0)
+    dg.add_argument("--out", help="CSV file to write (default: print the table)")
+    dg.add_argument("--json", action="store_true", help="print a JSON summary")
+    dg.add_argument("--quiet", "-q", action="store_true")
+    dg.set_defaults(func=cmd_design)
 
     lw = sub.add_parser("laws", help="list the laws and their parameters")
     lw.add_argument("--k", type=int, default=7, help="number of domains (default 7)")
