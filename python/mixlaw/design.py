@@ -21,6 +21,7 @@ import numpy as np
 
 from . import _core
 from .fit import _floats, _int_option
+from .mixture import _bounds
 
 __all__ = ["initial_mixtures", "initial_design"]
 
@@ -139,23 +140,9 @@ def initial_mixtures(n: int, domains: Union[int, Sequence[str]], *, zeros: float
         missing = [d for d in names if d not in seen]
         if missing:
             raise ValueError(f"groups: domain(s) {missing} in no group")
-    lo, hi = np.zeros(k), np.ones(k)
-    if bounds is not None:
-        if not isinstance(bounds, Mapping):
-            raise ValueError("bounds: expected {domain: (min, max)}")
-        for d, pair in bounds.items():
-            if d not in names:
-                raise ValueError(f"bounds: unknown domain {d!r}; domains: {list(names)}")
-            try:
-                a, b = (float(v) for v in pair)
-            except (TypeError, ValueError):
-                raise ValueError(f"bounds: {d!r} must map to a (min, max) pair") from None
-            if not (0 <= a <= b <= 1):
-                raise ValueError(f"bounds: {d!r} needs 0 <= min <= max <= 1, got ({a}, {b})")
-            lo[names.index(d)], hi[names.index(d)] = a, b
-        if lo.sum() > 1 + 1e-12 or hi.sum() < 1 - 1e-12:
-            raise ValueError(f"bounds: no mixture satisfies them (minimums sum to {lo.sum():.4g}, maximums to "
-                             f"{hi.sum():.4g})")
+    if bounds is not None and not isinstance(bounds, Mapping):
+        raise ValueError("bounds: expected {domain: (min, max)}")
+    lo, hi = _bounds(bounds, names, k)  # the checks of optimize_mixture's bounds
     m = max(n, min(n * candidates, int(_SELECTION_WORK / max(1.0, float(n) * k))))
     rng = np.random.default_rng([seed, 25])
     C = _candidate_draws(rng, m, k, group_idx, z, concentration)
