@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import mixlaw
@@ -272,3 +273,22 @@ def test_optimize_takes_unique_tokens_and_a_prior(tmp_path):
     assert bad.returncode != 0 and "prior: needed when kl > 0" in bad.stderr
     bad = run("optimize", str(out), "--N", "7e9", "--D", "1e12", "--unique-tokens", "nope=1e9", check=False)
     assert bad.returncode != 0 and "unique_tokens: unknown domain" in bad.stderr
+
+
+def test_fit_a_data_constrained_law(tmp_path):
+    # Runs over 1e9 unique tokens, up to 100 epochs, from a known rule (R_D = 12).
+    law = mixlaw.law("chinchilla", repetition=True)
+    truth = np.array([1.9, 300.0, 800.0, 0.32, 0.36, 12.0])
+    N = np.repeat(10 ** np.linspace(7.5, 9.5, 5), 12)
+    D = np.tile(10 ** np.linspace(8.5, 11, 12), 5)
+    y = law.predict(truth, N, D, unique_tokens=1e9)
+    pd.DataFrame({"params": N, "tokens": D, "loss": y}).to_csv(tmp_path / "runs.csv", index=False)
+    out = tmp_path / "fits.json"
+    run("fit", str(tmp_path / "runs.csv"), "--law", "chinchilla", "--weights", "none", "--n-column", "params",
+        "--d-column", "tokens", "--targets", "loss", "--repetition", "shared", "--unique-tokens", "1e9", "--n-starts", "8", "--out", str(out),
+        "-q")
+    f = mixlaw.load_fits(out)["loss"]
+    assert f.law.repetition == "shared" and f.params["R_D"] == pytest.approx(12.0, rel=1e-3)
+    bad = run("fit", str(tmp_path / "runs.csv"), "--law", "chinchilla", "--weights", "none", "--n-column", "params",
+              "--d-column", "tokens", "--targets", "loss", "--repetition", "shared", check=False)
+    assert bad.returncode == 1 and "unique_tokens: " in bad.stderr and "is data-constrained" in bad.stderr

@@ -257,7 +257,7 @@ def _load(args: argparse.Namespace) -> Any:
     if args.target_column is not None or args.loss_column is not None:
         kw.update(target_column=args.target_column, loss_column=args.loss_column)
     none = {"none", "None", ""}
-    return load_runs(args.data, weights=_parse_columns(args.weights),
+    return load_runs(args.data, weights=None if args.weights in none else _parse_columns(args.weights),
                      N=None if args.n_column in none else args.n_column,
                      D=None if args.d_column in none else args.d_column,
                      run=args.run_column, dedup=args.dedup, renormalize=args.renormalize, N_unit=args.N_unit,
@@ -292,9 +292,18 @@ def cmd_fit(args: argparse.Namespace) -> int:
             name, _, rng = b.partition("=")
             lo, _, hi = rng.partition(":")
             bounds[name] = (_number(lo, "--bound", b, "NAME=LO:HI"), _number(hi, "--bound", b, "NAME=LO:HI"))
+    unique: Any = None
+    if args.unique_tokens is not None:
+        unique = ({d: _number(v, "--unique-tokens", args.unique_tokens, "DOMAIN=TOKENS,...")
+                   for d, v in _domain_items(args.unique_tokens, "--unique-tokens", "DOMAIN=TOKENS,...").items()}
+                  if "=" in args.unique_tokens else
+                  _number(args.unique_tokens, "--unique-tokens", args.unique_tokens, "a number or DOMAIN=TOKENS,..."))
+    if args.repetition and plot_dir is not None:
+        raise ValueError("--plot: the plots do not take unique tokens yet; fit data-constrained laws without --plot")
     fits = fit(runs, args.law, targets=_parse_list(args.target), n_starts=args.n_starts, seed=args.seed,
                loss=args.loss, residual=args.residual, bounds=bounds, threads=args.threads,
-               n_term=not args.no_n_term, d_term=not args.no_d_term, init=args.init, progress=_bar(args))
+               n_term=not args.no_n_term, d_term=not args.no_d_term, init=args.init, progress=_bar(args),
+               repetition=args.repetition or False, unique_tokens=unique)
     if args.out:
         fits.to_json(args.out)
         _progress(args.quiet, f"wrote {args.out}")
@@ -534,7 +543,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def data_columns(sp: argparse.ArgumentParser) -> None:
         g = sp.add_argument_group("columns of the data file")
-        g.add_argument("--weights", default="weight_*", help="weight columns: glob or comma list (default weight_*)")
+        g.add_argument("--weights", default="weight_*",
+                       help="weight columns: glob or comma list (default weight_*); 'none' for runs without a mixture")
         g.add_argument("--n-column", default="model_size",
                        help="model-size column (default model_size); 'none' for a table without model sizes, "
                             "fitted with --no-n-term or a baseline law")
@@ -586,6 +596,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--bound", action="append", metavar="NAME=LO:HI", help="override a bound (repeatable)")
     f.add_argument("--no-n-term", action="store_true", help="drop the model-size term (one model size)")
     f.add_argument("--no-d-term", action="store_true", help="drop the token term (one token count)")
+    f.add_argument("--repetition", choices=("shared", "per_domain"),
+                   help="the data-constrained option: repeated tokens count less (one R_D, or one per domain); "
+                        "needs --unique-tokens")
+    f.add_argument("--unique-tokens", help="with --repetition: unique tokens per domain, e.g. 'code=2e10,books=5e9' "
+                                           "(domains not named: unlimited), or one number for every record")
     f.add_argument("--out", help="write the fits as JSON to this file")
     f.add_argument("--params", action="store_true", help="print the fitted parameters")
     common(f)
