@@ -65,6 +65,17 @@ void set_regulariser(MixtureProblem& pb, double kl, const double* prior, int k) 
   pb.prior = prior;
 }
 
+// The repetition inputs of a problem: unique tokens (k values, each > 0, +inf unlimited; null:
+// none) and the half-life for laws fitted without their own R_D (finite, > 0).
+void set_unique_tokens(MixtureProblem& pb, const double* U, int k, double halflife) {
+  if (!(halflife > 0) || !std::isfinite(halflife)) fail("repetition_halflife: must be finite and > 0");
+  pb.halflife = halflife;
+  if (U == nullptr) return;
+  for (int i = 0; i < k; ++i)
+    if (!(U[i] > 0)) fail("unique_tokens: must be > 0 (inf: unlimited)");
+  pb.unique_tokens = U;
+}
+
 }  // namespace
 
 void bind_simplex(py::module_& m) {
@@ -112,14 +123,8 @@ void bind_simplex(py::module_& m) {
         if (!prior.is_none()) pa = vec(prior, "prior", held.k);
         set_regulariser(pb, kl, prior.is_none() ? nullptr : pa.data(), held.k);
         darray ua;
-        if (!unique_tokens.is_none()) {
-          ua = vec(unique_tokens, "unique_tokens", held.k);
-          for (py::ssize_t i = 0; i < held.k; ++i)
-            if (!(ua.data()[i] > 0)) fail("unique_tokens: must be > 0 (inf: unlimited)");
-          pb.unique_tokens = ua.data();
-        }
-        if (!(halflife > 0) || !std::isfinite(halflife)) fail("repetition_halflife: must be finite and > 0");
-        pb.halflife = halflife;
+        if (!unique_tokens.is_none()) ua = vec(unique_tokens, "unique_tokens", held.k);
+        set_unique_tokens(pb, unique_tokens.is_none() ? nullptr : ua.data(), held.k, halflife);
         darray g(held.k), per(T);
         const double f =
             mixture_objective(held.laws, pb, ha.data(), g.mutable_data(), per.mutable_data(), generic);
@@ -146,12 +151,7 @@ void bind_simplex(py::module_& m) {
         darray KLa, PRa, UTa;  // per problem: KL strength, prior mixture, unique tokens
         if (!kl.is_none()) KLa = vec(kl, "kl", P);
         if (!prior.is_none()) PRa = mat(prior, "prior", P, held.k);
-        if (!unique_tokens.is_none()) {
-          UTa = mat(unique_tokens, "unique_tokens", P, held.k);
-          for (py::ssize_t i = 0; i < P * held.k; ++i)
-            if (!(UTa.data()[i] > 0)) fail("unique_tokens: must be > 0 (inf: unlimited)");
-        }
-        if (!(halflife > 0) || !std::isfinite(halflife)) fail("repetition_halflife: must be finite and > 0");
+        if (!unique_tokens.is_none()) UTa = mat(unique_tokens, "unique_tokens", P, held.k);
         MixtureOptions opt;
         if (method == "mirror") opt.method = MixtureMethod::mirror;
         else if (method == "projected") opt.method = MixtureMethod::projected;
@@ -186,8 +186,7 @@ void bind_simplex(py::module_& m) {
           check_feasible(pb.lo, pb.hi, held.k, "bounds", "bounds");
           set_regulariser(pb, kl.is_none() ? 0.0 : KLa.data()[p], prior.is_none() ? nullptr : PRa.data() + p * held.k,
                           held.k);
-          if (!unique_tokens.is_none()) pb.unique_tokens = UTa.data() + p * held.k;
-          pb.halflife = halflife;
+          set_unique_tokens(pb, unique_tokens.is_none() ? nullptr : UTa.data() + p * held.k, held.k, halflife);
         }
         // Safe without the GIL: plans and parameter arrays are held by this frame. Ctrl-C
         // stops the solvers within an iteration and raises KeyboardInterrupt (the
