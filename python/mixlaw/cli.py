@@ -210,6 +210,18 @@ def _number(text: str, option: str, value: str, form: str) -> float:
         raise ValueError(f"{option}: expected {form} with numbers, got {value!r}") from None
 
 
+def _domain_numbers(value: Optional[str], option: str, form: str) -> dict[str, float]:
+    """'a=1e9,b=2' as {'a': 1e9, 'b': 2.0}; None -> {}."""
+    return {d: _number(v, option, value or "", form) for d, v in _domain_items(value, option, form).items()}
+
+
+def _number_or_domain_numbers(value: str, option: str, form: str) -> Any:
+    """One number for all ('4'), or 'a=4,b=2' per domain."""
+    if "=" in value:
+        return _domain_numbers(value, option, form)
+    return _number(value, option, value, f"a number or {form}")
+
+
 def _domain_items(value: Optional[str], option: str, form: str) -> dict[str, str]:
     """'a=1,b=2' as {'a': '1', 'b': '2'} (values parsed by the caller); None -> {}."""
     out: dict[str, str] = {}
@@ -292,12 +304,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
             name, _, rng = b.partition("=")
             lo, _, hi = rng.partition(":")
             bounds[name] = (_number(lo, "--bound", b, "NAME=LO:HI"), _number(hi, "--bound", b, "NAME=LO:HI"))
-    unique: Any = None
-    if args.unique_tokens is not None:
-        unique = ({d: _number(v, "--unique-tokens", args.unique_tokens, "DOMAIN=TOKENS,...")
-                   for d, v in _domain_items(args.unique_tokens, "--unique-tokens", "DOMAIN=TOKENS,...").items()}
-                  if "=" in args.unique_tokens else
-                  _number(args.unique_tokens, "--unique-tokens", args.unique_tokens, "a number or DOMAIN=TOKENS,..."))
+    unique = None if args.unique_tokens is None else \
+        _number_or_domain_numbers(args.unique_tokens, "--unique-tokens", "DOMAIN=TOKENS,...")
     if args.repetition and plot_dir is not None:
         raise ValueError("--plot: the plots do not take unique tokens yet; fit data-constrained laws without --plot")
     fits = fit(runs, args.law, targets=_parse_list(args.target), n_starts=args.n_starts, seed=args.seed,
@@ -335,18 +343,11 @@ def cmd_optimize(args: argparse.Namespace) -> int:
             weights[name.strip()] = _number(w, "--weights", args.weights, "TARGET=W,...") if w else 1.0
     bounds = {d: _pair(v, "--bounds", args.bounds) for d, v in _domain_items(args.bounds, "--bounds",
                                                                               "DOMAIN=MIN:MAX,...").items()}
-    tokens = {d: _number(v, "--available-tokens", args.available_tokens, "DOMAIN=TOKENS,...")
-              for d, v in _domain_items(args.available_tokens, "--available-tokens", "DOMAIN=TOKENS,...").items()}
-    epochs: Any = None
-    if args.max_epochs is not None:
-        items = _domain_items(args.max_epochs, "--max-epochs", "a number or DOMAIN=EPOCHS,...") \
-            if "=" in args.max_epochs else None
-        epochs = ({d: _number(v, "--max-epochs", args.max_epochs, "DOMAIN=EPOCHS,...") for d, v in items.items()}
-                  if items is not None else _number(args.max_epochs, "--max-epochs", args.max_epochs, "a number"))
-    unique = {d: _number(v, "--unique-tokens", args.unique_tokens, "DOMAIN=TOKENS,...")
-              for d, v in _domain_items(args.unique_tokens, "--unique-tokens", "DOMAIN=TOKENS,...").items()}
-    prior = {d: _number(v, "--prior", args.prior, "DOMAIN=WEIGHT,...")
-             for d, v in _domain_items(args.prior, "--prior", "DOMAIN=WEIGHT,...").items()}
+    tokens = _domain_numbers(args.available_tokens, "--available-tokens", "DOMAIN=TOKENS,...")
+    epochs = None if args.max_epochs is None else \
+        _number_or_domain_numbers(args.max_epochs, "--max-epochs", "DOMAIN=EPOCHS,...")
+    unique = _domain_numbers(args.unique_tokens, "--unique-tokens", "DOMAIN=TOKENS,...")
+    prior = _domain_numbers(args.prior, "--prior", "DOMAIN=WEIGHT,...")
     N = None if args.N is None else args.N * args.N_unit
     D = None if args.D is None else args.D * args.D_unit
     r = optimize_mixture(fits, N=N, D=D, weights=weights, method=args.method,

@@ -45,7 +45,8 @@ import numpy as np
 from . import _core, _html, _progress
 from ._domains import columns_by_name, domain_order
 from ._warnings import user_stacklevel as _user_stacklevel
-from .laws import NESTED_IN, Law, _bimix_for_target, domain_parameter, embed, unique_tokens_array
+from .laws import (NESTED_IN, Law, _bimix_for_target, domain_parameter, embed, repetition_param_count,
+                   unique_tokens_array)
 from .laws import law as make_law
 from ._two_stage import two_stage_start
 from .data import _distinct_rows, _fmt_size
@@ -282,7 +283,7 @@ class Fit:
         N, D, H, y = runs.target(self.target)
         U = _runs_unique_tokens(unique_tokens, runs, self.law, self.domains or None)
         if U is not None:
-            U = U[np.isfinite(np.asarray(runs.targets[self.target], dtype=float))]
+            U = U[_present(runs, self.target)]
         pred = self.law.predict(self.x, N, D, self._runs_H(H, runs) if self.law.k else None, unique_tokens=U,
                                 threads=threads)
         return compute_metrics(y, pred)
@@ -348,7 +349,8 @@ class Fit:
             "law": {"name": law.name, "k": law.k, "n_term": law.n_term, "d_term": law.d_term,
                     "n_scale": law.n_scale, "d_scale": law.d_scale,
                     **({"target_domain": law.target_domain} if law.target_domain is not None else {}),
-                    **({"repetition": law.repetition == "shared" or law.repetition} if law.repetition else {})},
+                    **({"repetition": True if law.repetition == "shared" else law.repetition}
+                       if law.repetition else {})},
             "target": self.target, "params": self.params, "fun": self.fun, "success": self.success,
             "status": self.status, "message": self.message, "nit": self.nit, "nfev": self.nfev,
             "njev": self.njev, "starts_fun": [None if not math.isfinite(v) else v for v in self.starts_fun.tolist()],
@@ -645,8 +647,8 @@ def _fit_from_json(d: Any, path: str, version: int) -> Fit:
     if k and domains and len(domains) != k:
         raise ValueError(f"{path}.domains: {len(domains)} names for a law with k = {k} domains")
     n_params = _law_n_params(spec["name"], k, spec["n_term"], spec["d_term"])
-    if n_params is not None and spec["repetition"]:
-        n_params += k if spec["repetition"] == "per_domain" and k >= 1 else 1  # R_D
+    if n_params is not None:
+        n_params += repetition_param_count(spec["repetition"], k)
     if n_params is not None and len(params) != n_params and n_params > _NAMED_PARAMS:
         raise ValueError(f"{path}.params: the {spec['name']} law with k = {k} has {n_params} parameters, "
                          f"the document lists {len(params)}")
@@ -756,7 +758,7 @@ def _law_spec(spec: Any, path: str) -> dict:
     elif "target_domain" in spec:
         raise ValueError(f"{path}.target_domain: only the bimix law has a target domain, not {name}")
     repetition = spec.get("repetition", False)
-    if repetition not in (False, True, "shared", "per_domain") or repetition in (0, 1) and not isinstance(repetition, bool):
+    if not (isinstance(repetition, bool) or repetition in ("shared", "per_domain")):
         raise ValueError(f"{path}.repetition: expected true, false or \"per_domain\", got {_show(repetition)}")
     return dict(name=name, k=k, n_term=n_term, d_term=d_term, target_domain=target_domain, repetition=repetition,
                 **scales)
@@ -1488,7 +1490,7 @@ def _prepare_job(runs: Any, L: Law, target: str, *, n_starts: Union[int, str], s
         if used:
             runs._require(col, "runs", f"the {L.name} law", f"; fit with {term}=False, which drops its {what} term")
     w = None
-    present = np.isfinite(np.asarray(runs.targets[target], dtype=float))
+    present = _present(runs, target)
     if weights is not None:
         w = weights[present]
     U = None if unique_tokens is None else np.ascontiguousarray(unique_tokens[present])
@@ -1522,6 +1524,11 @@ def _prepare_job(runs: Any, L: Law, target: str, *, n_starts: Union[int, str], s
             starts = np.vstack([first[None, :], starts])
     return _Job(problem=(L._core, rec, y, w), starts=np.ascontiguousarray(starts, dtype=float), seed=tseed,
                 records=(N, D, H, y), two_stage=two_stage, unique_tokens=U)
+
+
+def _present(runs: Any, target: str) -> np.ndarray:
+    """The records of ``runs`` where ``target`` has a loss (those ``runs.target`` returns)."""
+    return np.isfinite(np.asarray(runs.targets[target], dtype=float))
 
 
 def _runs_unique_tokens(value: Any, runs: Any, L: Law, domains: Optional[Sequence[str]] = None) -> Optional[np.ndarray]:

@@ -244,7 +244,7 @@ class Law:
     @property
     def n_repetition_params(self) -> int:
         """The ``R_D`` parameters at the end of :attr:`param_names` (0 without the option)."""
-        return 0 if not self.repetition else sum(1 for n in self.param_names if n == "R_D" or n.startswith("R_D_"))
+        return repetition_param_count(self.repetition, self.k)
 
     @property
     def n_params(self) -> int:
@@ -457,6 +457,14 @@ def _rebuild(name: str, k: int, n_term: bool, d_term: bool, n_scale: float, d_sc
              target_domain: Optional[int] = None, repetition: Union[bool, str] = False) -> Law:
     return Law(name, k, n_term=n_term, d_term=d_term, n_scale=n_scale, d_scale=d_scale,
                target_domain=target_domain, repetition=repetition)
+
+
+def repetition_param_count(repetition: Union[bool, str], k: int) -> int:
+    """How many ``R_D`` parameters the data-constrained option adds: none without it, one
+    shared, or one per domain (one for a law without a mixture), as law.cpp lays them out."""
+    if not repetition:
+        return 0
+    return k if repetition == "per_domain" and k >= 1 else 1
 
 
 def unique_tokens_array(value: Any, n: int, k: int) -> np.ndarray:

@@ -623,25 +623,27 @@ def optimize_mixture(fits: Any, *, N: Any = None, D: Any = None, weights: Any = 
                                    unique_tokens=None if UT is None else np.tile(UT, (rows.size, 1)),
                                    repetition_halflife=halflife)
     r = {key: v[:P] for key, v in both.items()}
-    outside = None
-    if seen is not None:
-        outside = (r["h"] < seen[:, 0] - _SEEN_TOL) | (r["h"] > seen[:, 1] + _SEEN_TOL)
-        if outside.any():
-            cols = np.flatnonzero(outside.any(axis=0))
-            where = "" if scalar else f" in {int(outside.any(axis=1).sum())} of {P} problems"
-            detail = ", ".join(f"{domains[j]} {r['h'][:, j][outside[:, j]][0]:.3g} (seen {seen[j, 0]:.3g}.."
-                               f"{seen[j, 1]:.3g})" for j in cols[:5])
-            warnings.warn(f"optimize_mixture: the optimal mixture leaves the range of weights seen in the fitting "
-                          f"runs{where}: {detail}{', ...' if cols.size > 5 else ''}; there the laws extrapolate. "
-                          "within_data=True keeps the weights inside that range", ExtrapolationWarning,
-                          stacklevel=user_stacklevel())
+
+    def outside_of(h: np.ndarray) -> Optional[np.ndarray]:
+        return None if seen is None else (h < seen[:, 0] - _SEEN_TOL) | (h > seen[:, 1] + _SEEN_TOL)
+
+    outside = outside_of(r["h"])
+    if outside is not None and outside.any():
+        cols = np.flatnonzero(outside.any(axis=0))
+        where = "" if scalar else f" in {int(outside.any(axis=1).sum())} of {P} problems"
+        detail = ", ".join(f"{domains[j]} {r['h'][:, j][outside[:, j]][0]:.3g} (seen {seen[j, 0]:.3g}.."
+                           f"{seen[j, 1]:.3g})" for j in cols[:5])
+        warnings.warn(f"optimize_mixture: the optimal mixture leaves the range of weights seen in the fitting "
+                      f"runs{where}: {detail}{', ...' if cols.size > 5 else ''}; there the laws extrapolate. "
+                      "within_data=True keeps the weights inside that range", ExtrapolationWarning,
+                      stacklevel=user_stacklevel())
     lowers = [("lower bound", user_lo)] + ([("fitting range", seen[:, 0])] if within_data else [])
     uppers = [("upper bound", np.minimum(user_hi, 1.0))] + ([("available tokens", cap)] if cap is not None else []) \
         + ([("fitting range", seen[:, 1])] if within_data else [])
     shown = [np.full(P, np.nan) if omitted[arg] else v for arg, v in (("N", Nb), ("D", Db))]
 
-    def make_grid(res: dict, kl_of: Optional[np.ndarray], unregularised: Optional[MixtureGrid]) -> MixtureGrid:
-        out = None if seen is None else (res["h"] < seen[:, 0] - _SEEN_TOL) | (res["h"] > seen[:, 1] + _SEEN_TOL)
+    def make_grid(res: dict, out: Optional[np.ndarray], kl_of: Optional[np.ndarray],
+                  unregularised: Optional[MixtureGrid]) -> MixtureGrid:
         reg: dict = {}
         if prior_h is not None:
             reg = dict(kl=kl_of, prior=prior_h, kl_divergence=_kl_divergence(res["h"], prior_h),
@@ -658,8 +660,8 @@ def optimize_mixture(fits: Any, *, N: Any = None, D: Any = None, weights: Any = 
         ru = {key: v.copy() for key, v in r.items()}
         for key, v in both.items():
             ru[key][again] = v[P:]
-        unreg = make_grid(ru, np.zeros(P), None)
-    grid = make_grid(r, KL if prior_h is not None else None, unreg)
+        unreg = make_grid(ru, outside_of(ru["h"]), np.zeros(P), None)
+    grid = make_grid(r, outside, KL if prior_h is not None else None, unreg)
     law_names = ", ".join(dict.fromkeys(f.law.name for f in flist))
     return replace(grid[0], weights=dict(zip(targets, W[0].tolist())), law=law_names) if scalar else grid
 
