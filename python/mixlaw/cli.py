@@ -498,6 +498,55 @@ def cmd_laws(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_design_next(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .design import next_runs
+
+    if args.plot is not None:
+        raise ValueError("--plot: design next has no plots")
+    runs = _load(args)
+    _progress(args.quiet, f"loaded {runs!r}")
+    try:
+        candidates = pd.read_csv(args.candidates)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--candidates: cannot read {args.candidates!r} ({exc})") from None
+    tol = [_number(v, "--tolerance", args.tolerance, "WEIGHT,LOSS") for v in _parse_list(args.tolerance) or []]
+    if len(tol) != 2:
+        raise ValueError(f"--tolerance: expected two numbers WEIGHT,LOSS, got {args.tolerance!r}")
+    bounds = {d: _pair(v, "--bounds", args.bounds) for d, v in _domain_items(args.bounds, "--bounds",
+                                                                              "DOMAIN=MIN:MAX,...").items()}
+    fits = load_fits(args.fits) if args.fits else fit(runs, args.law, seed=args.seed, threads=args.threads,
+                                                      progress=_bar(args))
+    r = next_runs(runs, candidates, N=args.N, D=args.D, fits=fits, batch=args.batch, tolerance=tuple(tol),
+                  bounds=bounds or None, threads=args.threads)
+    if args.out:
+        r.runs.to_csv(args.out, index=False)
+    if args.json:
+        json.dump({"h": r.h, "loss": r.loss, "uncertainty": {"h": r.uncertainty["h"], "loss": r.uncertainty["loss"]},
+                   "expected": {"h": r.expected["h"], "loss": r.expected["loss"]}, "criterion": r.criterion,
+                   "criterion_after": r.criterion_after, "settled": r.settled, "runs": len(r.runs),
+                   "compute": float(r.runs["compute"].sum()), "out": args.out}, sys.stdout, indent=1)
+        print()
+        return 0
+    # The table goes to stdout unless written to --out; the summary then goes to stderr.
+    summary = sys.stdout if args.out else sys.stderr
+    if not args.out:
+        r.runs.to_csv(sys.stdout, index=False)
+    else:
+        _progress(args.quiet, f"wrote {len(r.runs)} runs ({r.runs['compute'].sum():.3g} FLOPs in all) to {args.out}")
+    print(f"optimal mixture at {_budget_text(r.N, r.D, sep='=')}: predicted loss {r.loss:.4f} "
+          f"(sd {100 * r.uncertainty['loss']:.3f}% now, {100 * r.expected['loss']:.3f}% expected after the batch)",
+          file=summary)
+    print(f"  {'domain':16s} {'weight':>7s}  sd now -> after the batch", file=summary)
+    for d, v in r.h.items():
+        print(f"  {d:16s} {v:7.4f}  {r.uncertainty['h'][d]:.4f} -> {r.expected['h'][d]:.4f}", file=summary)
+    verdict = ("settled: every sd is within the tolerance; more small runs are not expected to change the decision"
+               if r.settled else "not settled: train the chosen runs, then run 'mixlaw design next' again")
+    print(verdict, file=summary)
+    return 0
+
+
 def cmd_design(args: argparse.Namespace) -> int:
     from .design import initial_design
 
@@ -657,24 +706,51 @@ def build_parser() -> argparse.ArgumentParser:
     common(c)
     c.set_defaults(func=cmd_compare)
 
-    dg = sub.add_parser("design", help="runs to train: initial mixtures spread over the simplex",
-                        description="An initial design: mixtures that cover the simplex (Dirichlet candidates with "
-                                    "exact zeros, greedy maximin selection), each trained at every model size; "
-                                    "writes a CSV of runs (run, mixture, N, D, compute, w_<domain>).")
-    dg.add_argument("what", choices=("initial",), help="initial: the first runs to train")
-    dg.add_argument("--domains", help="comma list of domain names")
-    dg.add_argument("--k", type=int, help="number of domains (names d1, d2, ...) instead of --domains")
-    dg.add_argument("--mixtures", type=int, required=True, help="number of mixtures")
-    dg.add_argument("--sizes", required=True, help="model sizes, comma list, e.g. 1e8,3e8,1e9")
-    dg.add_argument("--tokens-per-param", type=float, default=20.0, help="D = this x N (default 20)")
-    dg.add_argument("--zeros", type=float, default=0.2, help="probability of an exact zero weight (default 0.2)")
-    dg.add_argument("--alpha", type=float, default=1.0, help="Dirichlet concentration of the candidates (default 1)")
-    dg.add_argument("--bounds", help="per-domain limits, e.g. 'code=0.05:0.5'")
-    dg.add_argument("--seed", type=int, default=0)
-    dg.add_argument("--out", help="CSV file to write (default: print the table)")
-    dg.add_argument("--json", action="store_true", help="print a JSON summary")
-    dg.add_argument("--quiet", "-q", action="store_true")
-    dg.set_defaults(func=cmd_design)
+    dg = sub.add_parser("design", help="runs to train: initial mixtures, or the next runs given those trained",
+                        description="Which small runs to train. 'initial': mixtures that cover the simplex "
+                                    "(Dirichlet candidates with exact zeros, greedy maximin selection), each trained "
+                                    "at every model size. 'next': the runs of a candidate pool that most reduce the "
+                                    "uncertainty of the decision (the optimal mixture at a target scale and its "
+                                    "loss) per unit of compute, given the runs trained so far. Both write a CSV of "
+                                    "runs (run, N, D, compute, w_<domain>, ...).")
+    dsub = dg.add_subparsers(dest="what", required=True, metavar="{initial,next}")
+    di = dsub.add_parser("initial", help="the first runs to train",
+                         description="An initial design: mixtures spread over the simplex at every model size.")
+    di.add_argument("--domains", help="comma list of domain names")
+    di.add_argument("--k", type=int, help="number of domains (names d1, d2, ...) instead of --domains")
+    di.add_argument("--mixtures", type=int, required=True, help="number of mixtures")
+    di.add_argument("--sizes", required=True, help="model sizes, comma list, e.g. 1e8,3e8,1e9")
+    di.add_argument("--tokens-per-param", type=float, default=20.0, help="D = this x N (default 20)")
+    di.add_argument("--zeros", type=float, default=0.2, help="probability of an exact zero weight (default 0.2)")
+    di.add_argument("--alpha", type=float, default=1.0, help="Dirichlet concentration of the candidates (default 1)")
+    di.add_argument("--bounds", help="per-domain limits, e.g. 'code=0.05:0.5'")
+    di.add_argument("--seed", type=int, default=0)
+    di.add_argument("--out", help="CSV file to write (default: print the table)")
+    di.add_argument("--json", action="store_true", help="print a JSON summary")
+    di.add_argument("--quiet", "-q", action="store_true")
+    di.set_defaults(func=cmd_design)
+    dn = dsub.add_parser("next", help="the next runs to train, given the runs trained so far",
+                         description="Fit the runs trained so far (or read --fits), then choose --batch runs of "
+                                     "the candidate pool (a CSV as 'design initial' writes: N, D, w_<domain>, "
+                                     "optional run and compute) that most reduce the uncertainty of the optimal "
+                                     "mixture at (--N, --D) and of its loss, per unit of compute. Prints the "
+                                     "decision's uncertainty now and expected after the batch.")
+    dn.add_argument("data", help="CSV or Parquet file of the runs trained so far, or 'slimpajama'")
+    dn.add_argument("--candidates", required=True, help="CSV of candidate runs (as 'mixlaw design initial' writes)")
+    dn.add_argument("--N", type=float, required=True, help="model size of the decision (parameters)")
+    dn.add_argument("--D", type=float, required=True, help="training tokens of the decision")
+    dn.add_argument("--batch", type=int, default=10, help="runs to choose (default 10)")
+    dn.add_argument("--law", default="additive", choices=ALL_LAWS)
+    dn.add_argument("--fits", help="fits JSON of the runs (mixlaw fit --out) instead of fitting them here")
+    dn.add_argument("--tolerance", default="0.01,0.0005",
+                    help="precision the decision needs: of an optimal weight (absolute) and of a loss "
+                         "(relative); default 0.01,0.0005")
+    dn.add_argument("--bounds", help="per-domain limits of the optimal mixture, e.g. 'code=0.05:0.5'")
+    data_columns(dn)
+    dn.add_argument("--seed", type=int, default=0, help=SEED_HELP)
+    dn.add_argument("--out", help="CSV file to write (default: print the table)")
+    common(dn)
+    dn.set_defaults(func=cmd_design_next)
 
     lw = sub.add_parser("laws", help="list the laws and their parameters")
     lw.add_argument("--k", type=int, default=7, help="number of domains (default 7)")
