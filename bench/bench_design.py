@@ -27,7 +27,8 @@ Data sets:
   noise); pool = 3 k mixtures x 4 sizes; evaluation = 8 fresh mixtures at N = 1.2B
   (5 checkpoints); the decision at N = 1.2B, D = 1.9e11. The truth's h* is reported too.
 
-Run:  python bench/bench_design.py --data slimpajama --seeds 16 [--batch 8] [--init 10] [--procs 2]
+Run:  python bench/bench_design.py --data slimpajama --seeds 16 --optimum-only [--batch 8] [--init 10] [--procs 2]
+      python bench/bench_design.py --timing   # one batch of 10 from 1,000 candidate runs at k = 7
 """
 from __future__ import annotations
 
@@ -119,7 +120,7 @@ def _compute(runs) -> float:
 
 def simulate(args_tuple) -> dict:
     """One seed: both strategies from the same starting runs, to the whole pool."""
-    data, seed, n_init, batch, ref, law = args_tuple
+    data, seed, n_init, batch, ref, law, with_h = args_tuple
     from mixlaw.design import next_runs
 
     prob = load(data, law)
@@ -150,7 +151,8 @@ def simulate(args_tuple) -> dict:
                 t0 = time.process_time()
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    nr = next_runs(cur, cand, N=prob["N"], D=prob["D"], fits=fits, batch=b, H=prob["H"])
+                    nr = next_runs(cur, cand, N=prob["N"], D=prob["D"], fits=fits, batch=b,
+                                   H=prob["H"] if with_h else None)
                 select_seconds.append(time.process_time() - t0)
                 have += list(nr.runs["run"])
         out[strategy] = curve
@@ -168,6 +170,99 @@ def reach(curve: list, ref: dict, mre_gap: float, h_gap: float) -> float:
     return math.inf
 
 
+def timing() -> None:
+    """CPU of one next_runs call (the fit excluded): the 8 SlimPajama targets fitted on all
+    160 runs (additive law, k = 7), 1,000 candidate runs from initial_design (334 mixtures x
+    3 sizes), each with 1 record (its last checkpoint) or 10 (checkpoints at 0.1-1 x D)."""
+    from mixlaw.design import initial_design, next_runs
+
+    train, _ = mixlaw.protocols.slimpajama_paper_split(mixlaw.datasets.slimpajama())
+    fits = _fit(train, "additive")
+    cand = initial_design(334, list(train.domains), N=[3.1e8, 6.8e8, 1.235e9], seed=1).iloc[:1000]
+    for c in (1, 10):
+        df = cand if c == 1 else cand.loc[cand.index.repeat(c)].assign(
+            D=lambda t: t["D"] * np.tile(np.geomspace(0.1, 1, c), len(cand)))
+        cpu, wall = [], []
+        for _ in range(5):
+            t0, w0 = time.process_time(), time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                next_runs(train, df, N=2.718e9, D=1.04e11, fits=fits, batch=10)
+            cpu.append(time.process_time() - t0)
+            wall.append(time.perf_counter() - w0)
+        print(f"batch of 10 from {len(cand)} candidate runs x {c} records (k = 7, 8 targets, P = 19): CPU "
+              f"{np.median(cpu):.3f} s, wall {np.median(wall):.3f} s (median of 5); load {os.getloadavg()[0]:.2f}")
+
+
+def _at(results: list, strategy: str, g: float, key: str) -> list:
+    """Each seed's value of `key` after the last batch whose compute is at most g."""
+    out = []
+    for r in results:
+        c = [p for p in r[strategy] if p["compute"] <= g]
+        if c:
+            out.append(c[-1][key])
+    return out
+
+
+def report(results: list, ref: dict, mre_gap: float, h_gap: float, plot: str | None = None,
+           title: str = "") -> None:
+    """Compute to the goal (medians over seeds) and the curves at equal compute: medians and
+    interquartile ranges over seeds, and whether mixlaw is worse than random by more than the
+    seed-to-seed spread (random's interquartile range) there."""
+    rm = np.array([reach(r["mixlaw"], ref, mre_gap, h_gap) for r in results])
+    rr = np.array([reach(r["random"], ref, mre_gap, h_gap) for r in results])
+    print(f"\n{len(results)} seeds; median compute to the goal: mixlaw {np.median(rm):.3g}, random {np.median(rr):.3g} "
+          f"FLOPs: ratio {np.median(rm) / np.median(rr):.3f} (of the whole pool: {np.median(rm) / ref['compute']:.3f} / "
+          f"{np.median(rr) / ref['compute']:.3f}); per-seed ratios: median {np.median(rm / rr):.3f}, "
+          f"{int(np.sum(rm <= 0.5 * rr))} of {len(rm)} seeds <= 0.5")
+    grid = np.geomspace(min(r["mixlaw"][0]["compute"] for r in results), ref["compute"], 12)
+    print("\n| compute (FLOPs) | eval MRE % mixlaw (median, IQR) | eval MRE % random | worse by > spread | "
+          "h* dist. mixlaw (points) | h* dist. random | worse by > spread |")
+    print("|---|---|---|---|---|---|---|")
+
+    def q(v):
+        return f"{np.median(v):.3f} ({np.quantile(v, 0.25):.3f}-{np.quantile(v, 0.75):.3f})" if v else "-"
+
+    def worse(m, r):
+        if not m or not r:
+            return "-"
+        spread = np.quantile(r, 0.75) - np.quantile(r, 0.25)
+        return "**yes**" if np.median(m) - np.median(r) > spread else "no"
+
+    for g in grid:
+        mm, mr = _at(results, "mixlaw", g, "eval_mre"), _at(results, "random", g, "eval_mre")
+        hm, hr = _at(results, "mixlaw", g, "h_dist"), _at(results, "random", g, "h_dist")
+        print(f"| {g:.3g} | {q(mm)} | {q(mr)} | {worse(mm, mr)} | {q(hm)} | {q(hr)} | {worse(hm, hr)} |")
+    if plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fine = np.geomspace(grid[0], grid[-1], 60)
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+        for ax, key, label, goal in ((axes[0], "eval_mre", "eval MRE at the target scale (%)",
+                                      ref["eval_mre"] + mre_gap),
+                                     (axes[1], "h_dist", "h* distance from the whole pool's (points)", h_gap)):
+            for s, color in (("mixlaw", "C0"), ("random", "C1")):
+                vals = [_at(results, s, g, key) for g in fine]
+                med = [np.median(v) for v in vals]
+                lo = [np.quantile(v, 0.25) for v in vals]
+                hi = [np.quantile(v, 0.75) for v in vals]
+                ax.plot(fine, med, color=color, label=f"{s} (median over {len(results)} seeds)")
+                ax.fill_between(fine, lo, hi, color=color, alpha=0.2)
+            ax.axhline(goal, color="k", ls=":", lw=1, label="goal")
+            ax.set_xscale("log")
+            ax.set_xlabel("compute spent (FLOPs)")
+            ax.set_ylabel(label)
+        axes[1].set_yscale("log")
+        axes[0].legend(fontsize=8)
+        fig.suptitle(title)
+        fig.tight_layout()
+        fig.savefig(plot, dpi=110)
+        print(f"wrote {plot}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="slimpajama", choices=("slimpajama", "synth16", "synth64"))
@@ -179,8 +274,23 @@ def main() -> None:
     ap.add_argument("--h-gap", type=float, default=1.0)
     ap.add_argument("--law", default="additive", choices=("additive", "joint"), help="slimpajama only")
     ap.add_argument("--n-starts", type=int, default=None, help="starts per fit (default: mixlaw.fit's)")
-    ap.add_argument("--json")
+    ap.add_argument("--optimum-only", action="store_true",
+                    help="the decision is the optimal mixture and its loss only (not also the losses at the "
+                         "evaluation mixtures)")
+    ap.add_argument("--timing", action="store_true", help="only time one batch of 10 from 1,000 candidates")
+    ap.add_argument("--json", help="write every seed's curves to this file")
+    ap.add_argument("--report", metavar="JSON", help="only print the summary of a --json file (with its goals)")
+    ap.add_argument("--plot", metavar="PNG", help="plot the curves (medians and interquartile ranges)")
     args = ap.parse_args()
+    if args.timing:
+        timing()
+        return
+    if args.report:
+        with open(args.report) as fh:
+            doc = json.load(fh)
+        report(doc["results"], doc["ref"], args.mre_gap, args.h_gap, args.plot,
+               f"{doc['args']['data']}, {doc['args'].get('law', 'additive')} law")
+        return
     if args.n_starts is not None:
         FIT_OPTIONS["n_starts"] = args.n_starts
 
@@ -203,7 +313,7 @@ def main() -> None:
             th = np.array(list(mixlaw.optimize_mixture(Fits({"y": tf}), N=prob["N"], D=prob["D"]).h.values()))
         print(f"  truth's h*: distance of the whole-pool h* from it {np.max(np.abs(th - h_all)) * 100:.3f} points")
         ref["truth_h_dist"] = float(np.max(np.abs(th - h_all)) * 100)
-    jobs = [(args.data, s, args.init, args.batch, ref, args.law) for s in range(args.seeds)]
+    jobs = [(args.data, s, args.init, args.batch, ref, args.law, not args.optimum_only) for s in range(args.seeds)]
     with mp.get_context("fork").Pool(args.procs) as pool:
         results = []
         for r in pool.imap_unordered(simulate, jobs):
@@ -213,32 +323,7 @@ def main() -> None:
                   f"{rm / rr:.2f}; selection {np.median(r.get('select_seconds', [math.nan])):.3f} s per batch "
                   f"(median)", flush=True)
     results.sort(key=lambda r: r["seed"])
-    rm = np.array([reach(r["mixlaw"], ref, args.mre_gap, args.h_gap) for r in results])
-    rr = np.array([reach(r["random"], ref, args.mre_gap, args.h_gap) for r in results])
-    print(f"\nmedian compute to the goal: mixlaw {np.median(rm):.3g}, random {np.median(rr):.3g} FLOPs: "
-          f"ratio {np.median(rm) / np.median(rr):.3f} (of the whole pool: {np.median(rm) / ref['compute']:.3f} / "
-          f"{np.median(rr) / ref['compute']:.3f}); per-seed ratios median {np.median(rm / rr):.3f}")
-    # Curves at equal compute: interpolate each seed's eval MRE and h* distance on a common grid.
-    grid = np.geomspace(min(r["mixlaw"][0]["compute"] for r in results), ref["compute"], 12)
-    print("\n| compute (FLOPs) | eval MRE mixlaw (median, IQR) | eval MRE random | h* dist. mixlaw (points) "
-          "| h* dist. random |")
-    print("|---|---|---|---|---|")
-    rows = []
-    for g in grid:
-        vals = {}
-        for s in ("mixlaw", "random"):
-            m, h = [], []
-            for r in results:
-                c = [p for p in r[s] if p["compute"] <= g]
-                if c:
-                    m.append(c[-1]["eval_mre"])
-                    h.append(c[-1]["h_dist"])
-            vals[s] = (m, h)
-        def q(v):
-            return f"{np.median(v):.3f} ({np.quantile(v, 0.25):.3f}-{np.quantile(v, 0.75):.3f})" if v else "-"
-        print(f"| {g:.3g} | {q(vals['mixlaw'][0])} | {q(vals['random'][0])} | {q(vals['mixlaw'][1])} | "
-              f"{q(vals['random'][1])} |")
-        rows.append({"compute": g, **{f"{s}_{w}": vals[s][i] for s in vals for i, w in enumerate(("mre", "h"))}})
+    report(results, ref, args.mre_gap, args.h_gap, args.plot, args.data)
     sel = [x for r in results for x in r.get("select_seconds", [])]
     print(f"\nselection CPU per batch: median {np.median(sel):.3f} s, max {np.max(sel):.3f} s; wall "
           f"{time.time() - t_start:.0f} s")
@@ -246,7 +331,7 @@ def main() -> None:
         with open(args.json, "w") as fh:
             json.dump({"args": vars(args), "ref": {k: (v.tolist() if isinstance(v, np.ndarray) else v)
                                                    for k, v in ref.items()},
-                       "results": results, "reach_mixlaw": rm.tolist(), "reach_random": rr.tolist()}, fh)
+                       "results": results}, fh)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import mixlaw
+from mixlaw.design import next_runs
 
 DOMAINS = ["web<b>", "code & math", "books"]
 
@@ -62,8 +63,9 @@ def objects():
         grid = mixlaw.optimize_mixture(fits, N=[1e9, 3e9], D=[2e10, 6e10])
         regularised = mixlaw.optimize_mixture(fits, N=1e9, D=2e10, prior=runs, kl=0.01)
         front = mixlaw.pareto_front(fits, N=1e9, D=2e10, n_points=5)
+        chosen = next_runs(runs, runs, fits=fits, N=1e9, D=2e10, batch=2)
     boot = mixlaw.bootstrap(runs, L, targets="other", n_boot=3, n_starts=2, threads=1)
-    return runs, fits, one, grid, boot, regularised, front
+    return runs, fits, one, grid, boot, regularised, front, chosen
 
 
 def test_every_repr_is_balanced_and_shows_the_domains_escaped(objects):
@@ -118,3 +120,13 @@ def test_pareto_front_repr_shows_weights_and_losses(objects):
     assert "5 of 5" in text
     for p in range(len(front)):
         assert f"{front.losses[p, 0]:.6g}" in text and f"{100 * front.h[p, 0]:.6g}" in text
+
+
+def test_next_runs_repr_shows_the_mixture_its_uncertainty_and_the_runs(objects):
+    r = objects[7]
+    text = parsed_text(r._repr_html_())
+    for d, v in r.h.items():
+        assert f"{v:.6g}" in text and f"{r.uncertainty['h'][d]:.6g}" in text and f"{r.expected['h'][d]:.6g}" in text
+    for run in r.runs["run"]:
+        assert str(run) in text
+    assert f"{r.criterion:.6g}" in text and "settled" in text

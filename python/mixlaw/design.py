@@ -278,6 +278,21 @@ class NextRuns:
     tolerance: tuple = (0.01, 5e-4)
     extras: dict = field(default_factory=dict)
 
+    def _repr_html_(self) -> str:
+        from . import _html
+
+        head = _html.summary(
+            f"Next {len(self.runs)} runs for the optimal mixture at N = {self.N:.4g}, D = {self.D:.4g}",
+            [("compute", float(self.runs["compute"].sum()) if len(self.runs) else 0.0),
+             ("criterion now", self.criterion), ("expected after", self.criterion_after),
+             ("settled", self.settled)])
+        mix = ""
+        if self.h:
+            mix = _html.table(["domain", "h*", "sd now", "sd after the batch"],
+                              [(d, v, self.uncertainty["h"][d], self.expected["h"][d]) for d, v in self.h.items()])
+        cols = [c for c in ("run", "N", "D", "compute", "reduction") if c in self.runs.columns]
+        return head + mix + _html.table(cols, self.runs[cols].itertuples(index=False))
+
     def __repr__(self) -> str:
         top = ", ".join(f"{d}={v:.3f}" for d, v in self.h.items())
         sd_h = max(self.uncertainty["h"].values(), default=math.nan)
