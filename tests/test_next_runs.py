@@ -190,12 +190,12 @@ def test_each_choice_is_the_best_reduction_per_compute():
     F = (J * scale).T @ (J * scale) / SIGMA ** 2 + np.diag(1 / sd ** 2)
     ph, jh = LAW.jacobian(x, np.full(2, TARGET["N"]), np.full(2, TARGET["D"]), HQ)
     G = jh * scale / (5e-4 * ph[:, None])
-    crit0 = np.trace(G @ np.linalg.inv(F) @ G.T)
+    crit0 = np.trace(G @ np.linalg.inv(F) @ G.T) / len(HQ)  # the losses at H: one component, their mean
     gains, per = {}, {}
     for rid, g in df.groupby("run"):
         _, Jc = LAW.jacobian(x, g["N"].to_numpy(), g["D"].to_numpy(), g[[f"w_{d}" for d in DOMAINS]].to_numpy())
         Fc = F + (Jc * scale).T @ (Jc * scale) / SIGMA ** 2
-        gains[rid] = crit0 - np.trace(G @ np.linalg.inv(Fc) @ G.T)
+        gains[rid] = crit0 - np.trace(G @ np.linalg.inv(Fc) @ G.T) / len(HQ)
         per[rid] = gains[rid] / g["compute"].iloc[0]
     best_id = max(per, key=per.get)
     assert best_id != max(gains, key=gains.get)  # the test can tell the two rules apart

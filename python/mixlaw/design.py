@@ -253,7 +253,7 @@ class NextRuns:
         ``H``}.
     criterion, criterion_after : float
         The decision's variance in tolerance units, sum of (sd / tolerance)^2 over its
-        components, now and expected after the batch.
+        components (the losses at ``H`` as one: their mean), now and expected after the batch.
     settled : bool
         True when every component's sd is already within its tolerance: more small runs
         are not expected to change the decision by more than the tolerance.
@@ -475,7 +475,9 @@ def next_runs(runs: Any, candidates: Any, *, N: float, D: float, fits: Any = Non
     tolerance : (float, float)
         The precision the decision needs: of an optimal weight (absolute, default 0.01 = 1
         point) and of a predicted loss (relative, default 5e-4 = 0.05%). The criterion is
-        the sum over the decision's components of (sd / tolerance)^2.
+        the sum over the decision's components of (sd / tolerance)^2: each optimal weight,
+        the loss at the optimum, and the losses at ``H`` as one component (the mean of their
+        (sd / tolerance)^2 over mixtures and targets, as an MRE averages its errors).
     noise : float or mapping target -> float, optional
         The noise of a run's loss (loss units; relative for fits of log residuals). By
         default it is estimated from each fit's residuals as the scale that makes
@@ -586,6 +588,9 @@ def next_runs(runs: Any, candidates: Any, *, N: float, D: float, fits: Any = Non
         lo, hi = _bounds(bounds, domains, k)
         dh = _optimum_sensitivity(flist, w, h_star, lo, hi, Nt, Dt)
 
+    # The losses at H are one component of the decision: the mean of their (sd / tolerance)^2
+    # (an MRE averages its errors), so that many mixtures or targets do not outweigh h*.
+    n_losses = 0 if Hd is None else len(Hd) * len(flist)
     S_list, G_list, sig, Jc_list = [], [], {}, []
     for ti, (t, f) in enumerate(zip(targets, flist)):
         law_t = f.law
@@ -616,7 +621,7 @@ def next_runs(runs: Any, candidates: Any, *, N: float, D: float, fits: Any = Non
             rows.append(w[ti] * jo * scale / (tol_l * loss_star))
         if Hd is not None:
             ph, jh = law_t.jacobian(f.x, np.full(len(Hd), Nt), np.full(len(Hd), Dt), Hd)
-            rows.append(jh * scale / (tol_l * ph[:, None]))
+            rows.append(jh * scale / (tol_l * ph[:, None] * math.sqrt(n_losses)))
         G_list.append(np.vstack(rows))
         S_list.append(S)
         pc, Jc = law_t.jacobian(f.x, cN, cD, cH)
@@ -638,7 +643,7 @@ def next_runs(runs: Any, candidates: Any, *, N: float, D: float, fits: Any = Non
                 var_l += float(v[k]) * tol_l ** 2
                 i0 = k + 1
             if Hd is not None:
-                losses[t] = np.sqrt(v[i0:]) * tol_l
+                losses[t] = np.sqrt(v[i0:] * n_losses) * tol_l
         out = {"h": {d: float(np.sqrt(a)) for d, a in zip(domains, var_h)} if decision == "optimum" else {},
                "loss": math.sqrt(var_l) if decision == "optimum" else math.nan, "losses": losses}
         return out, total
