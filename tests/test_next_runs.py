@@ -316,3 +316,21 @@ def test_cli_design_next(tmp_path):
     init = subprocess.run([sys.executable, "-m", "mixlaw.cli", "design", "initial", "--k", "3", "--mixtures", "4",
                            "--sizes", "1e8"], capture_output=True, text=True)
     assert init.returncode == 0 and init.stdout.startswith("run,mixture,N,D,compute")
+
+
+def test_a_batch_does_not_repeat_its_most_informative_run():
+    """Copies of the best candidate: the first is chosen, and its copies then have little
+    left to reduce, so the rest of the batch goes elsewhere (without the covariance update
+    between choices, the copies would fill the batch)."""
+    runs = noisy_runs(0)
+    f = quiet_fit(runs)
+    pool = noisy_runs(1, Hm=initial_mixtures(10, 3, seed=9), sizes=(40e6, 120e6), first_run=100)
+    N, D = pool._N_D
+    df = pd.DataFrame({"run": pool.run, "N": N, "D": D, **{f"w_{d}": pool.H[:, i] for i, d in enumerate(DOMAINS)}})
+    best = next_runs(runs, df, fits=f, batch=1, **TARGET).runs["run"].iloc[0]
+    copies = pd.concat([df[df["run"] == best].assign(run=best + 1000 * c) for c in range(1, 4)])
+    r = next_runs(runs, pd.concat([df, copies], ignore_index=True), fits=f, batch=4, **TARGET)
+    chosen = list(r.runs["run"])
+    assert chosen[0] % 1000 == best
+    assert sum(c % 1000 == best for c in chosen) < 4
+    assert r.runs["reduction"].iloc[1] < r.runs["reduction"].iloc[0]
