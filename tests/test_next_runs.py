@@ -280,6 +280,11 @@ def test_candidate_errors():
         next_runs(runs, good.assign(compute=np.nan), fits=f, **TARGET, batch=1)
     with pytest.raises(ValueError, match="candidates: expected a runs table"):
         next_runs(runs, [[1e8, 2e9]], fits=f, **TARGET, batch=1)
+    two = pd.concat([good, good.assign(D=4e9, N=2e8)], ignore_index=True).assign(run=7)
+    with pytest.raises(ValueError, match="candidates: run 7 has rows with different model sizes or weights"):
+        next_runs(runs, two, fits=f, **TARGET, batch=1)
+    with pytest.raises(ValueError, match="runs: expected the runs trained so far"):
+        next_runs(runs.to_pandas(), good, fits=f, **TARGET, batch=1)
 
 
 def test_too_many_candidates_are_refused_before_allocating(monkeypatch):

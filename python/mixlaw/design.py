@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional, Union
 
 import numpy as np
@@ -261,6 +261,11 @@ class NextRuns:
         The noise scale of each target (loss units) used for the runs' information.
     fits : Fits
         The fits the decision and its uncertainty are computed from.
+    N, D : float
+        The target scale of the decision.
+    tolerance : (float, float)
+        The tolerances the criterion and ``settled`` use (an optimal weight, absolute; a
+        loss, relative).
     """
 
     runs: Any
@@ -276,7 +281,6 @@ class NextRuns:
     N: float = math.nan
     D: float = math.nan
     tolerance: tuple = (0.01, 5e-4)
-    extras: dict = field(default_factory=dict)
 
     def _repr_html_(self) -> str:
         from . import _html
@@ -528,6 +532,8 @@ def next_runs(runs: Any, candidates: Any, *, N: float, D: float, fits: Any = Non
         raise ValueError("D: expected one token count > 0")
     if decision == "losses" and H is None:
         raise ValueError("H: decision='losses' needs the mixtures H")
+    if not (hasattr(runs, "target") and hasattr(runs, "_N_D")):
+        raise ValueError("runs: expected the runs trained so far as a mixlaw.Runs table")
     if fits is None:
         fits = fit_runs(runs, law, threads=threads, **fit_options)
     elif not isinstance(fits, Fits):
@@ -554,13 +560,24 @@ def next_runs(runs: Any, candidates: Any, *, N: float, D: float, fits: Any = Non
     counts = np.bincount(inverse, minlength=n_runs)
     r_max = int(counts.max())
     P_max = max(f.law.n_params for f in flist)
-    need = float(n_runs) * r_max * P_max * 3 + float(P_max) ** 2 * 4
+    # Each target keeps its candidates' Jacobian (runs x records x P); two more of that size
+    # are live while a choice is scored, and a few P x P matrices per target.
+    need = float(n_runs) * r_max * P_max * (len(flist) + 2) + float(P_max) ** 2 * 4 * len(flist)
     if need > _SELECTION_DOUBLES:
-        raise ValueError(f"candidates: {n_runs} runs of up to {r_max} records at {P_max} parameters need "
+        raise ValueError(f"candidates: {n_runs} runs of up to {r_max} records at {P_max} parameters "
+                         f"for {len(flist)} target(s) need "
                          f"~{need * 8 / 1e9:.1f} GB (limit {_SELECTION_DOUBLES * 8 / 1e9:.0f} GB); "
                          "pass fewer candidates")
     if batch > n_runs:
         raise ValueError(f"batch: {batch} runs asked for, but there are only {n_runs} candidate runs")
+    first_row = np.full(n_runs, -1)
+    first_row[inverse[::-1]] = np.arange(cN.size)[::-1]
+    differ = (cN != cN[first_row[inverse]]) | np.any(cH != cH[first_row[inverse]], axis=1)
+    if differ.any():
+        bad = ids[inverse[np.argmax(differ)]]
+        bad = bad.item() if hasattr(bad, "item") else bad
+        raise ValueError(f"candidates: run {bad!r} has rows with different model sizes or weights; the rows "
+                         "of one run are its checkpoints (same N and mixture, different D)")
     # Per run: its records (padded), its compute and its last token count.
     order = np.argsort(inverse, kind="stable")
     starts = np.concatenate([[0], np.cumsum(counts)])
@@ -679,8 +696,6 @@ def next_runs(runs: Any, candidates: Any, *, N: float, D: float, fits: Any = Non
 
     import pandas as pd
 
-    first_row = np.full(n_runs, -1)
-    first_row[inverse[::-1]] = np.arange(cN.size)[::-1]
     rows_idx = first_row[chosen]
     table = {"run": ids[chosen], "N": run_N[chosen], "D": last_D[chosen], "compute": cost[chosen],
              "n_records": counts[chosen]}
