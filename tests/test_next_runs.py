@@ -305,10 +305,11 @@ def test_cli_design_next(tmp_path):
     cand.to_csv(tmp_path / "cand.csv", index=False)
     base = [sys.executable, "-m", "mixlaw.cli", "design", "next", str(tmp_path / "runs.csv"), "--candidates",
             str(tmp_path / "cand.csv"), "--N", "1e9", "--D", "2e10", "--batch", "3", "--threads", "1"]
-    out = subprocess.run(base + ["--out", str(tmp_path / "next.csv")], capture_output=True, text=True)
+    out = subprocess.run(base + ["--checkpoints", "4", "--out", str(tmp_path / "next.csv")], capture_output=True,
+                         text=True)
     assert out.returncode == 0, out.stderr
     chosen = pd.read_csv(tmp_path / "next.csv")
-    assert len(chosen) == 3 and set(chosen["run"]) <= set(cand["run"])
+    assert len(chosen) == 3 and set(chosen["run"]) <= set(cand["run"]) and set(chosen["n_records"]) == {4}
     assert "optimal mixture at N=1e+09, D=2e+10" in out.stdout
     js = subprocess.run(base + ["--json", "-q"], capture_output=True, text=True)
     assert js.returncode == 0, js.stderr
@@ -339,3 +340,24 @@ def test_a_batch_does_not_repeat_its_most_informative_run():
     assert chosen[0] % 1000 == best
     assert sum(c % 1000 == best for c in chosen) < 4
     assert r.runs["reduction"].iloc[1] < r.runs["reduction"].iloc[0]
+
+
+def test_checkpoints_expand_one_row_runs_like_explicit_rows():
+    """A run given as its last checkpoint with checkpoints=4 carries the information of the
+    same run given as its 4 rows at D/4, D/2, 3D/4, D."""
+    runs = noisy_runs(0)
+    f = quiet_fit(runs)
+    Hm = initial_mixtures(6, 3, seed=9)
+    one = pd.DataFrame({"run": np.arange(6), "N": 5e7, "D": 2e9, **{f"w_{d}": Hm[:, i] for i, d in enumerate(DOMAINS)}})
+    rows = one.loc[one.index.repeat(4)].reset_index(drop=True)
+    rows["D"] = 2e9 * np.tile([0.25, 0.5, 0.75, 1.0], 6)
+    a = next_runs(runs, one, fits=f, batch=3, checkpoints=4, **TARGET)
+    b = next_runs(runs, rows, fits=f, batch=3, **TARGET)
+    c = next_runs(runs, one, fits=f, batch=3, **TARGET)
+    assert list(a.runs["run"]) == list(b.runs["run"])
+    np.testing.assert_allclose(a.runs["criterion"], b.runs["criterion"], rtol=1e-10)
+    assert list(a.runs["n_records"]) == [4, 4, 4] and list(c.runs["n_records"]) == [1, 1, 1]
+    assert c.criterion_after > a.criterion_after  # one checkpoint tells less than four
+    np.testing.assert_allclose(a.runs["D"], 2e9)
+    with pytest.raises(ValueError, match="checkpoints"):
+        next_runs(runs, one, fits=f, batch=3, checkpoints=0, **TARGET)

@@ -519,7 +519,7 @@ def cmd_design_next(args: argparse.Namespace) -> int:
     fits = load_fits(args.fits) if args.fits else fit(runs, args.law, seed=args.seed, threads=args.threads,
                                                       progress=_bar(args))
     r = next_runs(runs, candidates, N=args.N, D=args.D, fits=fits, batch=args.batch, tolerance=tuple(tol),
-                  bounds=bounds or None, threads=args.threads)
+                  bounds=bounds or None, checkpoints=args.checkpoints, threads=args.threads)
     if args.out:
         r.runs.to_csv(args.out, index=False)
     if args.json:
@@ -740,6 +740,9 @@ def build_parser() -> argparse.ArgumentParser:
     dn.add_argument("--N", type=float, required=True, help="model size of the decision (parameters)")
     dn.add_argument("--D", type=float, required=True, help="training tokens of the decision")
     dn.add_argument("--batch", type=int, default=10, help="runs to choose (default 10)")
+    dn.add_argument("--checkpoints", type=int, default=1,
+                    help="checkpoints recorded per candidate run given as one row, evenly spaced up to its D "
+                         "(default 1: the last only)")
     dn.add_argument("--law", default="additive", choices=ALL_LAWS)
     dn.add_argument("--fits", help="fits JSON of the runs (mixlaw fit --out) instead of fitting them here")
     dn.add_argument("--tolerance", default="0.01,0.0005",

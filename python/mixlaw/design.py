@@ -445,7 +445,7 @@ def _optimum_sensitivity(flist: list, w: np.ndarray, h: np.ndarray, lo: np.ndarr
 
 def next_runs(runs: Any, candidates: Any, *, N: float, D: float, fits: Any = None, law: Any = "additive",
               batch: int = 10, decision: str = "optimum", H: Any = None, weights: Any = None,
-              bounds: Any = None, tolerance: tuple = (0.01, 5e-4), noise: Any = None,
+              bounds: Any = None, tolerance: tuple = (0.01, 5e-4), noise: Any = None, checkpoints: int = 1,
               threads: Optional[int] = None, **fit_options: Any) -> NextRuns:
     """The next ``batch`` runs to train: those of ``candidates`` that most reduce the
     uncertainty of a decision per unit of compute.
@@ -488,6 +488,11 @@ def next_runs(runs: Any, candidates: Any, *, N: float, D: float, fits: Any = Non
         ``sigma^2 (J^T J)^-1`` the fit's sandwich covariance: for the default Huber loss
         ``mean(psi^2) / mean(psi')^2`` (psi the clipped residual), for least squares the mean
         squared residual, both times ``n / (n - P)``; at least 0.01% of the median loss.
+    checkpoints : int
+        For candidate runs given as one row (their last checkpoint): the number of
+        checkpoints at which their loss will be recorded, evenly spaced in tokens up to
+        ``D`` (``D j / checkpoints``, j = 1..checkpoints), as most training loops evaluate.
+        Default 1 (the last checkpoint only). Runs given with several rows keep them.
     threads : int, optional
         For the fit.
 
@@ -554,7 +559,17 @@ def next_runs(runs: Any, candidates: Any, *, N: float, D: float, fits: Any = Non
         if Hd.shape[1] != k or not np.all(np.isfinite(Hd)) or np.any(Hd < 0) or \
                 np.any(np.abs(Hd.sum(axis=1) - 1) > 1e-6):
             raise ValueError(f"H: expected mixtures of {k} weights, >= 0, summing to 1")
+    checkpoints = _int_option(checkpoints, "checkpoints", lo=1, hi=10_001)
     cN, cD, cH, crun, ccompute = _candidate_table(candidates, domains)
+    if checkpoints > 1:
+        ids, inverse = np.unique(crun, return_inverse=True)
+        single = np.bincount(inverse)[inverse] == 1
+        if single.any():
+            rep = np.where(single, checkpoints, 1)
+            frac = np.concatenate([np.arange(1, r + 1) / r for r in rep])
+            cN, cH, crun = np.repeat(cN, rep), np.repeat(cH, rep, axis=0), np.repeat(crun, rep)
+            cD = np.repeat(cD, rep) * frac
+            ccompute = None if ccompute is None else np.repeat(ccompute, rep)
     ids, inverse = np.unique(crun, return_inverse=True)
     n_runs = ids.size
     counts = np.bincount(inverse, minlength=n_runs)
