@@ -211,9 +211,10 @@ def report(results: list, ref: dict, mre_gap: float, h_gap: float, plot: str | N
     seed-to-seed spread (random's interquartile range) there."""
     rm = np.array([reach(r["mixlaw"], ref, mre_gap, h_gap) for r in results])
     rr = np.array([reach(r["random"], ref, mre_gap, h_gap) for r in results])
-    print(f"\n{len(results)} seeds; median compute to the goal: mixlaw {np.median(rm):.3g}, random {np.median(rr):.3g} "
-          f"FLOPs: ratio {np.median(rm) / np.median(rr):.3f} (of the whole pool: {np.median(rm) / ref['compute']:.3f} / "
-          f"{np.median(rr) / ref['compute']:.3f}); per-seed ratios: median {np.median(rm / rr):.3f}, "
+    print(f"\n{len(results)} seeds; median compute to the goal: mixlaw {np.median(rm):.3g}, random "
+          f"{np.median(rr):.3g} FLOPs: ratio {np.median(rm) / np.median(rr):.3f} (of the whole pool: "
+          f"{np.median(rm) / ref['compute']:.3f} / {np.median(rr) / ref['compute']:.3f}); per-seed ratios: median "
+          f"{np.median(rm / rr):.3f}, "
           f"{int(np.sum(rm <= 0.5 * rr))} of {len(rm)} seeds <= 0.5")
     grid = np.geomspace(min(r["mixlaw"][0]["compute"] for r in results), ref["compute"], 12)
     print("\n| compute (FLOPs) | eval MRE % mixlaw (median, IQR) | eval MRE % random | worse by > spread | "
@@ -299,8 +300,8 @@ def main() -> None:
     fits_all = _fit(prob["pool"], prob["law"])
     mre_all, h_all = _score(fits_all, prob)
     ref = {"eval_mre": mre_all, "h": h_all, "compute": _compute(prob["pool"])}
-    print(f"{args.data}, {prob['law']} law: pool {np.unique(prob['pool'].run).size} runs, {ref['compute']:.3g} FLOPs; whole-pool fit: "
-          f"eval MRE {mre_all:.4f} %, h* {np.round(h_all, 4).tolist()}; load {os.getloadavg()[0]:.2f}", flush=True)
+    print(f"{args.data}, {prob['law']} law: pool {np.unique(prob['pool'].run).size} runs, {ref['compute']:.3g} "
+          f"FLOPs; whole-pool fit: eval MRE {mre_all:.4f} %, h* {np.round(h_all, 4).tolist()}; load {os.getloadavg()[0]:.2f}", flush=True)
     if "truth_x" in prob:
         from mixlaw.fit import Fit, Fits
 
