@@ -389,6 +389,28 @@ def _solver_coords(law: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return scale, 1.0 / sd ** 2
 
 
+def _free_coords(law: Any, options: Mapping[str, Any]) -> np.ndarray:
+    """The map T (P x P_free) from the fit's free coordinates to the law's parameters: a
+    parameter held fixed by ``bounds`` (min == max) has no column, parameters tied by ``tie``
+    share one (they move together), every other parameter has its own. Jacobians and
+    sensitivities are taken to the free coordinates by ``@ T``."""
+    names = list(law.param_names)
+    fixed = {n for n, (a, b) in (options.get("bounds") or {}).items() if a == b}
+    owner = {}
+    for shared, members in (options.get("tie") or {}).items():
+        for m in members:
+            owner[m] = shared
+    cols: dict = {}
+    for i, n in enumerate(names):
+        if n in fixed:
+            continue
+        cols.setdefault(owner.get(n, n), []).append(i)
+    T = np.zeros((len(names), len(cols)))
+    for j, members in enumerate(cols.values()):
+        T[members, j] = 1.0
+    return T
+
+
 def _gradient_solver_coords(law: Any, x: np.ndarray, fn: Any, step: float = 1e-6) -> np.ndarray:
     """d fn(params)/du by central differences in the solver's coordinates u (``fn`` returns
     an array: here the law's h-gradient at one point, which is analytic)."""
@@ -505,7 +527,8 @@ def next_runs(runs: Any, candidates: Any, *, N: float, D: float, fits: Any = Non
     The uncertainty is the linearised (Laplace) one: each fit's parameters have covariance
     ``(J^T J / sigma^2 + prior)^-1`` in the solver's coordinates (log for scale parameters),
     with ``J`` the law's Jacobian at the trained records and a weak prior from the law's range
-    of starting values; the optimal mixture moves with the parameters by the implicit
+    of starting values (parameters the fit held fixed by ``bounds`` have no uncertainty, and
+    parameters it tied by ``tie`` share one coordinate); the optimal mixture moves with the parameters by the implicit
     function theorem on its face of the simplex. A candidate run with records ``J_c`` would
     add ``J_c^T J_c / sigma^2``; the reduction of the decision's variance is exact for the
     linearisation (a rank-r update). Runs are chosen greedily by reduction per compute, and
@@ -626,15 +649,17 @@ def next_runs(runs: Any, candidates: Any, *, N: float, D: float, fits: Any = Non
     S_list, G_list, sig, Jc_list = [], [], {}, []
     for ti, (t, f) in enumerate(zip(targets, flist)):
         law_t = f.law
+        opts = f.options or {}
+        T = _free_coords(law_t, opts)  # fixed parameters drop out, tied ones move together
         scale, prec = _solver_coords(law_t, f.x)
+        prec = (prec @ T) / T.sum(axis=0)  # a tied group's prior: its members' (they are of one kind)
         tN, tD, tH, ty = runs.target(t)
         tH = f._runs_H(tH, runs)
         pred, J = law_t.jacobian(f.x, tN, tD, tH)
-        opts = f.options or {}
         log_res = opts.get("residual", "raw") == "log"
         resid = np.log(ty) - np.log(pred) if log_res else ty - pred
-        J = J * scale / (pred[:, None] if log_res else 1.0)
-        P = law_t.n_params
+        J = (J * scale / (pred[:, None] if log_res else 1.0)) @ T
+        P = T.shape[1]
         if noise is None:
             v = _noise_variance(resid, P, opts.get("loss", "huber"), float(opts.get("delta", 1e-3)))
             floor = _NOISE_FLOOR * (1.0 if log_res else float(np.median(np.abs(ty))))
@@ -648,17 +673,17 @@ def next_runs(runs: Any, candidates: Any, *, N: float, D: float, fits: Any = Non
         S = np.linalg.inv(0.5 * (F + F.T))
         rows = []
         if decision == "optimum":
-            rows.append(dh[ti] / tol_h)  # already in the solver's coordinates
+            rows.append(dh[ti] @ T / tol_h)  # dh is already in the solver's coordinates
             _, jo = law_t.jacobian(f.x, Nt, Dt, h_star[None, :])
-            rows.append(w[ti] * jo * scale / (tol_l * loss_star))
+            rows.append(w[ti] * (jo * scale) @ T / (tol_l * loss_star))
         if Hd is not None:
             ph, jh = law_t.jacobian(f.x, np.full(len(Hd), Nt), np.full(len(Hd), Dt), Hd)
-            rows.append(jh * scale / (tol_l * ph[:, None] * math.sqrt(n_losses)))
+            rows.append((jh * scale) @ T / (tol_l * ph[:, None] * math.sqrt(n_losses)))
         G_list.append(np.vstack(rows))
         S_list.append(S)
         pc, Jc = law_t.jacobian(f.x, cN, cD, cH)
         Jp = np.zeros((n_runs, r_max, P))
-        Jp[inverse, slot] = Jc * scale / ((pc[:, None] if log_res else 1.0) * s)
+        Jp[inverse, slot] = (Jc * scale) @ T / ((pc[:, None] if log_res else 1.0) * s)
         Jc_list.append(Jp)
 
     def components(S_all: list) -> tuple[dict, float]:
