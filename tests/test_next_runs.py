@@ -311,12 +311,13 @@ def test_cli_design_next(tmp_path):
     chosen = pd.read_csv(tmp_path / "next.csv")
     assert len(chosen) == 3 and set(chosen["run"]) <= set(cand["run"]) and set(chosen["n_records"]) == {4}
     assert "optimal mixture at N=1e+09, D=2e+10" in out.stdout
-    js = subprocess.run(base + ["--json", "-q"], capture_output=True, text=True)
+    js = subprocess.run(base + ["--checkpoints", "4", "--json", "-q"], capture_output=True, text=True)
     assert js.returncode == 0, js.stderr
     import json
 
     doc = json.loads(js.stdout)
-    assert set(doc["h"]) == set(DOMAINS) and doc["runs"] == 3 and doc["criterion_after"] < doc["criterion"]
+    assert set(doc["h"]) == set(DOMAINS) and len(doc["runs"]) == 3 and doc["criterion_after"] < doc["criterion"]
+    assert [row["run"] for row in doc["runs"]] == list(chosen["run"]) and "w_a" in doc["runs"][0]
     bad = subprocess.run(base + ["--tolerance", "0.01"], capture_output=True, text=True)
     assert bad.returncode != 0 and "--tolerance" in bad.stderr
     init = subprocess.run([sys.executable, "-m", "mixlaw.cli", "design", "initial", "--k", "3", "--mixtures", "4",
