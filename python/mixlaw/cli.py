@@ -503,8 +503,6 @@ def cmd_design_next(args: argparse.Namespace) -> int:
 
     from .design import next_runs
 
-    if args.plot is not None:
-        raise ValueError("--plot: design next has no plots")
     runs = _load(args)
     _progress(args.quiet, f"loaded {runs!r}")
     try:
@@ -753,7 +751,9 @@ def build_parser() -> argparse.ArgumentParser:
     data_columns(dn)
     dn.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     dn.add_argument("--out", help="CSV file to write (default: print the table)")
-    common(dn)
+    dn.add_argument("--json", action="store_true", help="print JSON on stdout instead of tables")
+    dn.add_argument("--threads", type=int, default=None, help="OpenMP threads for the fit (default: all cores)")
+    dn.add_argument("--quiet", "-q", action="store_true", help="no progress messages on stderr")
     dn.set_defaults(func=cmd_design_next)
 
     lw = sub.add_parser("laws", help="list the laws and their parameters")
