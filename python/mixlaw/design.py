@@ -24,7 +24,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from . import _core
-from .fit import _floats, _int_option
+from .fit import _fit_box, _floats, _int_option
 from .mixture import _bounds
 
 __all__ = ["initial_mixtures", "initial_design", "next_runs", "NextRuns"]
@@ -394,21 +394,11 @@ def _free_coords(law: Any, options: Mapping[str, Any]) -> np.ndarray:
     parameter held fixed by ``bounds`` (min == max) has no column, parameters tied by ``tie``
     share one (they move together), every other parameter has its own. Jacobians and
     sensitivities are taken to the free coordinates by ``@ T``."""
-    names = list(law.param_names)
-    fixed = {n for n, (a, b) in (options.get("bounds") or {}).items() if a == b}
-    owner = {}
-    for shared, members in (options.get("tie") or {}).items():
-        for m in members:
-            owner[m] = shared
-    cols: dict = {}
-    for i, n in enumerate(names):
-        if n in fixed:
-            continue
-        cols.setdefault(owner.get(n, n), []).append(i)
-    T = np.zeros((len(names), len(cols)))
-    for j, members in enumerate(cols.values()):
-        T[members, j] = 1.0
-    return T
+    lo, hi, labels = _fit_box(law, options)
+    labels = np.arange(law.n_params) if labels is None else labels
+    free = lo != hi
+    groups = np.unique(labels[free])
+    return ((labels[:, None] == groups[None, :]) & free[:, None]).astype(float)
 
 
 def _gradient_solver_coords(law: Any, x: np.ndarray, fn: Any, step: float = 1e-6) -> np.ndarray:
@@ -727,12 +717,11 @@ def next_runs(runs: Any, candidates: Any, *, N: float, D: float, fits: Any = Non
             K = A @ Jr.T + eye
             S_new = S - A.T @ np.linalg.solve(K, A)
             S_list[i] = 0.5 * (S_new + S_new.T)
-        _, crit_new = components(S_list)
+        after, crit_new = components(S_list)
         reductions.append((crit - crit_new) / crit if crit > 0 else 0.0)
         crits.append(crit_new)
         crit = crit_new
         chosen.append(c)
-    after, crit1 = components(S_list)
 
     import pandas as pd
 
@@ -748,5 +737,5 @@ def next_runs(runs: Any, candidates: Any, *, N: float, D: float, fits: Any = Non
         ok = ok and before["loss"] <= tol_l
     ok = ok and all(np.all(v <= tol_l) for v in before["losses"].values())
     return NextRuns(runs=pd.DataFrame(table), h={d: float(v) for d, v in zip(domains, h_star)}, loss=loss_star,
-                    uncertainty=before, expected=after, criterion=crit0, criterion_after=crit1, settled=bool(ok),
+                    uncertainty=before, expected=after, criterion=crit0, criterion_after=crit, settled=bool(ok),
                     noise=sig, fits=fits, N=Nt, D=Dt, tolerance=(tol_h, tol_l))

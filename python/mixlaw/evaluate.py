@@ -24,7 +24,7 @@ import numpy as np
 from . import _core, _progress
 from ._domains import columns_by_name
 from .data import Runs
-from .fit import Fits, _resolve_tie, _solver_options, _target_seed, fit, random_starts
+from .fit import Fits, _fit_box, _solver_options, _target_seed, fit, random_starts
 from .laws import Law
 from .laws import law as make_law
 from .protocols import slimpajama_paper_split
@@ -327,18 +327,11 @@ def bootstrap(runs: Runs, law: Union[str, Law] = "additive", *, targets: Union[N
     resamples = [rng.choice(run_ids, run_ids.size, replace=True) for _ in range(n_boot)]
     rows_of = {r: np.flatnonzero(runs.run == r) for r in run_ids}
 
-    def law_bounds(L: Law) -> tuple[np.ndarray, np.ndarray]:
-        lo, hi = L.lower.copy(), L.upper.copy()
-        for n, (a, c) in (opts.get("bounds") or {}).items():
-            lo[L.index(n)], hi[L.index(n)] = a, c
-        return lo, hi
-
     problems, starts, seeds, keys, lows, highs, ties = [], [], [], [], [], [], []
     for t in base:
         L = base[t].law  # per target: bimix describes each target through its own domain
         y_all = np.asarray(runs.targets[t], dtype=float)
-        lo, hi = law_bounds(L)
-        tie_labels, _ = _resolve_tie(L, opts.get("tie") or None, lo, hi)  # refits tied as the estimate
+        lo, hi, tie_labels = _fit_box(L, opts)  # refits bounded and tied as the estimate
         for b, sample in enumerate(resamples):
             idx = np.concatenate([rows_of[r] for r in sample])
             idx = idx[np.isfinite(y_all[idx])]

@@ -1011,6 +1011,15 @@ def _resolve_bounds(law: Law, bounds: Optional[BoundsLike]) -> tuple[np.ndarray,
     return lo, hi, touched
 
 
+def _fit_box(law: Law, options: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    """The bounds and tie labels a fit was made with, from its :attr:`Fit.options` (whose
+    ``bounds`` and ``tie`` list parameter names): for refits as the fit (bootstrap) and for
+    its free coordinates (``mixlaw.design``)."""
+    lo, hi, _ = _resolve_bounds(law, options.get("bounds") or None)
+    labels, _ = _resolve_tie(law, options.get("tie") or None, lo, hi)
+    return lo, hi, labels
+
+
 def _resolve_tie(law: Law, tie: Any, lo: np.ndarray, hi: np.ndarray) -> tuple[Optional[np.ndarray], dict]:
     """The solver's labels of ``tie`` (one per parameter: the index of its group's first
     member, or its own; None without ties) and the groups as ``{shared name: [parameter
