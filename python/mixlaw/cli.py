@@ -233,12 +233,16 @@ def _domain_items(value: Optional[str], option: str, form: str) -> dict[str, str
     return out
 
 
-def _pair(text: str, option: str, value: str) -> tuple[float, float]:
-    """'0.05:0.5' as (0.05, 0.5)."""
-    lo, colon, hi = text.partition(":")
-    if not colon:
-        raise ValueError(f"{option}: expected DOMAIN=MIN:MAX,... (fractions, e.g. code=0.05:0.5), got {value!r}")
-    return (_number(lo, option, value, "DOMAIN=MIN:MAX,..."), _number(hi, option, value, "DOMAIN=MIN:MAX,..."))
+def _domain_bounds(value: Optional[str]) -> dict[str, tuple[float, float]]:
+    """--bounds 'code=0.05:0.5,...' as {'code': (0.05, 0.5), ...}; None -> {}."""
+    out = {}
+    for d, text in _domain_items(value, "--bounds", "DOMAIN=MIN:MAX,...").items():
+        lo, colon, hi = text.partition(":")
+        if not colon:
+            raise ValueError(f"--bounds: expected DOMAIN=MIN:MAX,... (fractions, e.g. code=0.05:0.5), got {value!r}")
+        out[d] = (_number(lo, "--bounds", value, "DOMAIN=MIN:MAX,..."), _number(hi, "--bounds", value,
+                                                                                "DOMAIN=MIN:MAX,..."))
+    return out
 
 
 def _n_starts_arg(value: str) -> Union[int, str]:
@@ -341,8 +345,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         for item in args.weights.split(","):
             name, _, w = item.partition("=")
             weights[name.strip()] = _number(w, "--weights", args.weights, "TARGET=W,...") if w else 1.0
-    bounds = {d: _pair(v, "--bounds", args.bounds) for d, v in _domain_items(args.bounds, "--bounds",
-                                                                              "DOMAIN=MIN:MAX,...").items()}
+    bounds = _domain_bounds(args.bounds)
     tokens = _domain_numbers(args.available_tokens, "--available-tokens", "DOMAIN=TOKENS,...")
     epochs = None if args.max_epochs is None else \
         _number_or_domain_numbers(args.max_epochs, "--max-epochs", "DOMAIN=EPOCHS,...")
@@ -512,8 +515,7 @@ def cmd_design_next(args: argparse.Namespace) -> int:
     tol = [_number(v, "--tolerance", args.tolerance, "WEIGHT,LOSS") for v in _parse_list(args.tolerance) or []]
     if len(tol) != 2:
         raise ValueError(f"--tolerance: expected two numbers WEIGHT,LOSS, got {args.tolerance!r}")
-    bounds = {d: _pair(v, "--bounds", args.bounds) for d, v in _domain_items(args.bounds, "--bounds",
-                                                                              "DOMAIN=MIN:MAX,...").items()}
+    bounds = _domain_bounds(args.bounds)
     fits = load_fits(args.fits) if args.fits else fit(runs, args.law, seed=args.seed, threads=args.threads,
                                                       progress=_bar(args))
     r = next_runs(runs, candidates, N=args.N, D=args.D, fits=fits, batch=args.batch, tolerance=tuple(tol),
@@ -553,8 +555,7 @@ def cmd_design(args: argparse.Namespace) -> int:
     if domains is None:
         raise ValueError("--domains or --k: give the domains (names, or how many)")
     sizes = [_number(v, "--sizes", args.sizes, "a comma list of model sizes") for v in _parse_list(args.sizes) or []]
-    bounds = {d: _pair(v, "--bounds", args.bounds) for d, v in _domain_items(args.bounds, "--bounds",
-                                                                              "DOMAIN=MIN:MAX,...").items()}
+    bounds = _domain_bounds(args.bounds)
     table = initial_design(args.mixtures, domains, N=sizes, tokens_per_param=args.tokens_per_param,
                            zeros=args.zeros, alpha=args.alpha, bounds=bounds or None, seed=args.seed)
     if args.out:
