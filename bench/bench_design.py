@@ -29,6 +29,7 @@ Data sets:
 
 Run:  python bench/bench_design.py --data slimpajama --seeds 16 --optimum-only [--batch 8] [--init 10] [--procs 2]
       python bench/bench_design.py --timing   # one batch of 10 from 1,000 candidate runs at k = 7
+      python bench/bench_design.py --by-size  # SlimPajama: fits on the runs of some model sizes only
 """
 from __future__ import annotations
 
@@ -120,7 +121,7 @@ def _compute(runs) -> float:
 
 def simulate(args_tuple) -> dict:
     """One seed: both strategies from the same starting runs, to the whole pool."""
-    data, seed, n_init, batch, ref, law, with_h = args_tuple
+    data, seed, n_init, batch, ref, law, with_h, random_curve = args_tuple
     from mixlaw.design import next_runs
 
     prob = load(data, law)
@@ -130,6 +131,9 @@ def simulate(args_tuple) -> dict:
     init = rng.choice(ids, n_init, replace=False)
     out = {"seed": seed}
     for strategy in ("mixlaw", "random"):
+        if strategy == "random" and random_curve is not None:
+            out["random"] = random_curve  # the same seed's random strategy, from an earlier run
+            continue
         srng = np.random.default_rng([seed, 8])
         have = list(init)
         curve = []
@@ -192,6 +196,27 @@ def timing() -> None:
             wall.append(time.perf_counter() - w0)
         print(f"batch of 10 from {len(cand)} candidate runs x {c} records (k = 7, 8 targets, P = 19): CPU "
               f"{np.median(cpu):.3f} s, wall {np.median(wall):.3f} s (median of 5); load {os.getloadavg()[0]:.2f}")
+
+
+def by_size(law: str) -> None:
+    """The goal's two measures for fits on every pool run of some model sizes only (SlimPajama):
+    how much the eval MRE at the target scale and h* depend on which sizes are in the fit."""
+    prob = load("slimpajama", law)
+    pool = prob["pool"]
+    N = pool._N_D[0]
+    sizes = np.unique(N)
+    mre_all, h_all = _score(_fit(pool, law), prob)
+    print(f"whole pool: eval MRE {mre_all:.3f} %, {_compute(pool):.3g} FLOPs; load {os.getloadavg()[0]:.2f}")
+    print("| model sizes in the fit | runs | compute (FLOPs) | eval MRE % | h* distance from the whole pool's (points) |")
+    print("|---|---|---|---|---|")
+    for drop in range(sizes.size):
+        for keep in (np.delete(sizes, drop), sizes[[drop, (drop + 1) % sizes.size]]):
+            cur = pool.select(np.isin(N, keep))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                mre, h = _score(_fit(cur, law), prob)
+            print(f"| {', '.join(f'{n / 1e6:.0f}M' for n in np.sort(keep))} | {np.unique(cur.run).size} | "
+                  f"{_compute(cur):.3g} | {mre:.3f} | {np.max(np.abs(h - h_all)) * 100:.2f} |")
 
 
 def _at(results: list, strategy: str, g: float, key: str) -> list:
@@ -279,12 +304,20 @@ def main() -> None:
                     help="the decision is the optimal mixture and its loss only (not also the losses at the "
                          "evaluation mixtures)")
     ap.add_argument("--timing", action="store_true", help="only time one batch of 10 from 1,000 candidates")
+    ap.add_argument("--by-size", action="store_true",
+                    help="only fit every SlimPajama pool run of some model sizes (all but one; two) and score them")
+    ap.add_argument("--random-from", metavar="JSON",
+                    help="take the random strategy's curves from an earlier --json run of the same data, seeds, "
+                         "batch and starting runs instead of running it again (it does not depend on mixlaw)")
     ap.add_argument("--json", help="write every seed's curves to this file")
     ap.add_argument("--report", metavar="JSON", help="only print the summary of a --json file (with its goals)")
     ap.add_argument("--plot", metavar="PNG", help="plot the curves (medians and interquartile ranges)")
     args = ap.parse_args()
     if args.timing:
         timing()
+        return
+    if args.by_size:
+        by_size(args.law)
         return
     if args.report:
         with open(args.report) as fh:
@@ -314,7 +347,16 @@ def main() -> None:
             th = np.array(list(mixlaw.optimize_mixture(Fits({"y": tf}), N=prob["N"], D=prob["D"]).h.values()))
         print(f"  truth's h*: distance of the whole-pool h* from it {np.max(np.abs(th - h_all)) * 100:.3f} points")
         ref["truth_h_dist"] = float(np.max(np.abs(th - h_all)) * 100)
-    jobs = [(args.data, s, args.init, args.batch, ref, args.law, not args.optimum_only) for s in range(args.seeds)]
+    earlier = {}
+    if args.random_from:
+        with open(args.random_from) as fh:
+            old = json.load(fh)
+        same = all(old["args"][a] == getattr(args, a) for a in ("data", "batch", "init", "law"))
+        if not same:
+            sys.exit(f"--random-from: {args.random_from} was run with other data, batch, init or law")
+        earlier = {r["seed"]: r["random"] for r in old["results"]}
+    jobs = [(args.data, s, args.init, args.batch, ref, args.law, not args.optimum_only, earlier.get(s))
+            for s in range(args.seeds)]
     with mp.get_context("fork").Pool(args.procs) as pool:
         results = []
         for r in pool.imap_unordered(simulate, jobs):
