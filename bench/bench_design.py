@@ -353,7 +353,7 @@ def main() -> None:
             old = json.load(fh)
         same = all(old["args"][a] == getattr(args, a) for a in ("data", "batch", "init", "law"))
         if not same:
-            sys.exit(f"--random-from: {args.random_from} was run with other data, batch, init or law")
+            sys.exit(f"--random-from: {args.random_from} was run with other data, batch, starting runs or law")
         earlier = {r["seed"]: r["random"] for r in old["results"]}
     jobs = [(args.data, s, args.init, args.batch, ref, args.law, not args.optimum_only, earlier.get(s))
             for s in range(args.seeds)]
