@@ -121,7 +121,7 @@ def _compute(runs) -> float:
 
 def simulate(args_tuple) -> dict:
     """One seed: both strategies from the same starting runs, to the whole pool."""
-    data, seed, n_init, batch, ref, law, with_h, random_curve = args_tuple
+    data, seed, n_init, batch, ref, law, with_h, random_curve, run_noise = args_tuple
     from mixlaw.design import next_runs
 
     prob = load(data, law)
@@ -156,7 +156,7 @@ def simulate(args_tuple) -> dict:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     nr = next_runs(cur, cand, N=prob["N"], D=prob["D"], fits=fits, batch=b,
-                                   H=prob["H"] if with_h else None)
+                                   H=prob["H"] if with_h else None, run_noise=run_noise)
                 select_seconds.append(time.process_time() - t0)
                 have += list(nr.runs["run"])
         out[strategy] = curve
@@ -306,6 +306,8 @@ def main() -> None:
     ap.add_argument("--timing", action="store_true", help="only time one batch of 10 from 1,000 candidates")
     ap.add_argument("--by-size", action="store_true",
                     help="only fit every SlimPajama pool run of some model sizes (all but one; two) and score them")
+    ap.add_argument("--run-noise", default="auto",
+                    help="next_runs' run_noise: 'auto' (default) or the sd shared by a run's records (a float)")
     ap.add_argument("--random-from", metavar="JSON",
                     help="take the random strategy's curves from an earlier --json run of the same data, seeds, "
                          "batch and starting runs instead of running it again (it does not depend on mixlaw)")
@@ -355,7 +357,8 @@ def main() -> None:
         if not same:
             sys.exit(f"--random-from: {args.random_from} was run with other data, batch, starting runs or law")
         earlier = {r["seed"]: r["random"] for r in old["results"]}
-    jobs = [(args.data, s, args.init, args.batch, ref, args.law, not args.optimum_only, earlier.get(s))
+    jobs = [(args.data, s, args.init, args.batch, ref, args.law, not args.optimum_only, earlier.get(s),
+             args.run_noise if args.run_noise == "auto" else float(args.run_noise))
             for s in range(args.seeds)]
     with mp.get_context("fork").Pool(args.procs) as pool:
         results = []

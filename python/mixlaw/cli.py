@@ -526,6 +526,7 @@ def cmd_design_next(args: argparse.Namespace) -> int:
         json.dump({"h": r.h, "loss": r.loss, "uncertainty": {"h": r.uncertainty["h"], "loss": r.uncertainty["loss"]},
                    "expected": {"h": r.expected["h"], "loss": r.expected["loss"]}, "criterion": r.criterion,
                    "criterion_after": r.criterion_after, "settled": r.settled,
+                   "noise": r.noise, "run_noise": r.run_noise,
                    "runs": json.loads(r.runs.to_json(orient="records")),
                    "compute": float(r.runs["compute"].sum()), "out": args.out}, sys.stdout, indent=1)
         print()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
 import numpy as np
@@ -258,7 +258,11 @@ class NextRuns:
         True when every component's sd is already within its tolerance: more small runs
         are not expected to change the decision by more than the tolerance.
     noise : dict
-        The noise scale of each target (loss units) used for the runs' information.
+        The noise of one record's loss, per target (loss units), used for the runs'
+        information.
+    run_noise : dict
+        The part of it that the records of one run share, per target (an sd, loss units; 0
+        when checkpoints are taken as independent).
     fits : Fits
         The fits the decision and its uncertainty are computed from.
     N, D : float
@@ -281,6 +285,7 @@ class NextRuns:
     N: float = math.nan
     D: float = math.nan
     tolerance: tuple = (0.01, 5e-4)
+    run_noise: dict = field(default_factory=dict)
 
     def _repr_html_(self) -> str:
         from . import _html
@@ -358,20 +363,64 @@ def _candidate_table(candidates: Any, domains: tuple) -> tuple:
     return N, D, H, run, compute
 
 
-def _noise_variance(resid: np.ndarray, n_params: int, loss: str, delta: float) -> float:
-    """The variance that makes ``(J^T J)^-1 v`` the fit's parameter covariance: for a Huber
-    fit the M-estimator's sandwich factor mean(psi^2) / mean(psi')^2 (psi the clipped
-    residual), which is the noise variance divided by the estimator's efficiency; for least
-    squares (or when no residual lies inside the Huber band) the mean squared residual. Both
-    corrected for the parameters fitted, n / (n - P)."""
-    n = resid.size
-    dof = n / max(n - n_params, 1)
-    if loss == "huber":
-        inside = float(np.mean(np.abs(resid) <= delta))
-        if inside > 0:
-            psi = np.clip(resid, -delta, delta)
-            return dof * float(np.mean(psi ** 2)) / inside ** 2
-    return dof * float(np.mean(resid ** 2))
+def _per_target(value: Any, target: str, arg: str) -> Any:
+    """A per-target option: the value itself, or its entry for ``target`` in a mapping."""
+    if not isinstance(value, Mapping):
+        return value
+    if target not in value:
+        raise ValueError(f"{arg}: no value for target {target!r} (given for: {', '.join(map(str, value))})")
+    return value[target]
+
+
+def _shared_fraction(e: np.ndarray, run: np.ndarray, J: Optional[np.ndarray] = None) -> float:
+    """The fraction of the noise's variance that the records of one run share,
+    ``sigma_b^2 / (sigma_b^2 + sigma_w^2)``, from residuals ``e`` grouped by run, by the
+    method of moments (as in the one-way random-effects analysis of variance): the sums of
+    squares within runs and between runs against their expectations under
+    ``V = sigma_w^2 I + sigma_b^2 Z Z^T`` (Z: records x runs, 0/1). With the fit's Jacobian
+    ``J`` the residuals are taken as ``e = M y``, ``M = I - Q Q^T`` (Q an orthonormal basis of
+    J's columns: what the fitted parameters absorb), so the expectations are
+    ``tr(S M V M)`` for each sum's projector S; every trace is formed from P x P and P x runs
+    products, O(records x P^2 + runs x P^2), never an n x n matrix. sigma_b^2 is floored at 0;
+    0 also when no run has two records (the two parts cannot be told apart)."""
+    ids, inv, m = np.unique(run, return_inverse=True, return_counts=True)
+    n, R = e.size, ids.size
+    if R < 2 or n - R < 1:
+        return 0.0
+    mf = m.astype(float)
+
+    def run_means(X: np.ndarray) -> np.ndarray:  # (R, cols): the mean of each run's rows
+        out = np.zeros((R, X.shape[1]))
+        np.add.at(out, inv, X)
+        return out / mf[:, None]
+
+    em = run_means(e[:, None])[:, 0]
+    ssw = float(np.sum((e - em[inv]) ** 2))               # e^T W e, W = I - Z (Z^T Z)^-1 Z^T
+    ssb = float(np.sum(mf * (em - e.mean()) ** 2))         # e^T B e, B = Z (Z^T Z)^-1 Z^T - 1 1^T / n
+    a1, b1 = float(n - R), float(R - 1)                   # tr(W), tr(B)
+    a2, b2 = 0.0, float(n - np.sum(mf ** 2) / n)          # tr(W Z Z^T), tr(B Z Z^T)
+    if J is not None and J.shape[1]:
+        Q, _ = np.linalg.qr(J)
+        Qm = run_means(Q)
+        WQ = Q - Qm[inv]                                   # W Q
+        BQ = Qm[inv] - Q.mean(axis=0)                      # B Q
+        QWQ, QBQ = WQ.T @ WQ, BQ.T @ BQ
+        C = (Qm * mf[:, None]).T                          # Q^T Z (P x runs)
+        CC = C @ C.T
+        s1 = Q.sum(axis=0)                                 # Q^T 1
+        # tr(S M) = tr(S) - tr(Q^T S Q); tr(S M Z Z^T M) = ||S M Z||_F^2 with M Z = Z - Q C.
+        a1 -= float(np.trace(QWQ))
+        b1 -= float(np.trace(QBQ))
+        a2 = float(np.sum(QWQ * CC))                       # ||W Q C||^2 (W Z = 0)
+        b2 += -2 * (float(np.sum(C * C)) - float(s1 @ C @ mf) / n) + float(np.sum(QBQ * CC))
+    det = a1 * b2 - a2 * b1
+    if not (a1 > 0 and det > 0):
+        return 0.0
+    sw2 = (ssw * b2 - ssb * a2) / det
+    sb2 = (a1 * ssb - b1 * ssw) / det
+    if sb2 <= 0 or sw2 <= 0:
+        return 0.0 if sb2 <= 0 else 1.0
+    return sb2 / (sb2 + sw2)
 
 
 def _solver_coords(law: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -457,7 +506,8 @@ def _optimum_sensitivity(flist: list, w: np.ndarray, h: np.ndarray, lo: np.ndarr
 
 def next_runs(runs: Any, candidates: Any, *, N: float, D: float, fits: Any = None, law: Any = "additive",
               batch: int = 10, decision: str = "optimum", H: Any = None, weights: Any = None,
-              bounds: Any = None, tolerance: tuple = (0.01, 5e-4), noise: Any = None, checkpoints: int = 1,
+              bounds: Any = None, tolerance: tuple = (0.01, 5e-4), noise: Any = None, run_noise: Any = "auto",
+              checkpoints: int = 1,
               threads: Optional[int] = None, **fit_options: Any) -> NextRuns:
     """The next ``batch`` runs to train: those of ``candidates`` that most reduce the
     uncertainty of a decision per unit of compute.
@@ -495,11 +545,20 @@ def next_runs(runs: Any, candidates: Any, *, N: float, D: float, fits: Any = Non
         the loss at the optimum, and the losses at ``H`` as one component (the mean of their
         (sd / tolerance)^2 over mixtures and targets, as an MRE averages its errors).
     noise : float or mapping target -> float, optional
-        The noise of a run's loss (loss units; relative for fits of log residuals). By
-        default it is estimated from each fit's residuals as the scale that makes
-        ``sigma^2 (J^T J)^-1`` the fit's sandwich covariance: for the default Huber loss
-        ``mean(psi^2) / mean(psi')^2`` (psi the clipped residual), for least squares the mean
-        squared residual, both times ``n / (n - P)``; at least 0.01% of the median loss.
+        The noise of one record's loss (loss units; relative for fits of log residuals). By
+        default it is estimated from each fit's residuals: their mean square times
+        ``n / (n - P)``, at least 0.01% of the median loss. (With a Huber fit, outlying
+        records raise it: the uncertainty errs on the large side.)
+    run_noise : "auto", float or mapping target -> float
+        The part of ``noise`` (an sd, same units, below ``noise``) that the records of one
+        run share: the checkpoints of one training run are not independent draws (one seed,
+        one data order), so its many records do not average its own deviation away, and a
+        run with 10 checkpoints tells less than 10 runs. ``"auto"`` (default): the share of
+        the residuals' variance common to the records of a run, by the one-way
+        random-effects analysis of variance of the fit's residuals grouped by run (its
+        method of moments, with the expectations of the sums of squares taken after the
+        fit's parameters have absorbed their part); 0 when no trained run has two records.
+        0: records are independent.
     checkpoints : int
         For candidate runs given as one row (their last checkpoint): the number of
         checkpoints at which their loss will be recorded, evenly spaced in tokens up to
@@ -515,20 +574,22 @@ def next_runs(runs: Any, candidates: Any, *, N: float, D: float, fits: Any = Non
     Notes
     -----
     The uncertainty is the linearised (Laplace) one: each fit's parameters have covariance
-    ``(J^T J / sigma^2 + prior)^-1`` in the solver's coordinates (log for scale parameters),
-    with ``J`` the law's Jacobian at the trained records and a weak prior from the law's range
-    of starting values (parameters the fit held fixed by ``bounds`` have no uncertainty, and
-    parameters it tied by ``tie`` share one coordinate); the optimal mixture moves with the parameters by the implicit
-    function theorem on its face of the simplex. A candidate run with records ``J_c`` would
-    add ``J_c^T J_c / sigma^2``; the reduction of the decision's variance is exact for the
-    linearisation (a rank-r update). Runs are chosen greedily by reduction per compute, and
+    ``(sum_r J_r^T V_r^-1 J_r + prior)^-1`` in the solver's coordinates (log for scale
+    parameters), with ``J_r`` the law's Jacobian at the records of trained run r, ``V_r`` their
+    noise covariance (``sigma_w^2 I + sigma_b^2 1 1^T``: ``sigma_b`` = ``run_noise``,
+    ``sigma_w^2 + sigma_b^2`` = ``noise^2``) and a weak prior from the law's range of starting
+    values (parameters the fit held fixed by ``bounds`` have no uncertainty, and parameters it
+    tied by ``tie`` share one coordinate); the optimal mixture moves with the parameters by
+    the implicit function theorem on its face of the simplex. A candidate run with records
+    ``J_c`` would add ``J_c^T V_c^-1 J_c``; the reduction of the decision's variance is exact
+    for the linearisation (a rank-r update). Runs are chosen greedily by reduction per compute, and
     each choice updates the covariance before the next, so a batch does not repeat one
     informative run: a near-duplicate of a chosen run has little left to reduce.
     Cost per chosen run: O(targets x (candidate records x P^2 + candidate runs x r^3)), r the
     most records of one candidate run; the sensitivities of the optimum take O(targets x P)
     evaluations of the law's h-gradient at one point (O(k) each), and its face Hessian O(k)
     more. A batch of 10 from 1,000 candidate runs of 10 checkpoints at k = 7 (8 targets) takes
-    about 0.4 s (bench/README.md).
+    under half a second (bench/README.md).
     """
     from ._domains import columns_by_name
     from .fit import Fits, fit as fit_runs
@@ -550,6 +611,8 @@ def next_runs(runs: Any, candidates: Any, *, N: float, D: float, fits: Any = Non
         raise ValueError("D: expected one token count > 0")
     if decision == "losses" and H is None:
         raise ValueError("H: decision='losses' needs the mixtures H")
+    if isinstance(run_noise, str) and run_noise != "auto":
+        raise ValueError(f"run_noise: expected 'auto', a float or a mapping target -> float, got {run_noise!r}")
     if not (hasattr(runs, "target") and hasattr(runs, "_N_D")):
         raise ValueError("runs: expected the runs trained so far as a mixlaw.Runs table")
     if fits is None:
@@ -589,8 +652,10 @@ def next_runs(runs: Any, candidates: Any, *, N: float, D: float, fits: Any = Non
     r_max = int(counts.max())
     P_max = max(f.law.n_params for f in flist)
     # Each target keeps its candidates' Jacobian (runs x records x P); two more of that size
-    # are live while a choice is scored, and a few P x P matrices per target.
-    need = float(n_runs) * r_max * P_max * (len(flist) + 2) + float(P_max) ** 2 * 4 * len(flist)
+    # are live while a choice is scored, a few P x P matrices per target, and a few
+    # runs x records x records arrays (the shared noise, the systems solved).
+    need = float(n_runs) * r_max * P_max * (len(flist) + 2) + float(P_max) ** 2 * 4 * len(flist) \
+        + float(n_runs) * r_max * (r_max + 1) * 3
     if need > _SELECTION_DOUBLES:
         raise ValueError(f"candidates: {n_runs} runs of up to {r_max} records at {P_max} parameters "
                          f"for {len(flist)} target(s) need "
@@ -636,7 +701,7 @@ def next_runs(runs: Any, candidates: Any, *, N: float, D: float, fits: Any = Non
     # The losses at H are one component of the decision: the mean of their (sd / tolerance)^2
     # (an MRE averages its errors), so that many mixtures or targets do not outweigh h*.
     n_losses = 0 if Hd is None else len(Hd) * len(flist)
-    S_list, G_list, sig, Jc_list = [], [], {}, []
+    S_list, G_list, sig, sbs, rhos, Jc_list = [], [], {}, {}, [], []
     for ti, (t, f) in enumerate(zip(targets, flist)):
         law_t = f.law
         opts = f.options or {}
@@ -650,16 +715,35 @@ def next_runs(runs: Any, candidates: Any, *, N: float, D: float, fits: Any = Non
         resid = np.log(ty) - np.log(pred) if log_res else ty - pred
         J = (J * scale / (pred[:, None] if log_res else 1.0)) @ T
         P = T.shape[1]
+        floor = _NOISE_FLOOR * (1.0 if log_res else float(np.median(np.abs(ty))))
         if noise is None:
-            v = _noise_variance(resid, P, opts.get("loss", "huber"), float(opts.get("delta", 1e-3)))
-            floor = _NOISE_FLOOR * (1.0 if log_res else float(np.median(np.abs(ty))))
-            s = max(math.sqrt(v), floor)
+            s = max(math.sqrt(float(np.mean(resid ** 2)) * resid.size / max(resid.size - P, 1)), floor)
         else:
-            s = float(_floats(noise[t] if isinstance(noise, Mapping) else noise, "noise"))
+            s = float(_floats(_per_target(noise, t, "noise"), "noise"))
             if not (math.isfinite(s) and s > 0):
                 raise ValueError("noise: must be finite and > 0")
         sig[t] = s
-        F = J.T @ J / s ** 2 + np.diag(prec)
+        # The records of one run share part of the noise: V_r = sw^2 (I + rho 1 1^T).
+        run_t = runs.run[~np.isnan(runs.targets[t])]
+        if isinstance(run_noise, str):
+            share = _shared_fraction(resid, run_t, J)
+        else:
+            sb = float(_floats(_per_target(run_noise, t, "run_noise"), "run_noise"))
+            if not (math.isfinite(sb) and 0 <= sb < s):
+                raise ValueError(f"run_noise: must be >= 0 and below the noise of one record ({s:.3g} for "
+                                 f"target {t!r})")
+            share = (sb / s) ** 2
+        sbs[t] = s * math.sqrt(share)
+        sw = max(s * math.sqrt(1.0 - share), floor)  # never all of it: the runs' records would be one
+        rho = share * s ** 2 / sw ** 2
+        rhos.append(rho)
+        F = J.T @ J
+        if rho > 0:
+            ids_t, inv_t, m_t = np.unique(run_t, return_inverse=True, return_counts=True)
+            U = np.zeros((ids_t.size, J.shape[1]))
+            np.add.at(U, inv_t, J)  # per run, the sum of its rows
+            F -= (U * (rho / (1 + m_t * rho))[:, None]).T @ U
+        F = F / sw ** 2 + np.diag(prec)
         S = np.linalg.inv(0.5 * (F + F.T))
         rows = []
         if decision == "optimum":
@@ -673,7 +757,7 @@ def next_runs(runs: Any, candidates: Any, *, N: float, D: float, fits: Any = Non
         S_list.append(S)
         pc, Jc = law_t.jacobian(f.x, cN, cD, cH)
         Jp = np.zeros((n_runs, r_max, P))
-        Jp[inverse, slot] = (Jc * scale) @ T / ((pc[:, None] if log_res else 1.0) * s)
+        Jp[inverse, slot] = (Jc * scale) @ T / ((pc[:, None] if log_res else 1.0) * sw)
         Jc_list.append(Jp)
 
     def components(S_all: list) -> tuple[dict, float]:
@@ -700,21 +784,26 @@ def next_runs(runs: Any, candidates: Any, *, N: float, D: float, fits: Any = Non
     alive = np.ones(n_runs, dtype=bool)
     crit = crit0
     eye = np.eye(r_max)
+    # A candidate's records share rho (in units of sw^2) of their noise: the padding rows
+    # (runs with fewer records) stay independent and carry no information.
+    valid = np.zeros((n_runs, r_max))
+    valid[inverse, slot] = 1.0
+    shared = valid[:, :, None] * valid[:, None, :]
     for _ in range(batch):
         gain = np.zeros(n_runs)
-        for S, G, Jp in zip(S_list, G_list, Jc_list):
+        for S, G, Jp, rho in zip(S_list, G_list, Jc_list, rhos):
             W = S @ (G.T @ G) @ S
             A = Jp @ S                                   # (n, r, P)
-            K = A @ Jp.transpose(0, 2, 1) + eye          # noise already divided out
+            K = A @ Jp.transpose(0, 2, 1) + eye + rho * shared  # noise already divided out
             Bm = (Jp @ W) @ Jp.transpose(0, 2, 1)
             gain += np.trace(np.linalg.solve(K, Bm), axis1=1, axis2=2)
         score = np.where(alive, gain / cost, -np.inf)
         c = int(np.argmax(score))
         alive[c] = False
-        for i, (S, Jp) in enumerate(zip(S_list, Jc_list)):
+        for i, (S, Jp, rho) in enumerate(zip(S_list, Jc_list, rhos)):
             Jr = Jp[c]
             A = Jr @ S
-            K = A @ Jr.T + eye
+            K = A @ Jr.T + eye + rho * shared[c]
             S_new = S - A.T @ np.linalg.solve(K, A)
             S_list[i] = 0.5 * (S_new + S_new.T)
         after, crit_new = components(S_list)
@@ -738,4 +827,4 @@ def next_runs(runs: Any, candidates: Any, *, N: float, D: float, fits: Any = Non
     ok = ok and all(np.all(v <= tol_l) for v in before["losses"].values())
     return NextRuns(runs=pd.DataFrame(table), h={d: float(v) for d, v in zip(domains, h_star)}, loss=loss_star,
                     uncertainty=before, expected=after, criterion=crit0, criterion_after=crit, settled=bool(ok),
-                    noise=sig, fits=fits, N=Nt, D=Dt, tolerance=(tol_h, tol_l))
+                    noise=sig, fits=fits, N=Nt, D=Dt, tolerance=(tol_h, tol_l), run_noise=sbs)
