@@ -335,6 +335,10 @@ def test_cli_design_next(tmp_path):
     assert set(doc["noise"]) == {"y"} and 0 <= doc["run_noise"]["y"] < doc["noise"]["y"]
     bad = subprocess.run(base + ["--tolerance", "0.01"], capture_output=True, text=True)
     assert bad.returncode != 0 and "--tolerance" in bad.stderr
+    bad = subprocess.run(base + ["--run-noise", "some"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "--run-noise: expected 'auto' or a number" in bad.stderr
+    iid = subprocess.run(base + ["--run-noise", "0", "--json", "-q"], capture_output=True, text=True)
+    assert iid.returncode == 0 and json.loads(iid.stdout)["run_noise"] == {"y": 0.0}
     init = subprocess.run([sys.executable, "-m", "mixlaw.cli", "design", "initial", "--k", "3", "--mixtures", "4",
                            "--sizes", "1e8"], capture_output=True, text=True)
     assert init.returncode == 0 and init.stdout.startswith("run,mixture,N,D,compute")

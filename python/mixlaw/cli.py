@@ -516,10 +516,12 @@ def cmd_design_next(args: argparse.Namespace) -> int:
     if len(tol) != 2:
         raise ValueError(f"--tolerance: expected two numbers WEIGHT,LOSS, got {args.tolerance!r}")
     bounds = _domain_bounds(args.bounds)
+    run_noise = args.run_noise if args.run_noise == "auto" else _number(args.run_noise, "--run-noise",
+                                                                       args.run_noise, "'auto' or a number")
     fits = load_fits(args.fits) if args.fits else fit(runs, args.law, seed=args.seed, threads=args.threads,
                                                       progress=_bar(args))
     r = next_runs(runs, candidates, N=args.N, D=args.D, fits=fits, batch=args.batch, tolerance=tuple(tol),
-                  bounds=bounds or None, checkpoints=args.checkpoints, threads=args.threads)
+                  bounds=bounds or None, checkpoints=args.checkpoints, run_noise=run_noise, threads=args.threads)
     if args.out:
         r.runs.to_csv(args.out, index=False)
     if args.json:
@@ -744,6 +746,9 @@ def build_parser() -> argparse.ArgumentParser:
     dn.add_argument("--checkpoints", type=int, default=1,
                     help="checkpoints recorded per candidate run given as one row, evenly spaced up to its D "
                          "(default 1: the last only)")
+    dn.add_argument("--run-noise", default="auto",
+                    help="sd of the noise the records (checkpoints) of one run share, loss units: 'auto' (default: "
+                         "estimated from the fit's residuals) or a number (0: records independent)")
     dn.add_argument("--law", default="additive", choices=ALL_LAWS)
     dn.add_argument("--fits", help="fits JSON of the runs (mixlaw fit --out) instead of fitting them here")
     dn.add_argument("--tolerance", default="0.01,0.0005",
