@@ -333,6 +333,11 @@ def test_cli_design_next(tmp_path):
     assert set(doc["h"]) == set(DOMAINS) and len(doc["runs"]) == 3 and doc["criterion_after"] < doc["criterion"]
     assert [row["run"] for row in doc["runs"]] == list(chosen["run"]) and "w_a" in doc["runs"][0]
     assert set(doc["noise"]) == {"y"} and 0 <= doc["run_noise"]["y"] < doc["noise"]["y"]
+    cand.to_parquet(tmp_path / "cand.parquet", index=False)  # the same candidates, as Parquet
+    pq = subprocess.run([*base[:7], str(tmp_path / "cand.parquet"), *base[8:], "--checkpoints", "4", "--json", "-q"],
+                        capture_output=True, text=True)
+    assert pq.returncode == 0, pq.stderr
+    assert [row["run"] for row in json.loads(pq.stdout)["runs"]] == list(chosen["run"])
     bad = subprocess.run(base + ["--tolerance", "0.01"], capture_output=True, text=True)
     assert bad.returncode != 0 and "--tolerance" in bad.stderr
     bad = subprocess.run(base + ["--run-noise", "some"], capture_output=True, text=True)

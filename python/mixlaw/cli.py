@@ -509,7 +509,8 @@ def cmd_design_next(args: argparse.Namespace) -> int:
     runs = _load(args)
     _progress(args.quiet, f"loaded {runs!r}")
     try:
-        candidates = pd.read_csv(args.candidates)
+        parquet = str(args.candidates).lower().endswith((".parquet", ".pq"))  # as load_runs tells them
+        candidates = pd.read_parquet(args.candidates) if parquet else pd.read_csv(args.candidates)
     except (OSError, ValueError) as exc:
         raise ValueError(f"--candidates: cannot read {args.candidates!r} ({exc})") from None
     tol = [_number(v, "--tolerance", args.tolerance, "WEIGHT,LOSS") for v in _parse_list(args.tolerance) or []]
@@ -739,7 +740,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "mixture at (--N, --D) and of its loss, per unit of compute. Prints the "
                                      "decision's uncertainty now and expected after the batch.")
     dn.add_argument("data", help="CSV or Parquet file of the runs trained so far, or 'slimpajama'")
-    dn.add_argument("--candidates", required=True, help="CSV of candidate runs (as 'mixlaw design initial' writes)")
+    dn.add_argument("--candidates", required=True, help="CSV (or Parquet: .parquet, .pq) of candidate runs, as 'mixlaw design initial' "
+                         "writes them")
     dn.add_argument("--N", type=float, required=True, help="model size of the decision (parameters)")
     dn.add_argument("--D", type=float, required=True, help="training tokens of the decision")
     dn.add_argument("--batch", type=int, default=10, help="runs to choose (default 10)")
