@@ -276,6 +276,19 @@ def test_errors_name_the_argument(kwargs, match):
         next_runs(runs, runs, **args)
 
 
+def test_fits_of_other_runs_are_refused():
+    """Fits of one set of runs with another set: the uncertainty would be computed from records
+    the fits never saw, a plausible wrong answer."""
+    runs = noisy_runs(0)
+    f = quiet_fit(runs)
+    other = noisy_runs(1, Hm=initial_mixtures(5, 3, seed=3))
+    with pytest.raises(ValueError, match="fits: the fit of target 'y' used 192 records, but runs has 60"):
+        next_runs(other, other, fits=f, batch=1, **TARGET)
+    renamed = mixlaw.Runs(*runs._N_D, runs.H, domains=DOMAINS, targets={"z": runs.targets["y"]}, run=runs.run)
+    with pytest.raises(ValueError, match="fits: target 'y' is not a target of runs"):
+        next_runs(renamed, renamed, fits=f, batch=1, **TARGET)
+
+
 def test_candidate_errors():
     runs = noisy_runs(0)
     f = quiet_fit(runs)

@@ -629,6 +629,16 @@ def next_runs(runs: Any, candidates: Any, *, N: float, D: float, fits: Any = Non
         if fits[t].law.repetition:
             raise ValueError("fits: data-constrained laws (repetition) are not supported by next_runs")
     flist = [fits[t].with_domains(domains) for t in targets]
+    for t, f in zip(targets, flist):
+        # The uncertainty comes from these runs' records at these fits' parameters: fits of other
+        # runs would give a plausible but wrong answer.
+        if t not in runs.targets:
+            raise ValueError(f"fits: target {t!r} is not a target of runs ({', '.join(runs.target_names)}); pass "
+                             "the runs the fits were fitted to")
+        n_t = int(np.sum(~np.isnan(runs.targets[t])))
+        if f.n_records and f.n_records != n_t:
+            raise ValueError(f"fits: the fit of target {t!r} used {f.n_records} records, but runs has {n_t} for it; "
+                             "pass the runs the fits were fitted to")
     Hd = None
     if H is not None:
         Hd = np.atleast_2d(_floats(columns_by_name(H, domains, arg="H", want_arg="fits"), "H"))
