@@ -143,8 +143,7 @@ def test_uncertainty_matches_a_monte_carlo_over_noise():
     assert first.uncertainty["loss"] == pytest.approx(mc_l, rel=0.3)
     np.testing.assert_allclose(first.uncertainty["losses"]["y"], mc_lh, rtol=0.3)
     # The noise the fit implies is near the true one; the part it takes as shared by a run's
-    # records is small (not 0: the correction for the parameters' degrees of freedom is
-    # approximate and errs on the large side).
+    # records is small (not always 0: the estimate is floored at 0, so by chance it is above).
     assert SIGMA * 0.9 < first.noise["y"] < SIGMA * 1.1
     assert first.run_noise["y"] < 0.4 * SIGMA
 
