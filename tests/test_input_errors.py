@@ -86,3 +86,58 @@ def test_percentages_are_recognised_in_weights_and_bounds():
         warnings.simplefilter("ignore")
         with pytest.raises(ValueError, match=r"minimum weight of domain 'code' is 5 > 1; bounds are fractions"):
             mixlaw.optimize_mixture(f, N=1e9, D=2e10, bounds={"code": (5, 50)})
+
+
+# Inputs that were accepted and gave a plausible wrong number (found in review of the issue-25
+# work): each is now refused naming the argument, or honoured.
+
+def test_a_maximum_weight_above_one_is_refused(fits):
+    """A maximum in percent (20 for 20%) was capped at 1, which dropped the bound."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match=r"maximum weight of domain 'c4' is 20 > 1; bounds are fractions"):
+            mixlaw.optimize_mixture(fits, N=2.7e9, D=5.4e10, bounds={"c4": (0, 20)})
+        res = mixlaw.optimize_mixture(fits, N=2.7e9, D=5.4e10, bounds={"c4": (0, float("inf"))})  # no maximum
+        assert 0 <= res.h["c4"] <= 1
+
+
+def test_size_split_refuses_sizes_without_records_and_overlaps():
+    runs = mixlaw.datasets.slimpajama()
+    with pytest.raises(ValueError, match=r"eval_sizes: no records at size\(s\) 1\.2e\+09; the runs have sizes"):
+        mixlaw.evaluate.SizeSplit(eval_sizes=(1.2e9, 2.718e9)).splits(runs)  # 1.235e9 meant
+    with pytest.raises(ValueError, match=r"fit_sizes, eval_sizes: size 2\.718e\+09 is in both"):
+        mixlaw.evaluate.SizeSplit(fit_sizes=(3.1e8, 2.718e9), eval_sizes=(2.718e9,)).splits(runs)
+    (label, fit_runs, eval_runs), = mixlaw.evaluate.SizeSplit().splits(runs)
+    assert set(np.unique(fit_runs.N)).isdisjoint(np.unique(eval_runs.N))
+
+
+def test_bootstrap_refits_weigh_records_as_the_estimate():
+    """With weight 0 on the two smallest sizes, their losses cannot matter to any refit: the
+    bootstrap of runs whose zero-weight losses are shifted by 1.0 is the same, bit for bit.
+    (The refits used to drop the weights, so they fitted those records too.)"""
+    train, _ = mixlaw.protocols.slimpajama_paper_split(mixlaw.datasets.slimpajama())
+    w = np.where(train.N < 6e8, 0.0, 1.0)
+    y = np.asarray(train.targets["c4"], dtype=float)
+    shifted = mixlaw.Runs(*train._N_D, train.H, domains=train.domains, targets={"c4": np.where(w == 0, y + 1.0, y)},
+                          run=train.run)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = mixlaw.bootstrap(train, "additive", targets="c4", n_boot=4, n_starts=2, weights=w, progress=False)
+        b = mixlaw.bootstrap(shifted, "additive", targets="c4", n_boot=4, n_starts=2, weights=w, progress=False)
+    assert np.array_equal(a.fits["c4"].x, b.fits["c4"].x)
+    assert np.array_equal(a.samples["c4"], b.samples["c4"], equal_nan=True)
+
+
+def test_grid_bounds_by_domain_name_apply_and_unknown_names_are_refused():
+    runs = mixlaw.datasets.slimpajama()
+    split = mixlaw.evaluate.SizeSplit()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = mixlaw.grid(runs, "additive", split, targets="c4", n_starts=2, bounds={"gamma[c4]": (0.9, 1.0)})
+        i = list(runs.domains).index("c4")
+        assert 0.9 <= table["params"].iloc[0][f"gamma_{i + 1}"] <= 1.0
+        with pytest.raises(ValueError, match=r"bounds: 'gama_\*' matches no parameter of the grid's laws"):
+            mixlaw.grid(runs, "additive", split, targets="c4", n_starts=2, bounds={"gama_*": (0.9, 1.0)})
+        with pytest.raises(ValueError, match=r"mixture_weights: unknown target\(s\) \['Arxiv'\]"):
+            mixlaw.grid(runs, "additive", split, targets=["c4", "arxiv"], n_starts=2, budgets=[(2.7e9, 5.4e10)],
+                        mixture_weights={"c4": 1, "Arxiv": 1})

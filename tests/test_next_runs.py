@@ -265,6 +265,9 @@ def test_settled_follows_the_tolerance_and_the_result_reads_well():
     (dict(noise=0.01, run_noise=0.01), "run_noise: must be >= 0 and below the noise of one record"),
     (dict(run_noise={"z": 0.001}), "run_noise: no value for target 'y'"),
     (dict(fits={"y": 1}), "fits"),
+    (dict(law="joint"), "law: they choose how next_runs fits the runs, but fits= are given"),
+    (dict(n_starts=4), "n_starts: they choose how next_runs fits the runs"),
+    (dict(decision="losses", H=HQ, bounds={"a": (0, 0.5)}), "bounds, weights: they shape the optimal mixture"),
 ])
 def test_errors_name_the_argument(kwargs, match):
     runs = noisy_runs(0)
@@ -352,6 +355,10 @@ def test_cli_design_next(tmp_path):
     assert [row["run"] for row in json.loads(pq.stdout)["runs"]] == list(chosen["run"])
     bad = subprocess.run(base + ["--tolerance", "0.01"], capture_output=True, text=True)
     assert bad.returncode != 0 and "--tolerance" in bad.stderr
+    (tmp_path / "fits.json").write_text("")  # never read: the --law check comes first
+    bad = subprocess.run(base + ["--fits", str(tmp_path / "fits.json"), "--law", "joint"], capture_output=True,
+                         text=True)
+    assert bad.returncode != 0 and "--law: the fits given with --fits are fitted already" in bad.stderr
     bad = subprocess.run(base + ["--run-noise", "some"], capture_output=True, text=True)
     assert bad.returncode != 0 and "--run-noise: expected 'auto' or a number" in bad.stderr
     iid = subprocess.run(base + ["--run-noise", "0", "--json", "-q"], capture_output=True, text=True)

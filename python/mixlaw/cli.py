@@ -519,8 +519,10 @@ def cmd_design_next(args: argparse.Namespace) -> int:
     bounds = _domain_bounds(args.bounds)
     run_noise = args.run_noise if args.run_noise == "auto" else _number(args.run_noise, "--run-noise",
                                                                        args.run_noise, "'auto' or a number")
-    fits = load_fits(args.fits) if args.fits else fit(runs, args.law, seed=args.seed, threads=args.threads,
-                                                      progress=_bar(args))
+    if args.fits and args.law is not None:
+        raise ValueError("--law: the fits given with --fits are fitted already; give one of the two")
+    fits = load_fits(args.fits) if args.fits else fit(runs, args.law or "additive", seed=args.seed,
+                                                      threads=args.threads, progress=_bar(args))
     r = next_runs(runs, candidates, N=args.N, D=args.D, fits=fits, batch=args.batch, tolerance=tuple(tol),
                   bounds=bounds or None, checkpoints=args.checkpoints, run_noise=run_noise, threads=args.threads)
     if args.out:
@@ -751,7 +753,7 @@ def build_parser() -> argparse.ArgumentParser:
     dn.add_argument("--run-noise", default="auto",
                     help="sd of the noise the records (checkpoints) of one run share, loss units: 'auto' (default: "
                          "estimated from the fit's residuals) or a number (0: records independent)")
-    dn.add_argument("--law", default="additive", choices=ALL_LAWS)
+    dn.add_argument("--law", default=None, choices=ALL_LAWS, help="law to fit (default additive; not with --fits)")
     dn.add_argument("--fits", help="fits JSON of the runs (mixlaw fit --out) instead of fitting them here")
     dn.add_argument("--tolerance", default="0.01,0.0005",
                     help="precision the decision needs: of an optimal weight (absolute) and of a loss "

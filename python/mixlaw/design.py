@@ -504,7 +504,7 @@ def _optimum_sensitivity(flist: list, w: np.ndarray, h: np.ndarray, lo: np.ndarr
     return out
 
 
-def next_runs(runs: Any, candidates: Any, *, N: float, D: float, fits: Any = None, law: Any = "additive",
+def next_runs(runs: Any, candidates: Any, *, N: float, D: float, fits: Any = None, law: Any = None,
               batch: int = 10, decision: str = "optimum", H: Any = None, weights: Any = None,
               bounds: Any = None, tolerance: tuple = (0.01, 5e-4), noise: Any = None, run_noise: Any = "auto",
               checkpoints: int = 1,
@@ -527,7 +527,7 @@ def next_runs(runs: Any, candidates: Any, *, N: float, D: float, fits: Any = Non
     fits : Fits, optional
         Fits of ``runs`` to use; by default ``fit(runs, law, threads=threads, **fit_options)``.
     law : str or Law
-        The law to fit when ``fits`` is not given (default ``"additive"``).
+        The law to fit when ``fits`` is not given (default ``"additive"``); not with ``fits``.
     batch : int
         How many runs to choose (default 10).
     decision : {"optimum", "losses"}
@@ -615,10 +615,15 @@ def next_runs(runs: Any, candidates: Any, *, N: float, D: float, fits: Any = Non
         raise ValueError(f"run_noise: expected 'auto', a float or a mapping target -> float, got {run_noise!r}")
     if not (hasattr(runs, "target") and hasattr(runs, "_N_D")):
         raise ValueError("runs: expected the runs trained so far as a mixlaw.Runs table")
+    if decision == "losses" and (bounds is not None or weights is not None):
+        raise ValueError("bounds, weights: they shape the optimal mixture, which decision='losses' does not use")
     if fits is None:
-        fits = fit_runs(runs, law, threads=threads, **fit_options)
+        fits = fit_runs(runs, "additive" if law is None else law, threads=threads, **fit_options)
     elif not isinstance(fits, Fits):
         raise ValueError("fits: expected the Fits of mixlaw.fit")
+    elif law is not None or fit_options:
+        given = ", ".join((["law"] if law is not None else []) + sorted(fit_options))
+        raise ValueError(f"{given}: they choose how next_runs fits the runs, but fits= are given (fitted already)")
     targets = list(fits)
     first = fits[targets[0]]
     domains = tuple(first.domains)

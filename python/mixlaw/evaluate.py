@@ -56,6 +56,17 @@ class SizeSplit:
         fm, em = _sizes_match(runs.N, ft), _sizes_match(runs.N, ev)
         if not fm.any() or not em.any():
             raise ValueError(f"fit_sizes, eval_sizes: no records at sizes {ft if not fm.any() else ev}")
+        # A size that matches no record would be dropped from the split without a word (1.2e9 for
+        # 1.235e9), and a size in both sets would evaluate on records the fit has seen.
+        for name, given in (("fit_sizes", ft), ("eval_sizes", ev)):
+            lost = [s for s in given if not _sizes_match(runs.N, [s]).any()]
+            if lost:
+                raise ValueError(f"{name}: no records at size(s) {', '.join(f'{s:.6g}' for s in lost)}; the runs "
+                                 f"have sizes {', '.join(f'{s:.6g}' for s in sizes)}")
+        both = fm & em
+        if both.any():
+            raise ValueError(f"fit_sizes, eval_sizes: size {runs.N[both][0]:.6g} is in both; the evaluation would "
+                             "use records the fit has seen")
         return [(f"size:{'+'.join(f'{s:.4g}' for s in ev)}", runs.select(fm), runs.select(em))]
 
 
@@ -322,6 +333,8 @@ def bootstrap(runs: Runs, law: Union[str, Law] = "additive", *, targets: Union[N
     base = fit(runs, law, targets=targets, n_starts=n_starts, seed=seed, threads=threads, progress=progress,
                **fit_options)
     opts = next(iter(base.values())).options
+    # The refits weigh their records as the estimate did (validated by that fit).
+    w_all = None if fit_options.get("weights") is None else np.asarray(fit_options["weights"], dtype=float)
     run_ids = np.unique(runs.run)
     rng = np.random.default_rng([seed, 2])
     resamples = [rng.choice(run_ids, run_ids.size, replace=True) for _ in range(n_boot)]
@@ -338,7 +351,7 @@ def bootstrap(runs: Runs, law: Union[str, Law] = "additive", *, targets: Union[N
             N, D = (None if v is None else v[idx] for v in runs._N_D)
             H, y = runs.H[idx], y_all[idx]
             rec = L.records(N, D, H if L.k else None)
-            problems.append((L._core, rec, y, None))
+            problems.append((L._core, rec, y, None if w_all is None else np.ascontiguousarray(w_all[idx])))
             srng = np.random.default_rng([_target_seed(seed, t), 3, b])
             extra = random_starts(L, n_starts - 1, srng, L.lower, L.upper) if n_starts > 1 else np.zeros((0, L.n_params))
             starts.append(np.ascontiguousarray(np.vstack([base[t].x[None, :], extra])))

@@ -201,6 +201,7 @@ def _run_cells(runs: Any, cells: Sequence[Cell], fit_options: Mapping[str, Any],
     plot or reuse them); ``progress`` reports each batched solve (:mod:`mixlaw._progress`)."""
     t_job = time.perf_counter()
     _check_fit_options(fit_options)
+    _check_grid_names(cells, fit_options.get("bounds"), mixture_weights, tuple(getattr(runs, "domains", ())))
     options = dict(_FIT_DEFAULTS)
     options.update(fit_options)
     split_cache: dict = {}
@@ -241,7 +242,8 @@ def _run_cells(runs: Any, cells: Sequence[Cell], fit_options: Mapping[str, Any],
             if depth(L) != level:
                 continue
             _, fit_runs, _ = split_of(protocol, split)
-            lo, hi, touched = _resolve_bounds(L, _bounds_for(L, options.get("bounds")))
+            lo, hi, touched = _resolve_bounds(L, _bounds_for(L, options.get("bounds"),
+                                                              tuple(getattr(fit_runs, "domains", ()))))
             for t in sorted(targets):
                 job = _prepare_job(fit_runs, L, t, n_starts=n_starts, seed=seed, lo=lo, hi=hi, touched=touched,
                                    residual=options["residual"], init=options["init"],
@@ -323,13 +325,34 @@ def _law_key(L: Law) -> tuple:
     return L._key()
 
 
-def _bounds_for(L: Law, bounds: Optional[Mapping]) -> Optional[dict]:
-    """The part of a grid-wide ``bounds`` mapping that applies to law ``L``."""
+def _bounds_for(L: Law, bounds: Optional[Mapping], domains: Sequence[str] = ()) -> Optional[dict]:
+    """The part of a grid-wide ``bounds`` mapping that applies to law ``L``: its keys that name
+    (or match, as globs) parameters of ``L``, domain-named ones (``gamma[c4]``) as in
+    :func:`mixlaw.fit`."""
     import fnmatch
 
     if not bounds:
         return None
-    return {n: b for n, b in bounds.items() if any(fnmatch.fnmatchcase(p, n) for p in L.param_names)} or None
+    flat = {L.flat_name(str(n), domains): b for n, b in bounds.items()}
+    return {n: b for n, b in flat.items() if any(fnmatch.fnmatchcase(p, n) for p in L.param_names)} or None
+
+
+def _check_grid_names(cells: Sequence[Cell], bounds: Optional[Mapping], mixture_weights: Optional[Mapping],
+                      domains: Sequence[str]) -> None:
+    """Names the grid would otherwise drop without a word: a ``bounds`` key that matches no
+    parameter of any law of the grid (a typo would leave every fit unbounded), and a
+    ``mixture_weights`` key that is not a target of the grid (its weight would be lost)."""
+    import fnmatch
+
+    laws = {_law_key(c.law): c.law for c in cells}.values()
+    for key in bounds or {}:
+        if not any(fnmatch.fnmatchcase(p, L.flat_name(str(key), domains)) for L in laws for p in L.param_names):
+            names = sorted({p for L in laws for p in L.param_names})
+            raise ValueError(f"bounds: {key!r} matches no parameter of the grid's laws; parameters: {names}")
+    targets = {c.target for c in cells}
+    unknown = sorted(set(mixture_weights or {}) - targets, key=str)
+    if unknown:
+        raise ValueError(f"mixture_weights: unknown target(s) {unknown}; the grid's targets: {sorted(targets)}")
 
 
 def _add_mixtures(rows: list, cells: Sequence[Cell], fitted: dict, budgets: Sequence, weights: Optional[Mapping],

@@ -388,6 +388,10 @@ def _bounds(bounds: Any, domains: tuple, k: int) -> tuple[np.ndarray, np.ndarray
     if big.size:
         raise ValueError(f"bounds: the minimum weight of domain {domains[big[0]]!r} is {lo[big[0]]:g} > 1; bounds "
                          f"are fractions of the mixture (0.05 for 5%)")
+    over = np.flatnonzero(np.isfinite(hi) & (hi > 1 + 1e-9))
+    if over.size:  # a percentage would otherwise be capped at 1 and the bound silently dropped
+        raise ValueError(f"bounds: the maximum weight of domain {domains[over[0]]!r} is {hi[over[0]]:g} > 1; bounds "
+                         f"are fractions of the mixture (0.2 for 20%; inf for no maximum)")
     if lo.sum() > 1 + 1e-12:
         raise ValueError(f"bounds: the minimum weights sum to {lo.sum():.6g} > 1")
     if np.minimum(hi, 1).sum() < 1 - 1e-12:
