@@ -138,6 +138,12 @@ def test_grid_bounds_by_domain_name_apply_and_unknown_names_are_refused():
         assert 0.9 <= table["params"].iloc[0][f"gamma_{i + 1}"] <= 1.0
         with pytest.raises(ValueError, match=r"bounds: 'gama_\*' matches no parameter of the grid's laws"):
             mixlaw.grid(runs, "additive", split, targets="c4", n_starts=2, bounds={"gama_*": (0.9, 1.0)})
+        with pytest.raises(ValueError, match=r"bounds: 'gama_\*' matches no parameter of the grid's laws"):
+            mixlaw.compare(runs, ["additive"], split, targets="c4", n_starts=2, bounds={"gama_*": (0.9, 1.0)})
+        # A bound of one law of the grid only, with the grid in chunks of one cell: each chunk checks
+        # nothing by itself, the grid checks the whole.
+        mixlaw.grid(runs, ["additive", "joint"], split, targets="c4", n_starts=1, chunk_size=1,
+                    bounds={"CA_*": (0.1, 10.0)}, nest=False)
         with pytest.raises(ValueError, match=r"mixture_weights: unknown target\(s\) \['Arxiv'\]"):
             mixlaw.grid(runs, "additive", split, targets=["c4", "arxiv"], n_starts=2, budgets=[(2.7e9, 5.4e10)],
                         mixture_weights={"c4": 1, "Arxiv": 1})

@@ -184,7 +184,7 @@ def _compare_cells(runs: Runs, laws: Sequence[Union[str, Law]], protocol: Protoc
     """The batched job behind :func:`compare`: (laws with labels, cells, result rows, the
     :class:`Fit` of each cell), so that callers that also need the fits (the CLI's plots)
     run the same path."""
-    from .grid_search import _make_cells, _resolve_laws, _run_cells
+    from .grid_search import _check_grid_names, _make_cells, _resolve_laws, _run_cells
 
     if not hasattr(protocol, "splits"):
         raise TypeError("protocol: expected a protocol object (SizeSplit, HeldOutMixtures, ...)")
@@ -194,6 +194,7 @@ def _compare_cells(runs: Runs, laws: Sequence[Union[str, Law]], protocol: Protoc
     if unknown:
         raise ValueError(f"targets: unknown target(s) {unknown}; available: {list(runs.target_names)}")
     cells, _ = _make_cells(runs, law_list, target_list, [protocol])
+    _check_grid_names(cells, fit_options.get("bounds"), None, tuple(getattr(runs, "domains", ())))
     _progress.check(progress)
     rows, fits = _run_cells(runs, cells, fit_options, n_starts=n_starts, seed=seed, nest=nest, threads=threads,
                             progress=progress)

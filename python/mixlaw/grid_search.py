@@ -201,7 +201,6 @@ def _run_cells(runs: Any, cells: Sequence[Cell], fit_options: Mapping[str, Any],
     plot or reuse them); ``progress`` reports each batched solve (:mod:`mixlaw._progress`)."""
     t_job = time.perf_counter()
     _check_fit_options(fit_options)
-    _check_grid_names(cells, fit_options.get("bounds"), mixture_weights, tuple(getattr(runs, "domains", ())))
     options = dict(_FIT_DEFAULTS)
     options.update(fit_options)
     split_cache: dict = {}
@@ -486,6 +485,8 @@ def grid(runs: Any, laws: Any, protocols: Any, *, targets: Union[None, str, Sequ
     protocol_list = _expand_protocols(protocols, seeds)
 
     cells, groups = _make_cells(runs, law_list, target_list, protocol_list)
+    # Here, on the whole grid: a chunk of it has only some of its laws and targets.
+    _check_grid_names(cells, fit_options.get("bounds"), mixture_weights, tuple(getattr(runs, "domains", ())))
 
     done: dict = {}
     stamp: Optional[_Stamp] = None
