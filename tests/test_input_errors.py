@@ -147,3 +147,66 @@ def test_grid_bounds_by_domain_name_apply_and_unknown_names_are_refused():
         with pytest.raises(ValueError, match=r"mixture_weights: unknown target\(s\) \['Arxiv'\]"):
             mixlaw.grid(runs, "additive", split, targets=["c4", "arxiv"], n_starts=2, budgets=[(2.7e9, 5.4e10)],
                         mixture_weights={"c4": 1, "Arxiv": 1})
+
+
+# Second review: labelled pandas input read by position, units of token caps on the command line,
+# repeated keys, integer masks, NaN bounds, plans in billions.
+
+def test_pandas_series_and_frames_are_matched_by_label(fits):
+    pd = pytest.importorskip("pandas")
+    f = fits["c4"]
+    domains = list(f.domains)
+    h = dict(zip(domains, np.linspace(1, 2, len(domains)) / np.linspace(1, 2, len(domains)).sum()))
+    backwards = pd.Series({d: h[d] for d in reversed(domains)})
+    assert f.predict(N=1e9, D=2e10, H=backwards) == pytest.approx(f.predict(N=1e9, D=2e10, H=h), rel=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        by_dict = mixlaw.optimize_mixture(fits, N=1e9, D=2e10, weights={"book": 0.0, "c4": 1.0},
+                                          available_tokens={"c4": 1e9})
+        by_series = mixlaw.optimize_mixture(fits, N=1e9, D=2e10, weights=pd.Series({"book": 0.0, "c4": 1.0}),
+                                            available_tokens=pd.Series({"c4": 1e9}))
+        assert by_series.h == pytest.approx(by_dict.h, abs=1e-9) and by_series.weights == by_dict.weights
+        front = mixlaw.pareto_front(fits, N=1e9, D=2e10, targets=["c4", "book"],
+                                    target_weights=pd.DataFrame({"book": [1.0], "c4": [0.0]})).to_pandas()
+        assert front["w[book]"].iloc[0] == 1.0 and front["w[c4]"].iloc[0] == 0.0
+        with pytest.raises(ValueError, match=r"target_weights: columns \['book', 'arxiv'\] are not the front's"):
+            mixlaw.pareto_front(fits, N=1e9, D=2e10, targets=["c4", "book"],
+                                target_weights=pd.DataFrame({"book": [1.0], "arxiv": [0.0]}))
+
+
+def test_cli_token_caps_are_in_the_unit_of_d_and_keys_are_given_once(fits, tmp_path, capsys):
+    path = tmp_path / "fits.json"
+    fits.to_json(path)
+    base = ["optimize", str(path), "--N", "1e9"]
+
+    def c4_line(args):
+        assert cli.main(base + args) == 0
+        return next(line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("c4 "))
+
+    raw = c4_line(["--D", "2e10", "--available-tokens", "c4=1e9"])
+    assert c4_line(["--D", "20", "--D-unit", "1e9", "--available-tokens", "c4=1"]) == raw
+    assert "available tokens" in raw
+    assert cli.main(base + ["--D", "2e10", "--bounds", "c4=0:0.1,c4=0.5:0.9"]) == 1
+    assert "--bounds: 'c4' is given twice" in capsys.readouterr().err
+    assert cli.main(base + ["--D", "2e10", "--weights", "c4=1,book=1,c4=0"]) == 1
+    assert "--weights: 'c4' is given twice" in capsys.readouterr().err
+
+
+def test_select_where_and_initial_design_refuse_ambiguous_input():
+    runs = mixlaw.datasets.slimpajama()
+    with pytest.raises(ValueError, match="look like a mask; pass it as booleans"):
+        runs.select((runs.N > 1e9).astype(int))
+    assert len(runs.select(runs.N > 1e9)) == int(np.sum(runs.N > 1e9))
+    with pytest.raises(ValueError, match="min_tokens: NaN is not a token count"):
+        runs.where(min_tokens=float("nan"))
+    with pytest.raises(ValueError, match="min_tokens, max_tokens: the minimum is above the maximum"):
+        runs.where(min_tokens=5e10, max_tokens=1e10)
+    assert len(runs.where(model_size=np.array(1.235e9))) == int(np.sum(np.isclose(runs.N, 1.235e9)))
+    with pytest.raises(ValueError, match=r"N: model sizes 0\.1\.\.0\.3 look like millions or billions"):
+        mixlaw.design.initial_design(2, ["web", "code"], N=[0.1, 0.3])
+    with pytest.raises(ValueError, match="N: a model size is given twice"):
+        mixlaw.design.initial_design(2, ["web", "code"], N=[1e8, 3e8, 1e8])
+    with pytest.raises(ValueError, match="D: token counts 2..2 look like"):
+        mixlaw.design.initial_design(2, ["web", "code"], N=[1e8], D=[2.0])
+    assert cli.main(["design", "initial", "--k", "5", "--domains", "a,b,c", "--mixtures", "2", "--sizes",
+                     "1e8", "--quiet"]) == 1

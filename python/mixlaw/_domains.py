@@ -35,11 +35,22 @@ def domain_order(have: Sequence[str], want: Sequence[str], *, have_arg: str, wan
     return np.array([pos[d] for d in want], dtype=np.intp)
 
 
+def labels_as_mapping(value: Any) -> Any:
+    """A pandas Series as the mapping of its labels, so that it is matched by name and not by
+    position (its index may be in another order than the domains or targets); anything else
+    unchanged."""
+    if hasattr(value, "index") and hasattr(value, "items") and hasattr(value, "dtype") \
+            and not hasattr(value, "columns"):
+        return {str(k): v for k, v in value.items()}
+    return value
+
+
 def columns_by_name(H: Any, want: Sequence[str], *, arg: str, want_arg: str) -> Any:
     """``H`` with its columns in ``want``'s order when ``H`` is a table with column names
     (a pandas DataFrame, or a mapping domain -> column; a mapping domain -> number is one
     mixture, returned as a 1-D array); a bare array is returned as it is (positional).
     Unknown or missing columns are a ValueError naming ``arg``."""
+    H = labels_as_mapping(H)  # one mixture as a Series: by its labels
     one = isinstance(H, dict) and bool(H) and all(np.ndim(v) == 0 for v in H.values())
     if hasattr(H, "columns") and hasattr(H, "to_numpy"):
         names = [str(c) for c in H.columns]

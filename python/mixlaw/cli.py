@@ -229,8 +229,17 @@ def _domain_items(value: Optional[str], option: str, form: str) -> dict[str, str
         name, eq, v = item.partition("=")
         if not eq or not name.strip() or not v.strip():
             raise ValueError(f"{option}: expected {form}, got {value!r}")
+        if name.strip() in out:  # the last would win silently
+            raise ValueError(f"{option}: {name.strip()!r} is given twice in {value!r}")
         out[name.strip()] = v.strip()
     return out
+
+
+def _in_tokens(value: Any, unit: float) -> Any:
+    """Token counts given in the unit of --D-unit (a number or {domain: number}), in tokens."""
+    if isinstance(value, dict):
+        return {d: v * unit for d, v in value.items()}
+    return None if value is None else value * unit
 
 
 def _domain_bounds(value: Optional[str]) -> dict[str, tuple[float, float]]:
@@ -307,9 +316,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
         for b in args.bound:
             name, _, rng = b.partition("=")
             lo, _, hi = rng.partition(":")
+            if name in bounds:  # the last would win silently
+                raise ValueError(f"--bound: {name!r} is given twice")
             bounds[name] = (_number(lo, "--bound", b, "NAME=LO:HI"), _number(hi, "--bound", b, "NAME=LO:HI"))
     unique = None if args.unique_tokens is None else \
-        _number_or_domain_numbers(args.unique_tokens, "--unique-tokens", "DOMAIN=TOKENS,...")
+        _in_tokens(_number_or_domain_numbers(args.unique_tokens, "--unique-tokens", "DOMAIN=TOKENS,..."), args.D_unit)
     if args.repetition and plot_dir is not None:
         raise ValueError("--plot: the plots do not take unique tokens yet; fit data-constrained laws without --plot")
     fits = fit(runs, args.law, targets=_parse_list(args.target), n_starts=args.n_starts, seed=args.seed,
@@ -344,12 +355,15 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         weights = {}
         for item in args.weights.split(","):
             name, _, w = item.partition("=")
+            if name.strip() in weights:  # the last would win silently
+                raise ValueError(f"--weights: {name.strip()!r} is given twice in {args.weights!r}")
             weights[name.strip()] = _number(w, "--weights", args.weights, "TARGET=W,...") if w else 1.0
     bounds = _domain_bounds(args.bounds)
-    tokens = _domain_numbers(args.available_tokens, "--available-tokens", "DOMAIN=TOKENS,...")
+    tokens = _in_tokens(_domain_numbers(args.available_tokens, "--available-tokens", "DOMAIN=TOKENS,..."),
+                        args.D_unit)
     epochs = None if args.max_epochs is None else \
         _number_or_domain_numbers(args.max_epochs, "--max-epochs", "DOMAIN=EPOCHS,...")
-    unique = _domain_numbers(args.unique_tokens, "--unique-tokens", "DOMAIN=TOKENS,...")
+    unique = _in_tokens(_domain_numbers(args.unique_tokens, "--unique-tokens", "DOMAIN=TOKENS,..."), args.D_unit)
     prior = _domain_numbers(args.prior, "--prior", "DOMAIN=WEIGHT,...")
     N = None if args.N is None else args.N * args.N_unit
     D = None if args.D is None else args.D * args.D_unit
@@ -557,6 +571,9 @@ def cmd_design_next(args: argparse.Namespace) -> int:
 def cmd_design(args: argparse.Namespace) -> int:
     from .design import initial_design
 
+    if args.domains and args.k is not None and len(_parse_list(args.domains) or []) != args.k:
+        raise ValueError(f"--k: {args.k} domains, but --domains names {len(_parse_list(args.domains) or [])}; "
+                         "give one of the two")
     domains = _parse_list(args.domains) if args.domains else args.k
     if domains is None:
         raise ValueError("--domains or --k: give the domains (names, or how many)")
@@ -656,7 +673,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the data-constrained option: repeated tokens count less (one R_D, or one per domain); "
                         "needs --unique-tokens")
     f.add_argument("--unique-tokens", help="with --repetition: unique tokens per domain, e.g. 'code=2e10,books=5e9' "
-                                           "(domains not named: unlimited), or one number for every record")
+                                           "(domains not named: unlimited), or one number for every record; in the "
+                                           "unit of --D-unit")
     f.add_argument("--out", help="write the fits as JSON to this file")
     f.add_argument("--params", action="store_true", help="print the fitted parameters")
     common(f)
@@ -670,7 +688,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--N-unit", type=float, default=1.0, metavar="X",
                    help="parameters per unit of --N, e.g. 1e9 for --N 7 meaning 7B (default 1)")
     o.add_argument("--D-unit", type=float, default=1.0, metavar="X",
-                   help="tokens per unit of --D, e.g. 1e9 for billions (default 1)")
+                   help="tokens per unit of --D, --available-tokens and --unique-tokens, e.g. 1e9 for billions "
+                        "(default 1)")
     o.add_argument("--bounds", help="per-domain limits as fractions of the mixture, e.g. 'code=0.05:0.5,web=0:0.6'")
     o.add_argument("--available-tokens", help="unique tokens per domain, e.g. 'code=2e10,books=5e9': caps each "
                                               "weight at max-epochs x tokens / D")

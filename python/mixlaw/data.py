@@ -467,6 +467,10 @@ class Runs:
                 )
             if sel.size and (sel.min() < -n or sel.max() >= n):
                 raise ValueError(f"mask_or_indices: index out of range for {n} records")
+            if n > 2 and sel.shape == (n,) and np.all((sel == 0) | (sel == 1)):
+                # Read as indices, a 0/1 mask would give n copies of records 0 and 1.
+                raise ValueError("mask_or_indices: n integers that are all 0 or 1 look like a mask; pass it as "
+                                 "booleans (mask.astype(bool)), or indices of the records to keep")
             idx = sel.astype(np.int64)
         return self._take(idx)
 
@@ -494,13 +498,17 @@ class Runs:
             out = np.full(len(self), np.nan)
             for size, b in bound.items():
                 out[self._size_mask(float(size), arg)] = float(b)
-            return out
-        try:
-            return np.full(len(self), float(bound))
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"{arg}: expected a number or a mapping model_size -> number, got {bound!r}"
-            ) from None
+        else:
+            try:
+                out = np.full(len(self), float(bound))
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"{arg}: expected a number or a mapping model_size -> number, got {bound!r}"
+                ) from None
+        given = list(bound.values()) if isinstance(bound, Mapping) else [bound]
+        if any(math.isnan(float(b)) for b in given):  # NaN would quietly mean "no bound"
+            raise ValueError(f"{arg}: NaN is not a token count; leave the bound out for none")
+        return out
 
     def where(
         self,
@@ -529,7 +537,7 @@ class Runs:
         if model_size is not None:
             sizes = (
                 [model_size]
-                if isinstance(model_size, (int, float, np.number))
+                if np.ndim(model_size) == 0
                 else list(model_size)  # type: ignore[arg-type]
             )
             m = np.zeros(len(self), dtype=bool)
@@ -549,6 +557,8 @@ class Runs:
         if max_tokens is not None:
             hi = self._token_bound(max_tokens, "max_tokens")
             keep &= np.isnan(hi) | (self.D <= np.nan_to_num(hi, nan=np.inf))
+            if min_tokens is not None and np.any(lo > hi):  # NaN compares False
+                raise ValueError("min_tokens, max_tokens: the minimum is above the maximum; nothing would be kept")
         return self._take(np.flatnonzero(keep))
 
     def target(self, name: str) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray, np.ndarray]:

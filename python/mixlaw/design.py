@@ -24,6 +24,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from . import _core
+from .data import _PLAUSIBLE_MAX
 from .fit import _fit_box, _floats, _int_option
 from .mixture import _bounds
 
@@ -194,6 +195,13 @@ def initial_design(n_mixtures: int, domains: Union[int, Sequence[str]], *, N: An
     sizes = _floats(N, "N").reshape(-1)
     if sizes.size == 0 or not np.all(np.isfinite(sizes)) or np.any(sizes <= 0):
         raise ValueError("N: expected one or more finite model sizes > 0")
+    # A plan of runs is made here, so sizes in millions or billions are an error, not a warning
+    # (the thresholds of load_runs' units check).
+    if float(sizes.max()) < _PLAUSIBLE_MAX["N"]:
+        raise ValueError(f"N: model sizes {sizes.min():g}..{sizes.max():g} look like millions or billions; give "
+                         "raw parameter counts (1e8 for 100M)")
+    if np.unique(sizes).size != sizes.size:
+        raise ValueError(f"N: a model size is given twice ({sizes.tolist()}); every mixture is trained once at each")
     if D is not None:
         tokens = _floats(D, "D").reshape(-1)
         if tokens.shape != sizes.shape:
@@ -205,6 +213,9 @@ def initial_design(n_mixtures: int, domains: Union[int, Sequence[str]], *, N: An
         tokens = r * sizes
     if not np.all(np.isfinite(tokens)) or np.any(tokens <= 0):
         raise ValueError("D: token counts must be finite and > 0")
+    if float(tokens.max()) < _PLAUSIBLE_MAX["D"]:
+        raise ValueError(f"D: token counts {tokens.min():g}..{tokens.max():g} look like millions or billions; give "
+                         "raw token counts (2e9 for 2B)")
     H = initial_mixtures(n_mixtures, names, **options)
     nm, ns = H.shape[0], sizes.size
     cols: dict = {"run": np.arange(nm * ns), "mixture": np.tile(np.arange(nm), ns),

@@ -37,6 +37,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from . import _core
+from ._domains import labels_as_mapping
 from ._warnings import user_stacklevel
 from .data import _budget_text
 from .fit import ExtrapolationWarning, Fit, Fits, _far_message, _float_option, _floats, _int_option
@@ -339,6 +340,7 @@ def _budgets(N: Any, D: Any) -> tuple[np.ndarray, np.ndarray]:
 def _per_domain(value: Any, domains: tuple, k: int, arg: str, default: float) -> np.ndarray:
     if value is None:
         return np.full(k, default)
+    value = labels_as_mapping(value)  # a Series by its labels, not by position
     if isinstance(value, Mapping):
         unknown = [d for d in value if d not in domains]
         if unknown:
@@ -528,6 +530,7 @@ def optimize_mixture(fits: Any, *, N: Any = None, D: Any = None, weights: Any = 
             raise ValueError(f"{name}: must be finite and > 0")
     P, T = Nb.size, len(flist)
 
+    weights = labels_as_mapping(weights)  # a Series by its labels, not by position
     if weights is None:
         W = np.full((P, T), 1.0 / T)
     elif isinstance(weights, Mapping):
@@ -687,7 +690,8 @@ def _regulariser(KL: np.ndarray, prior: Any, domains: tuple, k: int) -> tuple:
             raise ValueError(f"prior: the runs' domains {list(names)} differ from the fits' {list(domains)}")
         mixtures = np.asarray(prior.mixtures, dtype=float)[:, [names.index(d) for d in domains]]
         p = mixtures.mean(axis=0)
-    elif isinstance(prior, Mapping):
+    elif isinstance(labels_as_mapping(prior), Mapping):
+        prior = labels_as_mapping(prior)
         unknown = [d for d in prior if d not in domains]
         if unknown:
             raise ValueError(f"prior: unknown domain(s) {unknown}; domains: {list(domains)}")

@@ -208,6 +208,11 @@ def pareto_front(fits: Any, *, N: Any = None, D: Any = None, targets: Optional[S
     if target_weights is None:
         Wf = simplex_lattice(len(front), n_points)
     else:
+        if hasattr(target_weights, "columns"):  # a DataFrame: its columns by target name, not by position
+            cols = [str(c) for c in target_weights.columns]
+            if sorted(cols) != sorted(front):
+                raise ValueError(f"target_weights: columns {cols} are not the front's targets {list(front)}")
+            target_weights = target_weights[[c for t in front for c in target_weights.columns if str(c) == t]]
         Wf = _floats(target_weights, "target_weights")
         if Wf.ndim != 2 or Wf.shape[1] != len(front) or Wf.shape[0] < 1:
             raise ValueError(f"target_weights: expected shape (n, {len(front)}), got {Wf.shape}")
