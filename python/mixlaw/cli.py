@@ -756,13 +756,13 @@ def build_parser() -> argparse.ArgumentParser:
     di.set_defaults(func=cmd_design)
     dn = dsub.add_parser("next", help="the next runs to train, given the runs trained so far",
                          description="Fit the runs trained so far (or read --fits), then choose --batch runs of "
-                                     "the candidate pool (a CSV as 'design initial' writes: N, D, w_<domain>, "
-                                     "optional run and compute) that most reduce the uncertainty of the optimal "
-                                     "mixture at (--N, --D) and of its loss, per unit of compute. Prints the "
+                                     "the candidate pool (a CSV or Parquet table as 'design initial' writes: N, D, "
+                                     "w_<domain>, optional run and compute) that most reduce the uncertainty of the "
+                                     "optimal mixture at (--N, --D) and of its loss, per unit of compute. Prints the "
                                      "decision's uncertainty now and expected after the batch.")
     dn.add_argument("data", help="CSV or Parquet file of the runs trained so far, or 'slimpajama'")
-    dn.add_argument("--candidates", required=True, help="CSV (or Parquet: .parquet, .pq) of candidate runs, as 'mixlaw design initial' "
-                         "writes them")
+    dn.add_argument("--candidates", required=True,
+                    help="CSV (or Parquet: .parquet, .pq) of candidate runs, as 'mixlaw design initial' writes them")
     dn.add_argument("--N", type=float, required=True, help="model size of the decision (parameters)")
     dn.add_argument("--D", type=float, required=True, help="training tokens of the decision")
     dn.add_argument("--batch", type=int, default=10, help="runs to choose (default 10)")

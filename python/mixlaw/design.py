@@ -25,7 +25,7 @@ import numpy as np
 
 from . import _core
 from .data import _PLAUSIBLE_MAX
-from .fit import _fit_box, _floats, _int_option
+from .fit import _fit_box, _floats, _int_option, _present
 from .mixture import _bounds
 
 __all__ = ["initial_mixtures", "initial_design", "next_runs", "NextRuns"]
@@ -651,7 +651,7 @@ def next_runs(runs: Any, candidates: Any, *, N: float, D: float, fits: Any = Non
         if t not in runs.targets:
             raise ValueError(f"fits: target {t!r} is not a target of runs ({', '.join(runs.target_names)}); pass "
                              "the runs the fits were fitted to")
-        n_t = int(np.sum(~np.isnan(runs.targets[t])))
+        n_t = int(np.sum(_present(runs, t)))
         if f.n_records and f.n_records != n_t:
             raise ValueError(f"fits: the fit of target {t!r} used {f.n_records} records, but runs has {n_t} for it; "
                              "pass the runs the fits were fitted to")
@@ -750,7 +750,7 @@ def next_runs(runs: Any, candidates: Any, *, N: float, D: float, fits: Any = Non
                 raise ValueError("noise: must be finite and > 0")
         sig[t] = s
         # The records of one run share part of the noise: V_r = sw^2 (I + rho 1 1^T).
-        run_t = runs.run[~np.isnan(runs.targets[t])]
+        run_t = runs.run[_present(runs, t)]  # the records runs.target(t) gave
         if isinstance(run_noise, str):
             share = _shared_fraction(resid, run_t, J)
         else:
